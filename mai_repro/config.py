@@ -1,0 +1,171 @@
+"""The typed run configuration and its presets.
+
+One knob for scale: a preset (``smoke``, ``laptop``, ``gpu``, ``cluster``) is a YAML file in
+``mai_repro/presets/`` that overrides the dataclass defaults below. ``load(preset, overrides)``
+merges nested overrides on top, validates every key, type and range, and returns a frozen
+:class:`Config`. Mistakes fail early with a :class:`ConfigError` naming the key path::
+
+    >>> load("smoke", {"pretrain": {"stepz": 10}})
+    Traceback (most recent call last):
+    ...
+    mai_repro.schema.ConfigError: pretrain.stepz: unknown key; allowed keys here: steps, ...
+
+Overrides may also use dotted keys (``{"pretrain.steps": 10}``), as the pipeline's ``-p`` does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mai_repro.model.config import ModelConfig
+from mai_repro.schema import ConfigError, build, merge, spec, stable_hash, to_dict
+
+PRESETS = ("smoke", "laptop", "gpu", "cluster")
+
+
+@dataclass(frozen=True)
+class OverviewConfig:
+    """Assumptions of the MAI-scale arithmetic in notebook 00 (the report states neither)."""
+
+    gpu_peak_tflops: float = spec(2500.0, min=1.0, help="dense BF16 peak of one GPU in TFLOP/s "
+                                                        "(GB200: about 2,500)")
+    mfu: float = spec(0.40, min=0.01, max=1.0, help="model-FLOPs utilisation assumed for the "
+                                                    "GPU-days estimate")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Pre-training loop settings (used from notebook 04 on)."""
+
+    steps: int = spec(200, min=1, help="optimizer steps")
+    batch_size: int = spec(16, min=1, help="sequences per optimizer step")
+    seq_len: int = spec(256, min=8, help="tokens per sequence")
+    lr: float = spec(3e-3, min=0.0, max=1.0, help="peak learning rate")
+    warmup_steps: int = spec(20, min=0, help="linear warm-up steps")
+    weight_decay: float = spec(0.1, min=0.0, help="AdamW weight decay")
+    grad_clip: float = spec(1.0, min=0.0, help="gradient-norm clip (0 = off)")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a stage needs to know. Sections group the settings of one stage or part."""
+
+    preset: str = spec("laptop", help="name of the preset this config was built from")
+    seed: int = spec(0, min=0, help="seed of every random number generator")
+    device: str = spec("auto", help="auto, cpu, cuda, cuda:N or mps")
+    auto_rebuild: bool = spec(True, help="rebuild missing or stale upstream stages on require() "
+                                         "(small presets); else stop and name the notebook")
+    overview: OverviewConfig = spec(factory=OverviewConfig)
+    model: ModelConfig = spec(factory=ModelConfig)
+    pretrain: PretrainConfig = spec(factory=PretrainConfig)
+
+    def check(self) -> list[tuple[str, str]]:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            return [("device", f"got {self.device!r}, allowed: auto, cpu, cuda, cuda:N, mps")]
+        return []
+
+
+def preset_path(preset: str) -> Path:
+    """The YAML file of a preset given by name, or a path to a YAML file of one's own."""
+    if preset in PRESETS:
+        return Path(str(resources.files("mai_repro") / "presets" / f"{preset}.yaml"))
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    raise ConfigError("preset", f"got {preset!r}, allowed: {', '.join(PRESETS)} "
+                                f"or the path of a YAML file")
+
+
+def expand_dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1, "a": {"c": 2}}`` -> ``{"a": {"b": 1, "c": 2}}``."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, Mapping):
+            value = expand_dotted(value)
+        head, *rest = str(key).split(".")
+        for part in reversed(rest):
+            value = {part: value}
+        if isinstance(value, Mapping) and isinstance(out.get(head), Mapping):
+            out[head] = merge(out[head], value)
+        else:
+            out[head] = value
+    return out
+
+
+def load(preset: str = "laptop", overrides: Mapping[str, Any] | None = None, *,
+         seed: int | None = None, device: str | None = None) -> Config:
+    """The validated config of ``preset`` with nested (or dotted) ``overrides`` merged on top.
+
+    ``seed`` and ``device`` (when not None) override the preset's, as papermill passes them.
+    """
+    path = preset_path(preset)
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, Mapping):
+        raise ConfigError("preset", f"{path.name} must hold a mapping of settings")
+    data.setdefault("preset", path.stem)
+    data = merge(data, expand_dotted(overrides or {}))
+    if seed is not None:
+        data["seed"] = seed
+    if device is not None:
+        data["device"] = device
+    return build(Config, data)
+
+
+def config_hash(cfg: Config, sections: tuple[str, ...] | None = None) -> str:
+    """A stable hash of the whole config, or of the named top-level sections plus the seed."""
+    d = to_dict(cfg)
+    if sections is not None:
+        d = {k: d[k] for k in ("seed", *sections)}
+    return stable_hash(d)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` picks CUDA when present, else CPU; any other value is returned as it is."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+__all__ = ["Config", "ConfigError", "ModelConfig", "OverviewConfig", "PretrainConfig",
+           "PRESETS", "load", "config_hash", "expand_dotted", "preset_path", "resolve_device",
+           "to_dict"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mai_repro.config [PRESET]``: every key, its type, value and meaning."""
+    import argparse
+
+    from mai_repro.schema import describe
+
+    parser = argparse.ArgumentParser(prog="python -m mai_repro.config")
+    parser.add_argument("preset", nargs="?", default="laptop")
+    args = parser.parse_args(argv)
+    try:
+        flat = _flatten(to_dict(load(args.preset)))
+    except ConfigError as e:
+        parser.error(str(e))
+    for key, type_name, _, help_text in describe(Config):
+        print(f"{key:28} {flat[key]!s:>12}  {type_name}{'  - ' + help_text if help_text else ''}")
+    return 0
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, Mapping) else {key: v})
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

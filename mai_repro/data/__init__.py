@@ -1,0 +1,1 @@
+"""mai_repro.data"""

@@ -1,0 +1,189 @@
+"""Typed, validated configuration sections built from plain dicts.
+
+Every config section is a frozen dataclass. Fields carry their constraints in metadata
+(``spec(default, min=..., max=..., help=...)``); allowed string values are spelled as
+``Literal[...]`` types. :func:`build` turns a nested dict into a dataclass tree and raises a
+:class:`ConfigError` that names the full key path (``pretrain.steps``) and what is allowed.
+A section may define ``check(self) -> list[tuple[str, str]]`` for rules that involve several
+fields (e.g. heads divisible by KV heads); each pair is (field name, message).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+from collections.abc import Mapping
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type, or out of range."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+def spec(default: Any = dataclasses.MISSING, *, min: float | None = None,
+         max: float | None = None, help: str = "", factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with validation metadata (inclusive bounds) and a help text."""
+    meta = {"min": min, "max": max, "help": help}
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin in (tuple, list):
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp`` and return it in canonical form."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+        return build(tp, value, key)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(key, f"got {value!r}, allowed: {_type_name(tp)}")
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+        (item_tp, *rest) = get_args(tp)
+        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"expected a mapping, got {value!r}")
+        _, val_tp = get_args(tp)
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(key, f"expected null, got {value!r}")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected a bool (true/false), got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an int, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise TypeError(f"{key}: unsupported config type {tp!r}")
+
+
+def build(cls: type, data: Mapping[str, Any] | None = None, path: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``; defaults fill what ``data`` leaves out."""
+    data = dict(data or {})
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(where, f"unknown key; allowed keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{path}.{name}" if path else name
+        if name in data:
+            value = _coerce(data[name], hints[name], key)
+        elif dataclasses.is_dataclass(hints[name]) and f.default is dataclasses.MISSING \
+                and f.default_factory is dataclasses.MISSING:
+            value = build(hints[name], {}, key)
+        else:
+            continue
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+                raise ConfigError(key, f"got {value!r}, allowed range {rng}")
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if callable(check):
+        for field_name, message in check():
+            raise ConfigError(f"{path}.{field_name}" if path else field_name, message)
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain JSON-able Python values (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``overrides`` into ``base``; mappings merge, everything else replaces."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def stable_hash(value: Any, length: int = 16) -> str:
+    """A hash of a JSON-able value that is stable across runs, machines and dict orders."""
+    text = json.dumps(to_dict(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def describe(cls: type, path: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key path, type, default, help) for every leaf field, for docs and error messages."""
+    rows = []
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{path}.{f.name}" if path else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe(tp, key))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        rows.append((key, _type_name(tp), default, f.metadata.get("help", "")))
+    return rows
+
+
+__all__ = ["ConfigError", "spec", "build", "to_dict", "merge", "stable_hash", "describe"]

@@ -1,0 +1,1 @@
+"""Training: the loop, checkpoints, goodput accounting, faults and distribution."""

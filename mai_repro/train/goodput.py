@@ -1,0 +1,56 @@
+"""Goodput in the MAI-Thinking-1 report's terms.
+
+Goodput = ideal training duration / actual wall-clock duration. The gap (the overhead) is split
+into recomputation (steps redone after failures), non-stepping time (start-up, checkpoint
+stalls, restarts) and the MFU drop (steps that ran slower than the steady state); whatever the
+parts do not explain is kept as "unattributed", never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GoodputBreakdown:
+    ideal_s: float
+    actual_s: float
+    parts_s: dict[str, float]  # overhead by cause, in seconds, "unattributed" included
+
+    @property
+    def goodput(self) -> float:
+        return self.ideal_s / self.actual_s
+
+    @property
+    def overhead_s(self) -> float:
+        return self.actual_s - self.ideal_s
+
+    def shares(self) -> dict[str, float]:
+        """Each part as a share of the overhead."""
+        return {k: v / self.overhead_s for k, v in self.parts_s.items()}
+
+
+def breakdown(ideal_s: float, actual_s: float, parts_s: Mapping[str, float]) -> GoodputBreakdown:
+    """Overhead parts plus an "unattributed" remainder that makes them add up to the gap."""
+    if ideal_s <= 0 or actual_s < ideal_s:
+        raise ValueError(f"need 0 < ideal <= actual, got ideal={ideal_s}, actual={actual_s}")
+    parts = dict(parts_s)
+    rest = (actual_s - ideal_s) - sum(parts.values())
+    if rest < -1e-9 * actual_s:
+        raise ValueError(f"overhead parts ({sum(parts.values()):.4g}) exceed the overhead "
+                         f"({actual_s - ideal_s:.4g})")
+    parts["unattributed"] = max(rest, 0.0)
+    return GoodputBreakdown(float(ideal_s), float(actual_s), parts)
+
+
+def from_goodput_and_overhead(goodput: float, overhead_s: float,
+                              parts_s: Mapping[str, float]) -> GoodputBreakdown:
+    """Recover ideal and actual durations from a goodput ratio and the overhead it leaves.
+
+    overhead = actual - ideal and goodput = ideal / actual, so actual = overhead / (1 - goodput).
+    """
+    if not 0 < goodput < 1:
+        raise ValueError(f"goodput must lie in (0, 1), got {goodput}")
+    actual = overhead_s / (1.0 - goodput)
+    return breakdown(actual - overhead_s, actual, parts_s)

@@ -1,0 +1,106 @@
+from pathlib import Path
+
+import pytest
+
+from mai_repro import config
+from mai_repro.config import ConfigError, config_hash, expand_dotted, load
+from mai_repro.schema import merge
+
+
+@pytest.mark.parametrize("preset", config.PRESETS)
+def test_every_preset_loads(preset):
+    cfg = load(preset)
+    assert cfg.preset == preset
+
+
+def test_presets_differ_in_scale():
+    assert load("smoke").model.d_model < load("laptop").model.d_model < load("gpu").model.d_model
+    assert load("smoke").auto_rebuild and not load("gpu").auto_rebuild
+
+
+def test_nested_and_dotted_overrides_merge():
+    cfg = load("smoke", {"pretrain": {"steps": 7}, "model.n_layers": 3, "seed": 5})
+    assert cfg.pretrain.steps == 7
+    assert cfg.model.n_layers == 3
+    assert cfg.seed == 5
+    # untouched values keep the preset's
+    assert cfg.pretrain.batch_size == load("smoke").pretrain.batch_size
+    assert cfg.model.d_model == load("smoke").model.d_model
+
+
+def test_expand_dotted_and_merge():
+    assert expand_dotted({"a.b": 1, "a": {"c": 2}}) == {"a": {"b": 1, "c": 2}}
+    assert merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 9}}) == {"a": {"b": 9, "c": 2},
+                                                                       "d": 3}
+
+
+def test_seed_and_device_arguments_override():
+    cfg = load("smoke", seed=11, device="cpu")
+    assert (cfg.seed, cfg.device) == (11, "cpu")
+
+
+def test_float_field_accepts_int():
+    assert load("smoke", {"pretrain.lr": 1}).pretrain.lr == 1.0
+
+
+@pytest.mark.parametrize("overrides, key, words", [
+    ({"pretrain": {"stepz": 10}}, "pretrain.stepz", "unknown key"),
+    ({"pretrainn": {}}, "pretrainn", "unknown key"),
+    ({"pretrain.steps": "ten"}, "pretrain.steps", "expected an int"),
+    ({"pretrain.steps": 2.5}, "pretrain.steps", "expected an int"),
+    ({"pretrain.steps": True}, "pretrain.steps", "expected an int"),
+    ({"model.tie_embeddings": 1}, "model.tie_embeddings", "expected a bool"),
+    ({"pretrain.lr": "fast"}, "pretrain.lr", "expected a number"),
+    ({"model.ffn_layout": "sometimes"}, "model.ffn_layout", "'interleaved'"),
+    ({"pretrain.steps": 0}, "pretrain.steps", "allowed range [1, inf]"),
+    ({"overview.mfu": 1.5}, "overview.mfu", "allowed range [0.01, 1.0]"),
+    ({"model.top_k": 99}, "model.top_k", "n_experts"),
+    ({"model.n_kv_heads": 3}, "model.n_kv_heads", "must divide n_heads"),
+    ({"model.d_latent": "big"}, "model.d_latent", "int or null"),
+    ({"device": "gpu"}, "device", "cuda:N"),
+    ({"pretrain": 3}, "pretrain", "expected a mapping"),
+])
+def test_validation_errors_name_the_key(overrides, key, words):
+    with pytest.raises(ConfigError) as err:
+        load("smoke", overrides)
+    assert err.value.key == key
+    assert words in str(err.value)
+
+
+def test_unknown_key_error_lists_allowed_keys():
+    with pytest.raises(ConfigError, match="allowed keys here: steps, batch_size"):
+        load("smoke", {"pretrain.stepz": 10})
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="allowed: smoke, laptop, gpu, cluster"):
+        load("huge")
+
+
+def test_preset_from_a_yaml_file(tmp_path: Path):
+    p = tmp_path / "mine.yaml"
+    p.write_text("pretrain:\n  steps: 3\n")
+    cfg = load(str(p))
+    assert cfg.preset == "mine" and cfg.pretrain.steps == 3
+    p.write_text("pretrain:\n  steps: -3\n")
+    with pytest.raises(ConfigError, match="pretrain.steps"):
+        load(str(p))
+
+
+def test_config_hash_is_stable_and_sensitive():
+    a = load("smoke", {"pretrain.steps": 7, "model.n_layers": 3})
+    b = load("smoke", {"model.n_layers": 3, "pretrain": {"steps": 7}})
+    assert config_hash(a) == config_hash(b)
+    assert len(config_hash(a)) == 16
+    assert config_hash(a) != config_hash(load("smoke", {"pretrain.steps": 8}))
+    # a section hash ignores other sections but not the seed
+    assert config_hash(a, ("model",)) == config_hash(load("smoke", {"model.n_layers": 3}),
+                                                     ("model",))
+    assert config_hash(a, ("model",)) != config_hash(
+        load("smoke", {"model.n_layers": 3, "seed": 1}), ("model",))
+
+
+def test_config_is_frozen():
+    cfg = load("smoke")
+    with pytest.raises(AttributeError):
+        cfg.seed = 3  # type: ignore[misc]
