@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from mai_repro.data.config import MixtureConfig, TokenizerConfig
 from mai_repro.model.config import ModelConfig
 from mai_repro.schema import ConfigError, build, merge, spec, stable_hash, to_dict
 
@@ -63,6 +64,8 @@ class Config:
     auto_rebuild: bool = spec(True, help="rebuild missing or stale upstream stages on require() "
                                          "(small presets); else stop and name the notebook")
     overview: OverviewConfig = spec(factory=OverviewConfig)
+    tokenizer: TokenizerConfig = spec(factory=TokenizerConfig)
+    mixture: MixtureConfig = spec(factory=MixtureConfig)
     model: ModelConfig = spec(factory=ModelConfig)
     pretrain: PretrainConfig = spec(factory=PretrainConfig)
 
@@ -120,10 +123,22 @@ def load(preset: str = "laptop", overrides: Mapping[str, Any] | None = None, *,
 
 
 def config_hash(cfg: Config, sections: tuple[str, ...] | None = None) -> str:
-    """A stable hash of the whole config, or of the named top-level sections plus the seed."""
+    """A stable hash of the whole config, or of the named keys plus the seed.
+
+    ``sections`` names top-level sections (``"mixture"``) or single keys (``"model.vocab_size"``),
+    so a stage is invalidated by exactly the settings that shape its result.
+    """
     d = to_dict(cfg)
     if sections is not None:
-        d = {k: d[k] for k in ("seed", *sections)}
+        picked = {}
+        for key in ("seed", *sections):
+            value: Any = d
+            for part in key.split("."):
+                if not isinstance(value, Mapping) or part not in value:
+                    raise KeyError(f"config has no key {key!r}")
+                value = value[part]
+            picked[key] = value
+        d = picked
     return stable_hash(d)
 
 

@@ -104,3 +104,12 @@ def test_config_is_frozen():
     cfg = load("smoke")
     with pytest.raises(AttributeError):
         cfg.seed = 3  # type: ignore[misc]
+
+
+def test_config_hash_of_single_keys():
+    a = load("smoke")
+    keys = ("mixture", "model.vocab_size")
+    assert config_hash(a, keys) == config_hash(load("smoke", {"model.n_layers": 5}), keys)
+    assert config_hash(a, keys) != config_hash(load("smoke", {"model.vocab_size": 999}), keys)
+    with pytest.raises(KeyError, match="model.nope"):
+        config_hash(a, ("model.nope",))
