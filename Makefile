@@ -14,12 +14,13 @@ help:
 	@echo "make figures    - copy the laptop run's figures into figures/"
 	@echo "make strip      - strip outputs from notebooks/ before committing"
 
-# Creates the virtual environment if needed and installs torch (CPU wheel), then the package.
+# Creates the virtual environment if needed and installs torch (CPU wheel), then the package
+# with its extras (dev: pytest, ruff, nbstripout; ray: the cluster executor, tested locally).
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	@touch $(STAMP)
 
 install: $(STAMP)

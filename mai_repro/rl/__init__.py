@@ -1,0 +1,1 @@
+"""Post-training: verifiable tasks, rewards, rollouts, GRPO and self-distillation."""

@@ -1,0 +1,121 @@
+"""Verifiable math tasks, generated procedurally, with exact answer checking.
+
+The report allows synthetic RL *environments* (it forbids synthetic pre-training text): a
+problem generator with a known answer. Three kinds, each with a difficulty knob:
+
+- ``arithmetic``: one operation on numbers of ``difficulty + 1`` digits;
+- ``expression``: ``difficulty + 2`` integers combined with +, -, * and brackets;
+- ``linear``: solve ``a*x + b = c`` for an integer x, coefficients growing with difficulty.
+
+Answers are integers written on a final line ``Answer: <integer>``. The train and evaluation
+splits are drawn from disjoint seed streams and de-duplicated against each other, and their
+prompts feed the curation stage's decontamination list.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["arithmetic", "expression", "linear"]
+KINDS: tuple[Kind, ...] = ("arithmetic", "expression", "linear")
+ANSWER_RE = re.compile(r"Answer:\s*(-?\d+)\s*$")
+INSTRUCTION = "Give the final answer on its own last line as 'Answer: <integer>'."
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    kind: str
+    difficulty: int
+    prompt: str
+    answer: int
+
+
+def _arithmetic(rng: random.Random, d: int) -> tuple[str, int]:
+    hi = 10 ** (d + 1) - 1
+    a, b = rng.randint(0, hi), rng.randint(0, hi)
+    op = rng.choice("+-*")
+    return f"Compute {a} {op} {b}.", eval(f"{a} {op} {b}")  # noqa: S307 - our own digits
+
+
+def _expression(rng: random.Random, d: int) -> tuple[str, int]:
+    expr = str(rng.randint(1, 9 + d))
+    for _ in range(d + 1):
+        op, n = rng.choice("+-*"), rng.randint(1, 9 + d)
+        expr = f"({expr} {op} {n})" if rng.random() < 0.5 else f"{n} {op} {expr}"
+    expr = expr[1:-1] if expr.startswith("(") and expr.endswith(")") else expr
+    return f"Evaluate {expr}.", eval(expr)  # noqa: S307 - built from our own digits
+
+
+def _linear(rng: random.Random, d: int) -> tuple[str, int]:
+    span = 5 * (d + 1)
+    x = rng.randint(-span, span)
+    a = rng.choice([k for k in range(-span, span + 1) if k not in (0,)])
+    b = rng.randint(-span * 3, span * 3)
+    c = a * x + b
+    lhs = f"{a}*x" + (f" + {b}" if b >= 0 else f" - {-b}")
+    return f"Solve for x: {lhs} = {c}.", x
+
+
+GENERATORS = {"arithmetic": _arithmetic, "expression": _expression, "linear": _linear}
+
+
+def generate(n: int, *, kinds: tuple[str, ...] = KINDS, difficulty: int = 1, seed: int = 0,
+             split: Literal["train", "eval"] = "train") -> list[Task]:
+    """``n`` distinct tasks; the eval split never shares a prompt with the train split."""
+    if difficulty < 0:
+        raise ValueError(f"difficulty must be >= 0, got {difficulty}")
+    unknown = set(kinds) - set(GENERATORS)
+    if unknown:
+        raise ValueError(f"unknown task kinds {sorted(unknown)}; allowed: {', '.join(KINDS)}")
+    # Disjoint streams: eval prompts are drawn with another seed and are removed from train.
+    rng = random.Random(f"{split}:{seed}:{difficulty}")
+    banned = set()
+    if split == "train":
+        banned = {t.prompt for t in generate(n, kinds=kinds, difficulty=difficulty, seed=seed,
+                                             split="eval")}
+    tasks: list[Task] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(tasks) < n:
+        attempts += 1
+        if attempts > 50 * n + 1000:
+            raise ValueError(f"cannot draw {n} distinct {split} tasks at difficulty "
+                             f"{difficulty}; ask for fewer or raise the difficulty")
+        kind = kinds[len(tasks) % len(kinds)]
+        question, answer = GENERATORS[kind](rng, difficulty)
+        prompt = f"{question} {INSTRUCTION}"
+        if prompt in seen or prompt in banned:
+            continue
+        seen.add(prompt)
+        tasks.append(Task(f"{split}-{kind}-{difficulty}-{len(tasks)}", kind, difficulty, prompt,
+                          int(answer)))
+    return tasks
+
+
+def extract_answer(completion: str) -> int | None:
+    """The integer on the completion's last non-empty line, if it has the answer format."""
+    lines = [ln for ln in completion.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    m = ANSWER_RE.search(lines[-1].strip())
+    return int(m.group(1)) if m else None
+
+
+def is_correct(completion: str, task: Task) -> bool:
+    """The binary task outcome: exact integer match in the required format."""
+    return extract_answer(completion) == task.answer
+
+
+def decontamination_texts(n_per_split: int = 200, difficulties: tuple[int, ...] = (0, 1, 2, 3),
+                          seed: int = 0) -> list[str]:
+    """Questions of the task sets (train and eval) that must not occur in pre-training data."""
+    texts = []
+    for d in difficulties:
+        for split in ("train", "eval"):
+            texts += [t.prompt.removesuffix(" " + INSTRUCTION)
+                      for t in generate(n_per_split, difficulty=d, seed=seed, split=split)]
+    return texts

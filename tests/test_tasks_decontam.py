@@ -1,0 +1,74 @@
+import pytest
+
+from mai_repro.data.decontam import Decontaminator
+from mai_repro.rl import tasks
+
+
+@pytest.mark.parametrize("kind", tasks.KINDS)
+@pytest.mark.parametrize("difficulty", [0, 2])
+def test_answers_are_right(kind, difficulty):
+    for t in tasks.generate(30, kinds=(kind,), difficulty=difficulty, seed=1):
+        q = t.prompt.removesuffix(" " + tasks.INSTRUCTION)
+        if kind == "linear":  # substitute the answer back into the equation
+            lhs, rhs = q.removeprefix("Solve for x: ").rstrip(".").split(" = ")
+            assert eval(lhs.replace("x", f"({t.answer})")) == int(rhs)
+        else:
+            assert eval(q.split(" ", 1)[1].rstrip(".")) == t.answer
+
+
+def test_deterministic_distinct_and_splits_disjoint():
+    a = tasks.generate(100, seed=3)
+    assert a == tasks.generate(100, seed=3)
+    assert len({t.prompt for t in a}) == 100
+    ev = tasks.generate(100, seed=3, split="eval")
+    assert not {t.prompt for t in a} & {t.prompt for t in ev}
+    assert {t.kind for t in a} == set(tasks.KINDS)
+
+
+def test_difficulty_grows_numbers():
+    def size(d):
+        return sum(len(t.prompt) for t in tasks.generate(60, difficulty=d, seed=0))
+    assert size(0) < size(2) < size(4)
+
+
+@pytest.mark.parametrize("completion, expected", [
+    ("Let me think. 2+2=4\nAnswer: 4", 4),
+    ("Answer: -17  \n\n", -17),
+    ("the answer is 4", None),
+    ("Answer: 4\nbut wait", None),
+    ("Answer: 4.5", None),
+    ("", None),
+])
+def test_answer_format(completion, expected):
+    assert tasks.extract_answer(completion) == expected
+
+
+def test_is_correct():
+    t = tasks.generate(1, kinds=("arithmetic",), seed=0)[0]
+    assert tasks.is_correct(f"work\nAnswer: {t.answer}", t)
+    assert not tasks.is_correct(f"Answer: {t.answer + 1}", t)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown task kinds"):
+        tasks.generate(1, kinds=("poetry",))
+    with pytest.raises(ValueError, match="difficulty"):
+        tasks.generate(1, difficulty=-1)
+    with pytest.raises(ValueError, match="cannot draw"):
+        tasks.generate(10_000, kinds=("arithmetic",), difficulty=0)
+
+
+def test_decontamination_finds_planted_overlap():
+    protected = ["Compute 37 + 45.",
+                 "the quick brown fox jumps over the lazy dog near the river bank today"]
+    d = Decontaminator(protected, n=8)
+    assert d.match("Exercise 3. Compute 37 + 45. Then continue.")
+    assert d.match("He saw THE QUICK brown fox jumps over the lazy dog, near the river")
+    assert not d.match("Compute 37 + 46.")
+    assert not d.match("the quick brown fox sleeps")
+    assert not d.match("")
+
+
+def test_decontamination_texts_cover_both_splits():
+    texts = tasks.decontamination_texts(n_per_split=5, difficulties=(0,))
+    assert len(texts) == 10 and not any(tasks.INSTRUCTION in t for t in texts)
