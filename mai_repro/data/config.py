@@ -40,3 +40,11 @@ class MixtureConfig:
         if any(v < 0 for v in self.shares.values()) or sum(self.shares.values()) <= 0:
             return [("shares", "shares must be >= 0 and not all zero")]
         return []
+
+
+@dataclass(frozen=True)
+class WikiConfig:
+    """Notebook 02: raw wiki markup vs stripped text."""
+
+    max_pages: int | None = spec(None, min=1, help="articles per language (null = all)")
+    bpe_vocab: int = spec(8192, min=300, help="vocabulary of the BPE that counts tokens")

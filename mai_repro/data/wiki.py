@@ -84,3 +84,85 @@ def recoverable_by_parsing(facts: list[Fact], representation: str) -> list[bool]
         return []
     again = {(f.field, f.value) for f in infobox_facts(facts[0].page, representation)}
     return [(f.field, f.value) in again for f in facts]
+
+
+# --------------------------------------------------------------------------------------------
+# The measurement of notebook 02.
+
+@dataclass(frozen=True)
+class Page:
+    lang: str
+    title: str
+    wikitext: str
+
+
+@dataclass
+class WikiMeasurement:
+    pages: list[dict]  # per page: lang, title, bytes and tokens of each representation
+    facts: list[dict]  # per fact: page, field, value, recoverable in each representation
+    bytes_ratio: float
+    token_ratio: float
+    token_ratio_by_lang: dict[str, float]
+    retention: dict[str, float]  # share of facts recoverable, by representation and test
+
+
+def count_tokens_bpe(texts_a: list[str], texts_b: list[str], vocab_size: int
+                     ) -> tuple[list[int], list[int]]:
+    """Token counts of two representations under one byte-level BPE trained on both equally,
+    so neither side gets a vocabulary tailored to it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts_a + texts_b, trainer)
+    return ([len(e.ids) for e in tok.encode_batch(texts_a)],
+            [len(e.ids) for e in tok.encode_batch(texts_b)])
+
+
+def measure(pages: list[Page], bpe_vocab: int = 8192, progress: bool = True
+            ) -> WikiMeasurement:
+    """Token cost and infobox-fact retention of raw markup vs stripped text."""
+    from tqdm.auto import tqdm
+
+    articles = [p for p in pages if p.wikitext.strip() and not is_redirect(p.wikitext)]
+    if not articles:
+        raise ValueError("no article pages to measure (all empty or redirects)")
+    stripped = [strip_markup(p.wikitext) for p in tqdm(articles, desc="strip markup",
+                                                        disable=not progress, leave=False)]
+    raw_tokens, text_tokens = count_tokens_bpe([p.wikitext for p in articles], stripped,
+                                               bpe_vocab)
+    page_rows, fact_rows = [], []
+    for p, text, nr, nt in zip(articles, stripped, raw_tokens, text_tokens, strict=True):
+        page_rows.append({"lang": p.lang, "title": p.title,
+                          "markup_bytes": len(p.wikitext.encode()),
+                          "text_bytes": len(text.encode()),
+                          "markup_tokens": nr, "text_tokens": nt})
+        facts = infobox_facts(p.title, p.wikitext)
+        by_parse_raw = recoverable_by_parsing(facts, p.wikitext)
+        by_parse_text = recoverable_by_parsing(facts, text)
+        for f, pr, pt in zip(facts, by_parse_raw, by_parse_text, strict=True):
+            fact_rows.append({
+                "lang": p.lang, "page": f.page, "field": f.field, "value": f.value,
+                "markup: parsed": pr, "text: parsed": pt,
+                "markup: value present": fact_recoverable(f, p.wikitext),
+                "text: value present": fact_recoverable(f, text),
+                "text: field and value present": fact_recoverable_with_field(f, text),
+            })
+
+    def ratio(rows: list[dict], a: str, b: str) -> float:
+        return sum(r[a] for r in rows) / max(1, sum(r[b] for r in rows))
+
+    tests = ["markup: parsed", "markup: value present", "text: parsed",
+             "text: value present", "text: field and value present"]
+    retention = {t: (sum(r[t] for r in fact_rows) / len(fact_rows)) if fact_rows else 0.0
+                 for t in tests}
+    langs = sorted({r["lang"] for r in page_rows})
+    return WikiMeasurement(
+        page_rows, fact_rows,
+        bytes_ratio=ratio(page_rows, "markup_bytes", "text_bytes"),
+        token_ratio=ratio(page_rows, "markup_tokens", "text_tokens"),
+        token_ratio_by_lang={lang: ratio([r for r in page_rows if r["lang"] == lang],
+                                         "markup_tokens", "text_tokens") for lang in langs},
+        retention=retention)
