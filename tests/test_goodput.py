@@ -1,6 +1,6 @@
 import pytest
 
-from mai_repro.train.goodput import breakdown, from_goodput_and_overhead
+from mai_repro.train.goodput import breakdown, from_events, from_goodput_and_overhead
 
 H = 3600.0
 
@@ -36,3 +36,25 @@ def test_bad_breakdown(args, match):
 def test_goodput_out_of_range(g):
     with pytest.raises(ValueError, match="goodput"):
         from_goodput_and_overhead(g, 10, {})
+
+
+def ev(step, t, dt, **kw):
+    return {"event": "step", "step": step, "t": t, "dt": dt, **kw}
+
+
+def test_from_events_adds_up_by_hand():
+    events = [{"event": "start", "t": 0.0},
+              ev(0, 3.0, 1.0, warmup=True),  # 2 s start-up before it
+              ev(1, 4.0, 1.0), ev(2, 5.0, 1.0),
+              ev(3, 6.0, 1.0),  # lost in the failure below
+              {"event": "restart", "t": 8.0},
+              ev(3, 9.0, 1.0, warmup=True), ev(4, 11.0, 2.0),  # a slow step: 1 s MFU drop
+              {"event": "end", "t": 11.0}]
+    gp = from_events(events)
+    assert gp.ideal_s == 5.0  # 5 unique steps x 1 s
+    assert gp.actual_s == 11.0
+    assert gp.parts_s["recomputation"] == 1.0
+    assert gp.parts_s["MFU drop"] == 1.0
+    assert gp.parts_s["non-stepping time"] == 11.0 - 7.0
+    assert gp.parts_s["unattributed"] == pytest.approx(0.0)
+    assert gp.goodput == pytest.approx(5 / 11)

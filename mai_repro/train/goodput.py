@@ -54,3 +54,47 @@ def from_goodput_and_overhead(goodput: float, overhead_s: float,
         raise ValueError(f"goodput must lie in (0, 1), got {goodput}")
     actual = overhead_s / (1.0 - goodput)
     return breakdown(actual - overhead_s, actual, parts_s)
+
+
+# --------------------------------------------------------------------------------------------
+# Goodput of a real run, from its event log.
+
+def from_events(events: list[dict], warmup_steps: int = 2) -> GoodputBreakdown:
+    """Goodput of a run from its events, with parts that add up to the wall clock exactly.
+
+    Events (dicts, in time order, times in seconds):
+      ``{"event": "step", "step": n, "t": end_time, "dt": duration}`` for every executed step
+      (a step redone after a failure appears again), plus any other events, of which the
+      first and last times bound the run.
+
+    - ideal: unique steps x steady step time (median duration, first ``warmup_steps`` of
+      each process start excluded: compilation and cache warm-up are start-up costs);
+    - recomputation: executions of a step that a later execution of the same step replaced;
+    - MFU drop: how much longer the kept executions took than the steady time (net);
+    - non-stepping time: everything outside steps (start-up, checkpoint stalls, restarts,
+      hang detection).
+    """
+    if not events:
+        raise ValueError("no events")
+    steps = [e for e in events if e["event"] == "step"]
+    if not steps:
+        raise ValueError("no step events")
+    start, end = min(e["t"] for e in events), max(e["t"] for e in events)
+    last_exec: dict[int, int] = {}
+    for i, e in enumerate(steps):
+        last_exec[e["step"]] = i
+    kept = [steps[i] for i in sorted(last_exec.values())]
+    redone = [e for i, e in enumerate(steps) if last_exec[e["step"]] != i]
+    steady_pool = [e["dt"] for e in steps if not e.get("warmup", False)] or \
+        [e["dt"] for e in steps]
+    steady = float(sorted(steady_pool)[len(steady_pool) // 2])
+    ideal = steady * len(kept)
+    recompute = sum(e["dt"] for e in redone)
+    mfu_drop = sum(e["dt"] for e in kept) - ideal
+    non_stepping = (end - start) - sum(e["dt"] for e in steps)
+    actual = end - start
+    if actual < ideal:  # a run faster than its own median: nothing to attribute
+        actual = ideal
+    return breakdown(ideal, actual, {"recomputation": recompute,
+                                     "non-stepping time": max(non_stepping, 0.0),
+                                     "MFU drop": max(mfu_drop, 0.0)})

@@ -1,0 +1,39 @@
+import math
+
+from mai_repro.train.spikes import SpikeDetector
+
+
+def warm(d, n=20):
+    for i in range(n):
+        assert d.check(2.0 + 0.01 * (i % 3), 1.0 + 0.01 * (i % 2)) == "ok"
+
+
+def test_spike_is_skipped_and_repeated_spikes_roll_back():
+    d = SpikeDetector(window=20, z_threshold=6.0, max_skips=3)
+    warm(d)
+    assert d.check(10.0) == "skip"
+    assert d.check(2.0) == "ok"  # isolated spike: training goes on
+    assert d.check(10.0) == "skip" and d.check(11.0) == "skip" and d.check(12.0) == "rollback"
+    assert (d.n_skipped, d.n_rollbacks) == (3, 1)
+
+
+def test_nan_and_grad_norm_spikes():
+    d = SpikeDetector()
+    warm(d)
+    assert d.check(math.nan) == "skip"
+    assert d.check(2.0, 50.0) == "skip"
+    assert d.check(2.0, 1.0) == "ok"
+
+
+def test_no_judgement_before_enough_history():
+    d = SpikeDetector(min_history=10)
+    assert d.check(100.0) == "ok" and d.check(1.0) == "ok"
+
+
+def test_state_round_trip():
+    d = SpikeDetector()
+    warm(d)
+    d.check(10.0)
+    e = SpikeDetector()
+    e.load_state_dict(d.state_dict())
+    assert e.check(11.0) == d.check(11.0) and e.state_dict() == d.state_dict()
