@@ -1,0 +1,153 @@
+"""A supervisor that runs training as a child process, injects failures, and restarts it.
+
+The child writes a *heartbeat* (a small JSON file: the step it finished and the time) after
+every step, and resumes from its latest checkpoint whenever it starts. The supervisor:
+
+- kills the child with SIGKILL when its heartbeat reaches a scheduled ``kill`` step;
+- passes scheduled ``raise`` and ``hang`` faults to the child through the environment
+  (``MAI_REPRO_FAULTS="raise@50,hang@80"``), which the child's loop turns into an exception or
+  an endless sleep at that step (:func:`maybe_fail`);
+- treats a heartbeat older than ``hang_timeout`` seconds as a hang and kills the child;
+- restarts the child after any failure until it exits with code 0 (its budget is done), or
+  gives up after ``max_restarts``.
+
+Every start, failure and restart is logged with its time, for goodput accounting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mai_repro.artifacts import atomic_write_json
+
+FAULTS_ENV = "MAI_REPRO_FAULTS"
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str  # "kill", "raise" or "hang"
+    step: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("kill", "raise", "hang"):
+            raise ValueError(f"fault kind must be kill, raise or hang, got {self.kind!r}")
+
+    def __str__(self) -> str:
+        return f"{self.kind}@{self.step}"
+
+
+def parse_faults(text: str) -> list[Fault]:
+    """``"kill@10,raise@20"`` -> faults."""
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        kind, _, step = item.partition("@")
+        if not step.isdigit():
+            raise ValueError(f"expected kind@step, got {item!r}")
+        out.append(Fault(kind, int(step)))
+    return out
+
+
+def write_heartbeat(path: Path | str, step: int) -> None:
+    atomic_write_json(Path(path), {"step": step, "t": time.time()})
+
+
+def read_heartbeat(path: Path | str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def maybe_fail(step: int) -> None:
+    """Called by the child after each step: carries out a fault scheduled for this step."""
+    for fault in parse_faults(os.environ.get(FAULTS_ENV, "")):
+        if fault.step == step and fault.kind == "raise":
+            raise RuntimeError(f"injected failure at step {step}")
+        if fault.step == step and fault.kind == "hang":
+            while True:  # the supervisor's heartbeat timeout ends this
+                time.sleep(3600)
+
+
+@dataclass
+class SupervisorReport:
+    exit_code: int
+    restarts: int
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[dict]:
+        return [e for e in self.events if e["event"] == "failure"]
+
+
+def supervise(cmd: Sequence[str], heartbeat: Path | str, faults: Sequence[Fault] = (),
+              hang_timeout: float = 30.0, max_restarts: int = 10, poll_s: float = 0.05,
+              env: dict[str, str] | None = None, log: Path | str | None = None
+              ) -> SupervisorReport:
+    """Run ``cmd`` until it succeeds, injecting ``faults`` once each (see module doc)."""
+    heartbeat = Path(heartbeat)
+    pending = sorted(faults, key=lambda f: f.step)
+    events: list[dict] = []
+    restarts = 0
+
+    def note(event: str, **kw: object) -> None:
+        events.append({"event": event, "t": time.time(), **kw})
+
+    while True:
+        child_faults = [f for f in pending if f.kind in ("raise", "hang")]
+        child_env = {**os.environ, **(env or {}), FAULTS_ENV: ",".join(map(str, child_faults))}
+        heartbeat.unlink(missing_ok=True)
+        note("start", attempt=restarts)
+        proc = subprocess.Popen(list(cmd), env=child_env)
+        started = time.time()
+        cause = None
+        while proc.poll() is None:
+            time.sleep(poll_s)
+            beat = read_heartbeat(heartbeat)
+            step = beat["step"] if beat else -1
+            kill = next((f for f in pending if f.kind == "kill" and step >= f.step), None)
+            if kill is not None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                pending.remove(kill)
+                cause = f"killed (SIGKILL) at step {step}"
+                break
+            last = beat["t"] if beat else started
+            if time.time() - last > hang_timeout:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                hung = next((f for f in pending if f.kind == "hang" and step + 1 >= f.step),
+                            None)
+                if hung is not None:
+                    pending.remove(hung)
+                cause = f"hang detected after step {step} (no heartbeat for {hang_timeout} s)"
+                break
+        code = proc.returncode
+        if cause is None and code == 0:
+            note("end", exit_code=0)
+            report = SupervisorReport(0, restarts, events)
+            break
+        if cause is None:  # the child raised and exited non-zero
+            beat = read_heartbeat(heartbeat)
+            step = beat["step"] if beat else -1
+            raised = next((f for f in pending if f.kind == "raise" and step + 1 >= f.step),
+                          None)
+            if raised is not None:
+                pending.remove(raised)
+            cause = f"exited with code {code} after step {step}"
+        note("failure", cause=cause)
+        if restarts >= max_restarts:
+            note("end", exit_code=code)
+            report = SupervisorReport(code if code else 1, restarts, events)
+            break
+        restarts += 1
+    if log is not None:
+        atomic_write_json(Path(log), report.events)
+    return report
