@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from mai_repro.train import scaling as sc
+
+
+def test_fit_recovers_a_known_law():
+    C = np.logspace(15, 19, 5)
+    true = sc.PowerLawFit(2.0, 0.3, 1.7, (0, 0, 0), 1e17)
+    fit = sc.fit_power_law(C, true.loss(C))
+    assert fit.alpha == pytest.approx(0.3, rel=1e-3)
+    assert fit.E == pytest.approx(1.7, rel=1e-3)
+    assert np.allclose(fit.loss(C), true.loss(C), rtol=1e-6)
+
+
+def test_efficiency_gain_by_hand():
+    base = sc.PowerLawFit(1.0, 1.0, 0.0, (0, 0, 0), 1.0)  # L = 1/C
+    # a candidate reaching L = 0.25 with C = 2: the baseline needs C = 4 -> EG 2
+    assert sc.efficiency_gain(base, 0.25, 2.0) == pytest.approx(2.0)
+    assert sc.efficiency_gain(base, 0.5, 2.0) == pytest.approx(1.0)
+    shifted = sc.PowerLawFit(1.0, 1.0, 1.0, (0, 0, 0), 1.0)
+    assert sc.efficiency_gain(shifted, 0.9, 1.0) == float("inf")  # below the floor E
+    with pytest.raises(ValueError):
+        sc.efficiency_gain(base, 0.5, 0.0)
+
+
+def test_fit_needs_three_points():
+    with pytest.raises(ValueError, match=">= 3"):
+        sc.fit_power_law([1, 2], [3, 2])
+
+
+def test_rank_agreement_extremes():
+    small = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    same = sc.rank_agreement(small, small * 2, n_boot=200)
+    assert same.kendall_tau == pytest.approx(1.0) and same.top1_agree
+    assert same.pairwise_flips == 0.0
+    rev = sc.rank_agreement(small, -small, n_boot=200)
+    assert rev.kendall_tau == pytest.approx(-1.0) and not rev.top1_agree
+    assert rev.pairwise_flips == 1.0
+    one_swap = sc.rank_agreement(small, np.array([2.0, 1.0, 3.0, 4.0, 5.0]), n_boot=200)
+    assert one_swap.pairwise_flips == pytest.approx(1 / 10)
+    assert one_swap.kendall_ci[0] <= one_swap.kendall_tau <= one_swap.kendall_ci[1]
+
+
+def test_mixture_regression_recovers_a_linear_truth():
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet(np.ones(3), size=40)
+    loss = 3.0 - 1.0 * w[:, 0] + 0.5 * w[:, 1]
+    reg = sc.fit_mixture_regression(w, loss, ("a", "b", "c"), ridge=1e-8)
+    assert np.allclose(reg.predict(w), loss, atol=1e-3)
