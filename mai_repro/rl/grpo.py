@@ -1,0 +1,119 @@
+"""The GRPO loss with the MAI-Thinking-1 report's stabilisers, in plain torch.
+
+Per token t of a completion sampled by the inference policy pi_old:
+
+    r_t = pi_theta(a_t) / pi_old(a_t)
+    surrogate_t = min(r'_t A, clip(r'_t, 1 - eps, (1 - eps)^-1 + k) A),  r'_t = clip(r_t, r_min, r_max)
+
+- **Group-relative advantages**: A = R - mean(R over the problem's group), optionally divided
+  by the group's standard deviation (floored, so near-constant groups stay finite).
+- **Adaptive entropy control**: no entropy bonus; the upper clip bound is widened by k, and k
+  follows an integral controller toward a target entropy H*:
+  ``k <- clip(k + delta * sign(H* - H), 0, k_max)``, once per optimizer step.
+- **Outer ratio clip**: ``r'`` clips the ratio on *all* branches, so the unclipped branch of
+  the PPO minimum (large r with a negative advantage) cannot blow up the gradient.
+- **Top-p masking**: the learner sets logits outside the inference nucleus to -inf, so both
+  sides normalise over the same support.
+- The loss is token-level: summed over every completion token of the batch and divided by
+  the number of tokens. An optional KL penalty to a reference policy (k3 estimator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale_std: bool = False,
+                     std_floor: float = 1e-6) -> torch.Tensor:
+    """(N,) rewards laid out group by group -> (N,) advantages, finite for constant groups."""
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    g = rewards.float().view(-1, group_size)
+    adv = g - g.mean(dim=1, keepdim=True)
+    if scale_std:
+        adv = adv / g.std(dim=1, unbiased=False, keepdim=True).clamp_min(std_floor)
+    return adv.view(-1)
+
+
+def apply_nucleus(logits: torch.Tensor, nucleus: torch.Tensor | None) -> torch.Tensor:
+    """Top-p masking: logits outside the inference nucleus become -inf."""
+    if nucleus is None:
+        return logits
+    return logits.masked_fill(~nucleus, float("-inf"))
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    eps: float = 0.2
+    r_min: float = 0.0  # outer clip; 0 = no lower outer clip
+    r_max: float = 4.0
+    kl_coef: float = 0.0
+
+
+@dataclass
+class GRPOOutput:
+    loss: torch.Tensor
+    entropy: float  # mean token entropy of the learner's (masked) distribution
+    clip_low_frac: float
+    clip_high_frac: float
+    outer_clip_frac: float
+    ratio_mean: float
+
+
+def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tensor,
+              advantages: torch.Tensor, mask: torch.Tensor, cfg: GRPOConfig, k: float = 0.0,
+              nucleus: torch.Tensor | None = None, ref_logp: torch.Tensor | None = None
+              ) -> GRPOOutput:
+    """Token-level clipped policy-gradient loss.
+
+    Shapes: logits (B, T, V) of the learner at the completion positions; actions, old_logp,
+    mask (B, T); advantages (B,) per sequence; nucleus (B, T, V) bool or None.
+    """
+    logits = apply_nucleus(logits.float(), nucleus)
+    logp_all = F.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    m = mask.float()
+    n = m.sum().clamp_min(1.0)
+    ratio = torch.exp(logp - old_logp)
+    outer = ratio.clamp(cfg.r_min, cfg.r_max)
+    lo, hi = 1.0 - cfg.eps, 1.0 / (1.0 - cfg.eps) + k
+    A = advantages.float().unsqueeze(-1).expand_as(ratio)
+    surrogate = torch.minimum(outer * A, outer.clamp(lo, hi) * A)
+    loss = -(surrogate * m).sum() / n
+    if ref_logp is not None and cfg.kl_coef > 0:
+        d = ref_logp - logp
+        loss = loss + cfg.kl_coef * ((torch.exp(d) - d - 1) * m).sum() / n
+    with torch.no_grad():
+        p = logp_all.exp()
+        plogp = torch.where(p > 0, p * logp_all, torch.zeros_like(p))
+        entropy = (-(plogp.sum(-1)) * m).sum() / n
+        frac = lambda b: float((b.float() * m).sum() / n)  # noqa: E731
+    return GRPOOutput(loss, float(entropy), frac((ratio < lo) & (A < 0)),
+                      frac((ratio > hi) & (A > 0)),
+                      frac((ratio < cfg.r_min) | (ratio > cfg.r_max)),
+                      float((ratio.detach() * m).sum() / n))
+
+
+@dataclass
+class EntropyController:
+    """k <- clip(k + delta * sign(H* - H), 0, k_max), once per optimizer step."""
+
+    target: float
+    delta: float = 0.01
+    k_max: float = 1.0
+    k: float = 0.0
+
+    def update(self, entropy: float) -> float:
+        diff = self.target - entropy
+        step = self.delta * (1 if diff > 0 else -1 if diff < 0 else 0)
+        self.k = min(max(self.k + step, 0.0), self.k_max)
+        return self.k
+
+    def state_dict(self) -> dict:
+        return {"k": self.k}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.k = float(state["k"])

@@ -1,0 +1,116 @@
+import math
+
+import pytest
+import torch
+
+from mai_repro.rl import rewards as R
+from mai_repro.rl.grpo import (
+    EntropyController,
+    GRPOConfig,
+    apply_nucleus,
+    group_advantages,
+    grpo_loss,
+)
+
+
+def test_group_advantages():
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    adv = group_advantages(r, 4)
+    assert adv.tolist() == [0.75, -0.25, -0.25, -0.25, 0.0, 0.0, 0.0, 0.0]
+    near = group_advantages(torch.tensor([1.0, 1.0, 1.0, 1.0 + 1e-9]), 4, scale_std=True)
+    assert torch.isfinite(near).all() and near.abs().max() < 1e-2
+    scaled = group_advantages(torch.tensor([0.0, 2.0]), 2, scale_std=True)
+    assert scaled.tolist() == [-1.0, 1.0]
+    with pytest.raises(ValueError):
+        group_advantages(torch.zeros(5), 4)
+
+
+def one_token(logp_new, logp_old, adv, cfg, k=0.0):
+    """A one-token, two-action batch with the learner's log-prob of action 0 = logp_new."""
+    p = math.exp(logp_new)
+    logits = torch.tensor([[[math.log(p), math.log(1 - p)]]], requires_grad=True)
+    out = grpo_loss(logits, torch.tensor([[0]]), torch.tensor([[logp_old]]),
+                    torch.tensor([adv]), torch.ones(1, 1, dtype=torch.bool), cfg, k)
+    out.loss.backward()
+    return out, logits.grad
+
+
+def test_clip_branches_by_hand():
+    cfg = GRPOConfig(eps=0.2, r_min=0.0, r_max=10.0)
+    # ratio 1.5 > hi = 1.25, positive advantage: clipped, no gradient
+    out, g = one_token(math.log(0.6), math.log(0.4), 1.0, cfg)
+    assert out.loss.item() == pytest.approx(-1.25) and g.abs().sum() == 0
+    assert out.clip_high_frac == 1.0
+    # widening the upper bound by k = 0.5 (hi = 1.75) lets the same token learn
+    out, g = one_token(math.log(0.6), math.log(0.4), 1.0, cfg, k=0.5)
+    assert out.loss.item() == pytest.approx(-1.5) and g.abs().sum() > 0
+    # ratio 0.5 < lo = 0.8 with negative advantage: clipped at lo
+    out, g = one_token(math.log(0.2), math.log(0.4), -1.0, cfg)
+    assert out.loss.item() == pytest.approx(0.8) and g.abs().sum() == 0
+
+
+def test_outer_clip_bounds_the_unclipped_branch():
+    # ratio 8 with a negative advantage: plain PPO takes r * A = -8 (unbounded in r)
+    plain = GRPOConfig(eps=0.2, r_min=0.0, r_max=100.0)
+    out, g_plain = one_token(math.log(0.8), math.log(0.1), -1.0, plain)
+    assert out.loss.item() == pytest.approx(8.0)
+    hard = GRPOConfig(eps=0.2, r_min=0.0, r_max=4.0)
+    out, g_hard = one_token(math.log(0.8), math.log(0.1), -1.0, hard)
+    assert out.loss.item() == pytest.approx(4.0) and out.outer_clip_frac == 1.0
+    assert g_hard.abs().sum() == 0 < g_plain.abs().sum()
+
+
+def test_token_level_normalisation_and_mask():
+    cfg = GRPOConfig()
+    logits = torch.zeros(2, 3, 4)
+    actions = torch.zeros(2, 3, dtype=torch.long)
+    old = torch.full((2, 3), math.log(0.25))  # ratio 1 everywhere
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]], dtype=torch.bool)
+    out = grpo_loss(logits, actions, old, torch.tensor([1.0, -1.0]), mask, cfg)
+    assert out.loss.item() == pytest.approx(-(3 * 1.0 - 1.0) / 4)
+    assert out.entropy == pytest.approx(math.log(4))
+
+
+def test_top_p_masking_renormalises_over_the_nucleus():
+    logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0]]])
+    nucleus = torch.tensor([[[True, True, False, False]]])
+    masked = apply_nucleus(logits, nucleus)
+    p = torch.softmax(masked, -1)[0, 0]
+    assert p[2] == 0 and p[3] == 0 and p[:2].sum().item() == pytest.approx(1.0)
+    out = grpo_loss(logits, torch.tensor([[0]]), torch.log(p[0]).view(1, 1),
+                    torch.tensor([1.0]), torch.ones(1, 1, dtype=torch.bool), GRPOConfig(),
+                    nucleus=nucleus)
+    assert out.ratio_mean == pytest.approx(1.0)
+
+
+def test_entropy_controller():
+    c = EntropyController(target=1.0, delta=0.1, k_max=0.25)
+    assert c.update(0.5) == pytest.approx(0.1)  # entropy too low: widen
+    assert c.update(0.5) == pytest.approx(0.2)
+    assert c.update(0.5) == pytest.approx(0.25)  # capped at k_max
+    assert c.update(2.0) == pytest.approx(0.15)  # too high: narrow
+    for _ in range(5):
+        c.update(2.0)
+    assert c.k == 0.0
+    d = EntropyController(target=1.0)
+    d.load_state_dict({"k": 0.3})
+    assert d.k == 0.3
+
+
+def test_rewards():
+    assert R.language_reward("Let x = 2") == 0.0
+    assert R.language_reward("Пусть x") == pytest.approx(-5 / 6)
+    assert R.language_reward("123 + 4") == 0.0
+    assert R.length_penalty(50, 100, 0.8) == pytest.approx(0.4)
+    assert R.length_penalty(500, 100, 0.1) == pytest.approx(0.1)
+    r, parts = R.total_reward(True, "ok", 50, 100, 0.8, R.RewardWeights(0.1, 0.25))
+    assert r == pytest.approx(1.0 - 0.25 * 0.4) and parts["task"] == 1.0
+
+
+def test_filters_and_curriculum():
+    assert R.early_exit_keep([True] + [False] * 15)  # 1/16 = 0.0625 in [0.05, 0.8]
+    assert not R.pass_rate_keep([True] + [False] * 15)  # below the regular 0.1
+    assert not R.pass_rate_keep([True] * 16) and not R.early_exit_keep([False] * 16)
+    assert R.curriculum(0, 4, 8192) == (8192, 0.25)
+    assert R.curriculum(3, 4, 8192) == (65536, 0.0)
+    assert R.is_stale(0, 9) and not R.is_stale(1, 9)
