@@ -50,6 +50,7 @@ class ModelConfig:
     tie_embeddings: bool = spec(False, help="share the input embedding and the output head")
     norm_eps: float = spec(1e-5, min=0.0, help="RMSNorm epsilon")
     dropout: float = spec(0.0, min=0.0, max=1.0, help="dropout probability (0 = off)")
+    moe_impl: Literal["auto", "grouped", "loop"] = "auto"  # auto: grouped GEMM on CUDA
 
     def check(self) -> list[tuple[str, str]]:
         errors = []

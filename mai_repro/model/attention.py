@@ -1,0 +1,124 @@
+"""Grouped-query attention, local (sliding window + RoPE) or global (no positions).
+
+MAI-Base-1 repeats a period of 5 local layers and 1 global layer. Local layers see the last
+``window`` tokens and encode position with rotary embeddings; global layers see everything
+and use no positional encoding at all (NoPE): order information reaches them through the
+local layers below. The output projection starts at zero by default, so at initialisation
+every block is an FFN and token mixing switches on as training moves it away from zero.
+
+A :class:`KVCache` serves generation: local layers keep a ring buffer of ``window`` entries,
+global layers a growing cache. Masks come from absolute positions, so the same function
+builds the training mask and the decoding mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mai_repro.model.config import ModelConfig
+
+
+def rope_tables(head_dim: int, positions: torch.Tensor, base: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables (T, head_dim // 2) for absolute ``positions``."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device,
+                                            dtype=torch.float32) / head_dim))
+    angles = positions.float()[:, None] * inv_freq[None, :]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[..., :D/2], x[..., D/2:]) of x (B, H, T, D) by the position angles."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.to(x.dtype)
+
+
+def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None
+                   ) -> torch.Tensor:
+    """(Tq, Tk) bool, True where query i may attend key j: causal, within the window,
+    and only to real cache slots (position >= 0)."""
+    diff = q_pos[:, None] - k_pos[None, :]
+    allowed = (diff >= 0) & (k_pos[None, :] >= 0)
+    if window is not None:
+        allowed &= diff < window
+    return allowed
+
+
+@dataclass
+class LayerCache:
+    k: torch.Tensor  # (B, Hkv, S, D)
+    v: torch.Tensor
+    pos: torch.Tensor  # (S,) absolute position held by each slot, -1 = empty
+    ring: bool  # local layer: fixed S = window slots, overwritten in turn
+
+
+class KVCache:
+    """Per-layer key/value caches for incremental decoding."""
+
+    def __init__(self, cfg: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype):
+        self.layers: list[LayerCache] = []
+        hkv, d = cfg.n_kv_heads, cfg.head_dim_
+        for i in range(cfg.n_layers):
+            ring = not cfg.is_global(i)
+            size = cfg.window if ring else 0
+            self.layers.append(LayerCache(
+                torch.zeros(batch, hkv, size, d, device=device, dtype=dtype),
+                torch.zeros(batch, hkv, size, d, device=device, dtype=dtype),
+                torch.full((size,), -1, dtype=torch.long, device=device), ring))
+        self.length = 0  # tokens seen so far
+
+
+def _store(cache: LayerCache, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
+    if not cache.ring:
+        cache.k = torch.cat([cache.k, k], dim=2)
+        cache.v = torch.cat([cache.v, v], dim=2)
+        cache.pos = torch.cat([cache.pos, pos])
+        return
+    W = cache.pos.numel()
+    k, v, pos = k[:, :, -W:], v[:, :, -W:], pos[-W:]  # only the last W can ever be seen again
+    slots = pos % W
+    cache.k[:, :, slots] = k
+    cache.v[:, :, slots] = v
+    cache.pos[slots] = pos
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.cfg = cfg
+        self.local = not cfg.is_global(layer)
+        self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim_
+        self.q = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim_, bias=False)
+        self.k = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim_, bias=False)
+        self.v = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim_, bias=False)
+        self.o = nn.Linear(cfg.n_heads * cfg.head_dim_, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: LayerCache | None = None
+                ) -> torch.Tensor:
+        """x (B, T, C) at absolute positions ``pos`` (T,); with a cache, attends to it too."""
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        if self.local:
+            cos, sin = rope_tables(self.head_dim, pos, self.cfg.rope_base)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        window = self.cfg.window if self.local else None
+        if cache is None:
+            keys, values, k_pos = k, v, pos
+        else:  # earlier tokens from the cache, then this call's tokens
+            keys = torch.cat([cache.k, k], dim=2)
+            values = torch.cat([cache.v, v], dim=2)
+            k_pos = torch.cat([cache.pos, pos])
+            _store(cache, k, v, pos)
+        if cache is None and not self.local:
+            y = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=True)
+        else:
+            mask = attention_mask(pos, k_pos, window)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
+        return self.o(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

@@ -1,0 +1,99 @@
+"""Sampling with a KV cache: temperature, top-p, per-token log-probs, nucleus masks, routing.
+
+The RL learner needs three things from inference besides the tokens: the log-prob of each
+sampled token under the distribution it was drawn from (the old policy of the GRPO ratio),
+the nucleus each token was drawn from (top-p masking on the learner side), and the experts
+each token was routed to (routing replay). ``generate`` returns all three on request.
+
+Prompts in one call share a length (RL samples a group of completions per prompt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from mai_repro.model.attention import KVCache
+
+
+def nucleus_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """(..., V) bool: the smallest set of highest-probability tokens whose mass reaches
+    ``top_p`` (the top token is always kept). One implementation, shared with the learner."""
+    if top_p >= 1.0:
+        return torch.ones_like(logits, dtype=torch.bool)
+    probs = logits.float().softmax(-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token
+    keep_sorted = before < top_p
+    keep_sorted[..., 0] = True
+    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+
+
+def sampling_logprobs(logits: torch.Tensor, temperature: float, top_p: float
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probs of the distribution actually sampled from, nucleus mask)."""
+    scaled = logits.float() / max(temperature, 1e-8)
+    mask = nucleus_mask(scaled, top_p)
+    return scaled.masked_fill(~mask, float("-inf")).log_softmax(-1), mask
+
+
+@dataclass
+class Generation:
+    tokens: torch.Tensor  # (B, T0 + n) prompt and completion
+    logprobs: torch.Tensor  # (B, n) of each sampled token
+    nucleus: torch.Tensor | None = None  # (B, n, V) bool
+    routing: list[torch.Tensor] = field(default_factory=list)  # per MoE layer (B, T0 + n, k)
+    prompt_len: int = 0
+
+    @property
+    def completion(self) -> torch.Tensor:
+        return self.tokens[:, self.prompt_len:]
+
+
+@torch.no_grad()
+def generate(model: torch.nn.Module, prompt: torch.Tensor, max_new_tokens: int,
+             temperature: float = 1.0, top_p: float = 1.0,
+             generator: torch.Generator | None = None, use_cache: bool = True,
+             return_nucleus: bool = False, return_routing: bool = False) -> Generation:
+    """Sample ``max_new_tokens`` after ``prompt`` (B, T0); temperature 0 is greedy.
+
+    With ``use_cache=False`` every step recomputes the whole sequence: the reference the
+    cached path is tested against.
+    """
+    model.eval()
+    B, T0 = prompt.shape
+    device = prompt.device
+    tokens = prompt
+    cache = KVCache(model.cfg, B, device, next(model.parameters()).dtype) if use_cache else None
+    out = model(prompt, cache=cache)
+    routing = [r for r in out.routing]
+    logits = out.logits[:, -1]
+    logps, masks = [], []
+    for step in range(max_new_tokens):
+        if temperature == 0:
+            logp, mask = logits.float().log_softmax(-1), None
+            nxt = logits.argmax(-1)
+        else:
+            logp, mask = sampling_logprobs(logits, temperature, top_p)
+            nxt = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+        logps.append(logp.gather(-1, nxt[:, None]).squeeze(-1))
+        if return_nucleus:
+            masks.append(mask if mask is not None else
+                         torch.nn.functional.one_hot(nxt, logits.size(-1)).bool())
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        if step == max_new_tokens - 1:
+            break
+        out = model(nxt[:, None], cache=cache) if use_cache else model(tokens)
+        logits = out.logits[:, -1]
+        if return_routing:
+            routing = [torch.cat([r, o[:, -1:]], dim=1) for r, o in zip(routing, out.routing,
+                                                                        strict=True)]
+    if return_routing and max_new_tokens > 0 and model.moe_layers:
+        # the last sampled token has not been through the model yet: route it now
+        last = model(tokens[:, -1:], cache=cache) if use_cache else model(tokens)
+        routing = [torch.cat([r, o[:, -1:]], dim=1) for r, o in zip(routing, last.routing,
+                                                                    strict=True)]
+    return Generation(tokens, torch.stack(logps, 1) if logps else tokens.new_zeros(B, 0).float(),
+                      torch.stack(masks, 1) if return_nucleus and masks else None,
+                      routing if return_routing else [], T0)

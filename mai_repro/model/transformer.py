@@ -1,0 +1,117 @@
+"""MAI-Base in miniature: a decoder-only transformer with periodic attention and LatentMoE.
+
+    tokens -> embedding -> [block] x n_layers -> RMSNorm -> output head -> logits
+    block:  x = x + Attention(RMSNorm(x))      local (window, RoPE) or global (NoPE)
+            x = x + FFN(RMSNorm(x))            dense SwiGLU or LatentMoE (interleaved)
+
+Which layer is local or global, dense or MoE, is decided by ModelConfig.is_global / is_moe,
+the same functions the parameter counter uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mai_repro.model.attention import Attention, KVCache
+from mai_repro.model.config import ModelConfig
+from mai_repro.model.moe import LatentMoE
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.gate = nn.Linear(d_model, d_ff, bias=False)
+        self.up = nn.Linear(d_model, d_ff, bias=False)
+        self.down = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = Attention(cfg, layer)
+        self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.is_moe = cfg.is_moe(layer)
+        self.ffn = LatentMoE(cfg) if self.is_moe else SwiGLU(cfg.d_model, cfg.d_ff)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, pos, cache=None, routing=None):
+        x = x + self.dropout(self.attn(self.attn_norm(x), pos, cache))
+        h = self.ffn_norm(x)
+        if self.is_moe:
+            y, aux, idx = self.ffn(h, routing)
+        else:
+            y, aux, idx = self.ffn(h), None, None
+        return x + self.dropout(y), aux, idx
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (B, T, V)
+    aux_loss: torch.Tensor  # summed over MoE layers (0 without aux-loss balancing)
+    routing: list[torch.Tensor] = field(default_factory=list)  # per MoE layer (B, T, k)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size,
+                                                              bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+        for block in self.blocks:
+            if self.cfg.zero_init_attn:  # at init every block is an FFN
+                nn.init.zeros_(block.attn.o.weight)
+
+    @property
+    def moe_layers(self) -> list[LatentMoE]:
+        return [b.ffn for b in self.blocks if b.is_moe]
+
+    def forward(self, idx: torch.Tensor, routing: list[torch.Tensor] | None = None,
+                cache: KVCache | None = None) -> ModelOutput:
+        """Logits for token ids (B, T). ``routing`` replays expert choices per MoE layer;
+        with a ``cache``, idx continues the cached sequence."""
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.embed(idx)
+        aux = x.new_zeros((), dtype=torch.float32)
+        chosen: list[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            r = routing[len(chosen)] if (routing is not None and block.is_moe) else None
+            x, a, e = block(x, pos, cache.layers[i] if cache is not None else None, r)
+            if a is not None:
+                aux = aux + a
+            if e is not None:
+                chosen.append(e)
+        if cache is not None:
+            cache.length += T
+        x = self.norm(x)
+        logits = x @ self.embed.weight.T if self.head is None else self.head(x)
+        return ModelOutput(logits, aux, chosen)
+
+    @torch.no_grad()
+    def update_balance(self) -> None:
+        """Call once per optimizer step (aux-loss-free bias balancing)."""
+        for moe in self.moe_layers:
+            moe.update_bias()
+
+    def expert_load(self) -> torch.Tensor:
+        """(n_moe_layers, n_experts) token-slots per expert in the last forward."""
+        return torch.stack([m.last_load for m in self.moe_layers]) if self.moe_layers else \
+            torch.zeros(0, self.cfg.n_experts)
