@@ -35,14 +35,14 @@ class LatentMoE(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        d, l, de, E = cfg.d_model, cfg.latent_dim, cfg.d_expert, cfg.n_experts
+        d, lat, de, E = cfg.d_model, cfg.latent_dim, cfg.d_expert, cfg.n_experts
         self.n_experts, self.top_k = E, cfg.top_k
         self.router = nn.Linear(d, E, bias=False)
-        self.down = nn.Linear(d, l, bias=False) if cfg.is_latent else None
-        self.up = nn.Linear(l, d, bias=False) if cfg.is_latent else None
+        self.down = nn.Linear(d, lat, bias=False) if cfg.is_latent else None
+        self.up = nn.Linear(lat, d, bias=False) if cfg.is_latent else None
         # Gate and up projections of all experts fused: one grouped GEMM instead of two.
-        self.w_in = nn.Parameter(torch.empty(E, l, 2 * de))
-        self.w_out = nn.Parameter(torch.empty(E, de, l))
+        self.w_in = nn.Parameter(torch.empty(E, lat, 2 * de))
+        self.w_out = nn.Parameter(torch.empty(E, de, lat))
         nn.init.normal_(self.w_in, std=0.02)
         nn.init.normal_(self.w_out, std=0.02)
         self.register_buffer("balance_bias", torch.zeros(E), persistent=True)
