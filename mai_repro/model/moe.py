@@ -30,6 +30,9 @@ import torch.nn.functional as F
 
 from mai_repro.model.config import ModelConfig
 
+# The public name arrived in a later torch than the private op it wraps.
+grouped_mm = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
 
 class LatentMoE(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -47,7 +50,7 @@ class LatentMoE(nn.Module):
         nn.init.normal_(self.w_out, std=0.02)
         self.register_buffer("balance_bias", torch.zeros(E), persistent=True)
         self.register_buffer("load", torch.zeros(E), persistent=True)  # since last bias update
-        self.last_load = torch.zeros(E)  # token-slots per expert in the last forward (plots)
+        self.last_load = torch.zeros(E, dtype=torch.long)  # slots per expert, last forward
 
     # -- 1. routing ------------------------------------------------------------------------
     def scores(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,19 +71,19 @@ class LatentMoE(nn.Module):
             weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-9)
         return idx, weights, scores
 
-    def aux_loss(self, idx: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def aux_loss(self, counts: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """E * sum_e f_e P_e: f_e the share of slots sent to e, P_e the mean score of e."""
         E = self.n_experts
-        f = torch.bincount(idx.reshape(-1), minlength=E).float() / idx.numel()
+        f = counts.float() / counts.sum()
         p = scores / scores.sum(-1, keepdim=True)
         return self.cfg.aux_loss_coef * E * (f * p.mean(0)).sum()
 
     # -- 4. experts ------------------------------------------------------------------------
     def _experts_grouped(self, h: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         offs = counts.cumsum(0).to(torch.int32)
-        a = F.grouped_mm(h, self.w_in.to(h.dtype), offs=offs)
+        a = grouped_mm(h, self.w_in.to(h.dtype), offs=offs)
         gate, up = a.chunk(2, dim=-1)
-        return F.grouped_mm((F.silu(gate) * up).contiguous(), self.w_out.to(h.dtype), offs=offs)
+        return grouped_mm((F.silu(gate) * up).contiguous(), self.w_out.to(h.dtype), offs=offs)
 
     def _experts_loop(self, h: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         outs, start = [], 0
@@ -95,7 +98,7 @@ class LatentMoE(nn.Module):
         impl = self.cfg.moe_impl
         if impl == "auto":
             impl = "grouped" if h.is_cuda else "loop"
-        if impl == "grouped":  # grouped GEMM needs 16-byte-aligned rows
+        if impl == "grouped" and grouped_mm is not None:  # needs 16-byte-aligned rows
             align = 16 // h.element_size()
             return (self.w_in.shape[1] % align == 0 and self.w_in.shape[2] % align == 0
                     and self.w_out.shape[1] % align == 0)
@@ -121,11 +124,11 @@ class LatentMoE(nn.Module):
         out = out * weights.reshape(-1)[order].unsqueeze(-1).to(out.dtype)
         y = torch.zeros_like(z).index_add_(0, token_of_slot, out.to(z.dtype))
         y = self.up(y) if self.up is not None else y  # 6. expand once
-        with torch.no_grad():
-            self.last_load = counts.detach().float().cpu()
+        with torch.no_grad():  # kept on the device: no host sync in the forward pass
+            self.last_load = counts.detach()
             if self.training:
                 self.load += counts.float()
-        aux = self.aux_loss(idx, scores) if self.cfg.balance == "aux_loss" else \
+        aux = self.aux_loss(counts, scores) if self.cfg.balance == "aux_loss" else \
             x.new_zeros(())
         return y.view(B, T, d), aux, idx.view(B, T, self.top_k)
 

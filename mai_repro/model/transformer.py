@@ -113,5 +113,6 @@ class Transformer(nn.Module):
 
     def expert_load(self) -> torch.Tensor:
         """(n_moe_layers, n_experts) token-slots per expert in the last forward."""
-        return torch.stack([m.last_load for m in self.moe_layers]) if self.moe_layers else \
-            torch.zeros(0, self.cfg.n_experts)
+        if not self.moe_layers:
+            return torch.zeros(0, self.cfg.n_experts)
+        return torch.stack([m.last_load.float().cpu() for m in self.moe_layers])
