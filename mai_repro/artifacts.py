@@ -45,6 +45,8 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
         Stage("overview", "00_overview.ipynb", "mai_repro.overview:build", ("overview",)),
+        Stage("architecture", "04_moe_architecture.ipynb", "mai_repro.model.probe:build",
+              ("model", "probe")),
     ]
 }
 

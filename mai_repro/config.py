@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from mai_repro.data.config import MixtureConfig, TokenizerConfig, WikiConfig
-from mai_repro.model.config import ModelConfig
+from mai_repro.model.config import ModelConfig, ProbeConfig
 from mai_repro.schema import ConfigError, build, merge, spec, stable_hash, to_dict
 
 PRESETS = ("smoke", "laptop", "gpu", "cluster")
@@ -68,6 +68,7 @@ class Config:
     tokenizer: TokenizerConfig = spec(factory=TokenizerConfig)
     mixture: MixtureConfig = spec(factory=MixtureConfig)
     model: ModelConfig = spec(factory=ModelConfig)
+    probe: ProbeConfig = spec(factory=ProbeConfig)
     pretrain: PretrainConfig = spec(factory=PretrainConfig)
 
     def check(self) -> list[tuple[str, str]]:

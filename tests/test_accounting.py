@@ -64,3 +64,17 @@ def test_compute_arithmetic():
     # 8.64e19 FLOPs at 1e15 FLOP/s x 1 GPU x 100% = 86,400 s = 1 day
     assert gpu_days(8.64e19, 1, 1e15, 1.0) == pytest.approx(1.0)
     assert gpu_days(8.64e19, 2, 1e15, 0.5) == pytest.approx(1.0)
+
+
+def test_forward_flops_by_hand():
+    from mai_repro.model.accounting import forward_flops_per_token, mean_context
+
+    assert mean_context(4, None) == 2.5  # (1 + 2 + 3 + 4) / 4
+    assert mean_context(4, 2) == (1 + 2 + 2 + 2) / 4
+    f = forward_flops_per_token(TINY, seq_len=4)  # TINY: layer 0 local (window 128), 1 global
+    # matmul: 2 x (active 326 - embedding 40 - norms 20) = 532
+    assert f["matmul"] == 532
+    # attention: 2 layers x 4 x 2 heads x 2 dims x 2.5 keys on average
+    assert f["attention"] == 2 * 4 * 2 * 2 * 2.5
+    tied = forward_flops_per_token(ModelConfig(**{**TINY.__dict__, "tie_embeddings": True}), 4)
+    assert tied["matmul"] == f["matmul"]  # same work, fewer parameters

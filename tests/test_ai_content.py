@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from mai_repro.data import ai_content as ai
+from mai_repro.data import bytelevel as bl
 
 
 @pytest.mark.parametrize("text, hit", [
@@ -25,10 +26,10 @@ def test_date_provenance(date, human):
 
 
 def test_byte_encoding_round_trip():
-    ids = ai.encode_bytes("héllo ✓", 100)
-    assert ids[0] == ai.BOS and ai.decode_bytes(ids) == "héllo ✓"
-    assert len(ai.encode_bytes("x" * 500, 64)) == 64
-    ids, mask = ai.pad_batch([[1, 2, 3], [4]])
+    ids = bl.encode("héllo ✓", 100)
+    assert ids[0] == bl.BOS and bl.decode(ids) == "héllo ✓"
+    assert len(bl.encode("x" * 500, 64)) == 64
+    ids, mask = bl.pad_batch([[1, 2, 3], [4]])
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.sum().item() == 4
 
 
@@ -90,3 +91,10 @@ def test_masked_positions_do_not_count():
     a = ai.fast_detect_score(logits, logits, mixed, half)
     b = ai.fast_detect_score(logits[:, :20], logits[:, :20], sampled[:, :20], mask[:, :20])
     assert torch.allclose(a, b)
+
+
+def test_byte_batches_and_stdlib():
+    b = next(bl.batches(["abc", "defghij"], seq_len=5, batch_size=3, seed=0))
+    assert b.shape == (3, 5) and (b[:, 0] == bl.BOS).all()
+    src = bl.stdlib_sources(200_000)
+    assert src and src == sorted(src) and sum(len(t) for _, t in src) <= 200_000 + len(src[0][1])

@@ -58,34 +58,6 @@ def is_human_era(date: str | None, before: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# Byte-level tokens: the detector must not depend on the tokenizer (which is trained on the
-# corpus this stage produces), so its models read UTF-8 bytes.
-
-BYTE_VOCAB = 257  # 256 byte values + a beginning-of-document token
-BOS = 256
-
-
-def encode_bytes(text: str, max_len: int) -> list[int]:
-    """BOS followed by the text's first ``max_len - 1`` UTF-8 bytes."""
-    return [BOS] + list(text.encode("utf-8", "replace")[: max_len - 1])
-
-
-def decode_bytes(ids: list[int]) -> str:
-    return bytes(i for i in ids if i < 256).decode("utf-8", "replace")
-
-
-def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) ids right-padded with 0 and a (B, T) bool mask of real tokens."""
-    T = max(len(s) for s in seqs)
-    ids = torch.zeros(len(seqs), T, dtype=torch.long)
-    mask = torch.zeros(len(seqs), T, dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = True
-    return ids, mask
-
-
-# --------------------------------------------------------------------------------------------
 # Scores from logits. logits_*: (B, T, V) predicting ids[:, 1:] from ids[:, :-1].
 
 def binoculars_score(observer_logits: torch.Tensor, performer_logits: torch.Tensor,

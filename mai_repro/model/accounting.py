@@ -103,3 +103,24 @@ def mai_base_1() -> ModelConfig:
         ffn_layout="interleaved", d_ff=4096, n_experts=512, top_k=8, d_expert=7936,
         d_latent=2048, router_score="sigmoid", balance="bias",
     )
+
+
+def mean_context(seq_len: int, window: int | None) -> float:
+    """Average number of keys a query attends to over positions 0..seq_len-1 (causal)."""
+    if window is None or window >= seq_len:
+        return (seq_len + 1) / 2
+    ramp = window * (window + 1) / 2  # positions 0..window-1 see pos+1 keys
+    return (ramp + (seq_len - window) * window) / seq_len
+
+
+def forward_flops_per_token(cfg: ModelConfig, seq_len: int) -> dict[str, float]:
+    """Forward FLOPs per token: matmuls (2 per active weight, the embedding lookup excluded)
+    and attention scores and values (4 * heads * head_dim * keys attended, per layer)."""
+    p = count_params(cfg)
+    matmul = 2.0 * (p.active - p.embedding - p.norms)
+    if cfg.tie_embeddings:  # the tied matrix still does the output projection
+        matmul += 2.0 * p.embedding
+    attention = sum(4.0 * cfg.n_heads * cfg.head_dim_ *
+                    mean_context(seq_len, None if cfg.is_global(i) else cfg.window)
+                    for i in range(cfg.n_layers))
+    return {"matmul": matmul, "attention": attention, "total": matmul + attention}

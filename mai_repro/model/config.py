@@ -95,3 +95,15 @@ class ModelConfig:
     @property
     def n_moe_layers(self) -> int:
         return sum(self.is_moe(i) for i in range(self.n_layers))
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Notebook 04's short training runs (zero-init vs standard attention init)."""
+
+    steps: int = spec(120, min=1, help="optimizer steps per run")
+    batch_size: int = spec(16, min=1, help="sequences per step")
+    seq_len: int = spec(128, min=8, help="bytes per sequence")
+    lr: float = spec(3e-3, min=0.0, max=1.0, help="peak learning rate")
+    record_every: int = spec(10, min=1, help="measure expert load every this many steps")
+    corpus_bytes: int = spec(2_000_000, min=10_000, help="bytes of standard-library source")
