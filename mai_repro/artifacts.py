@@ -45,6 +45,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
         Stage("overview", "00_overview.ipynb", "mai_repro.overview:build", ("overview",)),
+        Stage("wikipedia", "02_wikipedia_markup.ipynb", "mai_repro.data.wiki:build", ("wiki",)),
         Stage("architecture", "04_moe_architecture.ipynb", "mai_repro.model.probe:build",
               ("model", "probe")),
     ]
