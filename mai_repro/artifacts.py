@@ -45,7 +45,12 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
         Stage("overview", "00_overview.ipynb", "mai_repro.overview:build", ("overview",)),
+        Stage("curation", "01_data_curation.ipynb", "mai_repro.data.curation:build",
+              ("curation",)),
         Stage("wikipedia", "02_wikipedia_markup.ipynb", "mai_repro.data.wiki:build", ("wiki",)),
+        Stage("tokenizer", "03_tokenizer_and_mixture.ipynb", "mai_repro.data.shards:build",
+              ("tokenizer", "mixture", "model.vocab_size", "pretrain.seq_len", "pretrain.steps",
+               "pretrain.batch_size"), upstream=("curation",)),
         Stage("architecture", "04_moe_architecture.ipynb", "mai_repro.model.probe:build",
               ("model", "probe")),
     ]

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from mai_repro.data.config import MixtureConfig, TokenizerConfig, WikiConfig
+from mai_repro.data.config import CurationConfig, MixtureConfig, TokenizerConfig, WikiConfig
 from mai_repro.model.config import ModelConfig, ProbeConfig
 from mai_repro.schema import ConfigError, build, merge, spec, stable_hash, to_dict
 
@@ -64,6 +64,7 @@ class Config:
     auto_rebuild: bool = spec(True, help="rebuild missing or stale upstream stages on require() "
                                          "(small presets); else stop and name the notebook")
     overview: OverviewConfig = spec(factory=OverviewConfig)
+    curation: CurationConfig = spec(factory=CurationConfig)
     wiki: WikiConfig = spec(factory=WikiConfig)
     tokenizer: TokenizerConfig = spec(factory=TokenizerConfig)
     mixture: MixtureConfig = spec(factory=MixtureConfig)

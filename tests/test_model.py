@@ -173,3 +173,8 @@ def test_nucleus_mask():
     assert nucleus_mask(logits, 0.81).tolist() == [[True, True, True, False]]
     assert nucleus_mask(logits, 0.1).tolist() == [[True, False, False, False]]
     assert nucleus_mask(logits, 1.0).all()
+
+
+def test_invalid_config_is_refused():
+    with pytest.raises(ValueError, match="n_kv_heads"):
+        Transformer(cfg(n_heads=5, n_kv_heads=2, d_model=80))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from mai_repro.schema import spec
 
@@ -48,3 +49,63 @@ class WikiConfig:
 
     max_pages: int | None = spec(None, min=1, help="articles per language (null = all)")
     bpe_vocab: int = spec(8192, min=300, help="vocabulary of the BPE that counts tokens")
+
+
+def _hubs() -> list[str]:
+    return ["huggingface.co", "hf.co", "hf-mirror.com", "kaggle.com", "modelscope.cn",
+            "paperswithcode.com", "zenodo.org", "opendatalab.com"]
+
+
+def _licenses() -> list[str]:
+    return ["MIT", "BSD-2-Clause", "BSD-3-Clause", "BSD-4-Clause-UC", "Apache-2.0", "PSF-2.0",
+            "ISC", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "GFDL-1.3-or-later", "GPL-1.0-or-later",
+            "GPL-2.0-only", "GPL-2.0-or-later", "GPL-3.0-or-later", "LGPL-2.1-or-later",
+            "Linux-man-pages-copyleft"]
+
+
+def _cutoffs() -> dict[str, str]:
+    # The report's per-source cut-offs mapped onto our families (GitHub code Jun 2025, web
+    # HTML Sep 2025, PDFs Dec 2025 for technical and math documents).
+    return {"code": "2025-06-30", "general": "2025-09-30", "stem": "2025-12-31",
+            "math": "2025-12-31", "multilingual": "2025-09-30"}
+
+
+@dataclass(frozen=True)
+class CurationConfig:
+    """Notebook 01: the curation pipeline over the raw sample."""
+
+    max_docs_per_source: int | None = spec(None, min=1, help="documents read per source file "
+                                                            "(null = all)")
+    shard_size: int = spec(200, min=1, help="documents per shard of the map phase")
+    executor: Literal["serial", "local", "ray"] = "local"
+    workers: int = spec(2, min=1, help="processes of the local pool or Ray")
+    exclude_domains: list[str] = spec(factory=_hubs, help="ML dataset hubs and mirrors")
+    exclude_paths: list[str] = spec(factory=lambda: [r"(^|/)datasets?/.*\.(jsonl?|parquet|arrow)$"],
+                                    help="regexes on the path inside a source")
+    licenses: list[str] = spec(factory=_licenses, help="SPDX license allow-list")
+    allow_private: bool = spec(False, help="opt in to private sources")
+    cutoffs: dict[str, str] = spec(factory=_cutoffs, help="knowledge cut-off per family")
+    human_era_before: str = spec("2022-11-30", help="documents dated earlier are human-era")
+    min_words: int = spec(20, min=0, help="quality: fewer words is too short")
+    max_symbol_ratio: float = spec(0.35, min=0.0, max=1.0, help="quality threshold")
+    max_dup_line_fraction: float = spec(0.5, min=0.0, max=1.0, help="quality threshold")
+    minhash_perm: int = spec(128, min=8, help="MinHash permutations")
+    shingle: int = spec(5, min=1, help="words per shingle")
+    bands: int = spec(16, min=1, help="LSH bands (bands x rows <= minhash_perm)")
+    rows: int = spec(8, min=1, help="LSH rows per band")
+    near_dup_threshold: float = spec(0.7, min=0.0, max=1.0, help="estimated Jaccard to merge")
+    decontam_ngram: int = spec(8, min=1, help="words per n-gram for decontamination")
+    detector_steps: int = spec(300, min=1, help="training steps of each detector model")
+    detector_d_model: int = spec(128, min=32, help="width of the detector's byte models")
+    detector_seq_len: int = spec(256, min=64, help="bytes scored per document")
+    detector_eval_docs: int = spec(60, min=4, help="held-out human documents in the evaluation")
+    detector_score: Literal["binoculars", "fast_detect"] = "binoculars"
+    detector_fpr: float = spec(0.01, min=0.0, max=0.5, help="false-positive rate of the filter")
+    detector_min_auc: float = spec(0.8, min=0.0, max=1.0, help="the detector removes documents "
+                                   "only if its measured AUC reaches this")
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.bands * self.rows > self.minhash_perm:
+            return [("bands", f"bands x rows = {self.bands * self.rows} exceeds "
+                              f"minhash_perm = {self.minhash_perm}")]
+        return []

@@ -62,6 +62,9 @@ class ModelOutput:
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        problems = cfg.check()
+        if problems:
+            raise ValueError("invalid ModelConfig: " + "; ".join(f"{k}: {m}" for k, m in problems))
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))

@@ -1,0 +1,318 @@
+"""Stage ``curation`` (notebook 01): from the raw sample to a clean corpus, nothing lost silently.
+
+Read every source (unreadable inputs recorded), then:
+
+map phase, over shards through the executor (process pool, Ray or in-process):
+  1. ``source``      dataset-hub domains, excluded paths, license allow-list, private sources
+  2. ``cutoff``      the family's knowledge cut-off date
+  3. ``ai_markers``  assistant boilerplate phrases
+  4. ``quality``     Gopher/C4-style heuristics
+  5. ``pii``         emails, IP addresses, phone numbers, API keys scrubbed (counted, not removed)
+global phase, in this process:
+  6. ``ai_detector`` documents not proven human-era by date, scored by the zero-shot detector
+  7. ``exact_dedup`` and 8. ``near_dedup`` (MinHash LSH)
+  9. ``decontamination`` against the RL task sets
+
+Outputs under ``<run_dir>/curation/``: the clean corpus (``clean/<family>.jsonl.gz``), the
+bill of materials (``bom.jsonl.gz``), ``ATTRIBUTION.md``, every input's fate
+(``ledger.jsonl.gz``), per-step statistics and figures, and the manifest.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from mai_repro import plots
+from mai_repro.artifacts import Run, project_root
+from mai_repro.data import ai_content, corpus, dedup, filters
+from mai_repro.data.config import CurationConfig
+from mai_repro.data.decontam import Decontaminator
+from mai_repro.data.documents import Document, Unreadable
+from mai_repro.data.sources import SOURCES, raw_path, read_source
+from mai_repro.data.steps import (
+    Ledger,
+    Removal,
+    Step,
+    apply_removals,
+    finish,
+    map_shards,
+    run_steps,
+)
+
+MAP_STEPS = ("source", "cutoff", "ai_markers", "quality", "pii")
+GLOBAL_STEPS = ("ai_detector", "exact_dedup", "near_dedup", "decontamination")
+
+
+def _marker(doc: Document) -> Document | Removal:
+    phrase = ai_content.find_marker(doc.text)
+    return Removal("ai_marker", phrase) if phrase else doc
+
+
+def map_steps(cfg: CurationConfig) -> list[Step]:
+    quality = filters.QualityThresholds(min_words=cfg.min_words,
+                                        max_symbol_ratio=cfg.max_symbol_ratio,
+                                        max_dup_line_fraction=cfg.max_dup_line_fraction)
+    return [
+        Step("source", functools.partial(filters.excluded_source, domains=cfg.exclude_domains,
+                                         path_patterns=cfg.exclude_paths,
+                                         licenses=cfg.licenses,
+                                         allow_private=cfg.allow_private)),
+        Step("cutoff", functools.partial(filters.after_cutoff, cutoffs=cfg.cutoffs)),
+        Step("ai_markers", _marker),
+        Step("quality", functools.partial(filters.low_quality, t=quality)),
+        Step("pii", filters.pii_step),
+    ]
+
+
+def shard_job(args: tuple[list[Document], CurationConfig]) -> tuple[list[Document], Ledger]:
+    """The map phase on one shard (a module-level function: picklable for any executor)."""
+    docs, cfg = args
+    return run_steps(docs, map_steps(cfg))
+
+
+def read_all(cfg: CurationConfig, data_dir, ledger: Ledger) -> list[Document]:
+    """Every document of the sample (at most max_docs_per_source per source file);
+    unreadable inputs get their fate in the ledger."""
+    docs = []
+    for source in SOURCES:
+        items = read_source(source, data_dir)
+        if cfg.max_docs_per_source:
+            items = itertools.islice(items, cfg.max_docs_per_source)
+        for item in items:
+            if isinstance(item, Unreadable):
+                ledger.stat("read").docs_in += 1
+                ledger.stat("read").removed["unreadable"] += 1
+                ledger.record_removed(item.id, item.family, 0, "read", "unreadable", item.reason)
+            else:
+                docs.append(item)
+    read = ledger.stat("read")
+    read.docs_in += len(docs)
+    read.docs_out += len(docs)
+    read.bytes_in = read.bytes_out = sum(d.nbytes for d in docs)
+    return docs
+
+
+def _split(doc_id: str, seed: int) -> float:
+    """A deterministic number in [0, 1) per document, for held-out splits."""
+    return int(hashlib.sha256(f"{seed}:{doc_id}".encode()).hexdigest()[:8], 16) / 2 ** 32
+
+
+@dataclass
+class DetectorReport:
+    evaluation: Any  # detector.DetectorEvaluation
+    n_train_docs: int
+    n_eval_docs: int
+    scored: int
+    flagged: dict[str, int]  # family -> documents above the threshold
+    removed: dict[str, int]
+    calibrated_families: list[str]
+    losses: dict[str, list[float]]
+    acts: bool  # the measured AUC reached detector_min_auc: flagged documents are removed
+
+
+def detector_phase(docs: list[Document], cfg: CurationConfig, seed: int, progress: bool
+                   ) -> tuple[dict[str, Removal], DetectorReport]:
+    """Train the detector on human-era documents, evaluate it, and decide removals among the
+    documents that date provenance cannot clear."""
+    from mai_repro.data import detector
+
+    human = [d for d in docs if ai_content.is_human_era(d.date, cfg.human_era_before)]
+    if len(human) < 8:
+        raise ValueError(f"only {len(human)} human-era documents: too few to train and "
+                         f"calibrate the detector (raise max_docs_per_source)")
+    human.sort(key=lambda d: _split(d.id, seed))
+    n_eval = min(cfg.detector_eval_docs, len(human) // 2)
+    eval_docs, train_docs = human[:n_eval], human[n_eval:]
+    s = detector.DetectorSettings(seq_len=cfg.detector_seq_len, d_model=cfg.detector_d_model,
+                                  steps=cfg.detector_steps, n_eval=n_eval,
+                                  score=cfg.detector_score, fpr=cfg.detector_fpr, seed=seed)
+    models = detector.train_models([d.text for d in train_docs], s, progress)
+    evaluation = detector.evaluate(models, [d.text for d in eval_docs],
+                                   [d.text for d in train_docs], progress)
+    candidates = [d for d in docs if not ai_content.is_human_era(d.date, cfg.human_era_before)]
+    scores = models.score([d.text for d in candidates]) if candidates else np.zeros(0)
+    # Act only where the threshold was set on enough documents of the same family, and only
+    # if the evaluation shows the detector works at all.
+    per_family = Counter(d.family for d in eval_docs)
+    calibrated = sorted(f for f, n in per_family.items() if n >= 10)
+    auc = evaluation.rocs[evaluation.method]["generator"].auc
+    acts = auc >= cfg.detector_min_auc
+    flagged: Counter = Counter()
+    removed: Counter = Counter()
+    removals = {}
+    for d, score in zip(candidates, scores, strict=True):
+        if score > evaluation.threshold:
+            flagged[d.family] += 1
+            if acts and d.family in calibrated:
+                removed[d.family] += 1
+                removals[d.id] = Removal("ai_detector", f"{s.score} {score:.3f} > "
+                                                        f"{evaluation.threshold:.3f}")
+    return removals, DetectorReport(evaluation, len(train_docs), len(eval_docs),
+                                    len(candidates), dict(flagged), dict(removed), calibrated,
+                                    models.losses, acts)
+
+
+def dedup_phase(docs: list[Document], cfg: CurationConfig, ledger: Ledger
+                ) -> list[Document]:
+    exact = dedup.exact_duplicates([d.text for d in docs])
+    docs = apply_removals(docs, {docs[i].id: Removal("exact_duplicate", docs[j].id)
+                                 for i, j in exact.items()}, "exact_dedup", ledger)
+    hasher = dedup.MinHasher(cfg.minhash_perm, cfg.shingle)
+    sigs = [hasher.signature(d.text) for d in docs]
+    near = dedup.near_duplicates(sigs, cfg.bands, cfg.rows, cfg.near_dup_threshold)
+    return apply_removals(docs, {docs[i].id: Removal("near_duplicate", docs[j].id)
+                                 for i, j in near.items()}, "near_dedup", ledger)
+
+
+def attribution(docs: list[Document]) -> str:
+    """What the licenses of the clean corpus ask for, with the works that need it."""
+    by_license: dict[str, list[Document]] = defaultdict(list)
+    for d in docs:
+        by_license[d.license].append(d)
+    lines = ["# Attribution for the clean corpus", "",
+             "Every document keeps its license. Grouped by license, with what it requires.", ""]
+    needs = {"CC-BY-SA": "attribution to the authors (via the page URL and its history) and "
+                         "share-alike for adaptations",
+             "GFDL": "the license notice and a link to the history",
+             "GPL": "the copyright and license notices (kept in each file's header)",
+             "Linux-man-pages": "the copyright and license notices (kept in each page)"}
+    for lic in sorted(by_license):
+        ds = by_license[lic]
+        rule = "; ".join(v for k, v in needs.items() if k in lic) or \
+            "keep the copyright and license notices"
+        lines += [f"## {lic} ({len(ds)} documents)", "", f"Requires: {rule}.", ""]
+        for src, group in itertools.groupby(sorted(ds, key=lambda d: d.source),
+                                            key=lambda d: d.source):
+            group = list(group)
+            urls = [d.url for d in group if d.url][:5]
+            lines.append(f"- {src} {group[0].version}: {len(group)} documents"
+                         + (f", e.g. {', '.join(urls)}" if urls else ""))
+        lines.append("")
+    return "\n".join(lines)
+
+
+@dataclass
+class CurationResult:
+    ledger: Ledger
+    clean: list[Document]
+    detector: DetectorReport
+    figures: dict[str, Any]
+    metrics: dict[str, Any]
+
+    def step_table(self) -> list[dict[str, Any]]:
+        order = ["read", *MAP_STEPS, *GLOBAL_STEPS]
+        return [self.ledger.stats[s].as_dict() for s in order if s in self.ledger.stats]
+
+
+def _figures(result_ledger: Ledger, clean: list[Document], det: DetectorReport, st) -> dict:
+    order = ["read", *MAP_STEPS, *GLOBAL_STEPS]
+    stats = [result_ledger.stats[s] for s in order if s in result_ledger.stats]
+    fig, axes = plots.new(1, 2, width=5.6, height=3.8)
+    x = np.arange(len(stats))
+    axes[0].bar(x, [s.docs_out for s in stats], color=plots.OURS)
+    axes[0].set(xticks=x, title="documents after each step", ylabel="documents")
+    axes[0].set_xticklabels([s.name for s in stats], rotation=45, ha="right")
+    axes[1].bar(x, [s.bytes_out / 1e6 for s in stats], color=plots.PALETTE[2])
+    axes[1].set(xticks=x, title="text after each step", ylabel="MB of UTF-8 text")
+    axes[1].set_xticklabels([s.name for s in stats], rotation=45, ha="right")
+    steps_fig = plots.save(fig, st.path("figures", "steps"))
+
+    ev = det.evaluation
+    fig, ax = plots.new(width=5.0, height=4.2)
+    for (method, rocs), style in zip(ev.rocs.items(), ("-", "--"), strict=True):
+        for (src, roc), colour in zip(rocs.items(), (plots.OURS, plots.PALETTE[1]),
+                                      strict=True):
+            ax.plot(roc.fpr, roc.tpr, style, color=colour,
+                    label=f"{method} vs {src} text (AUC {roc.auc:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+    ax.axvline(0.01, color="grey", lw=0.8)
+    ax.set(xlabel="false-positive rate (human documents flagged)",
+           ylabel="detection rate (own-model text flagged)", title="AI-text detector ROC")
+    ax.legend(fontsize=7, loc="lower right")
+    roc_fig = plots.save(fig, st.path("figures", "detector_roc"))
+
+    fams = sorted({d.family for d in clean})
+    fig, ax = plots.new(width=6.0, height=3.4)
+    lic = sorted({d.license for d in clean})
+    bottom = np.zeros(len(fams))
+    for li, colour in zip(lic, itertools.cycle(plots.PALETTE)):
+        vals = np.array([sum(d.nbytes for d in clean if d.family == f and d.license == li)
+                         for f in fams]) / 1e6
+        ax.bar(fams, vals, bottom=bottom, color=colour, label=li[:28])
+        bottom += vals
+    ax.set(ylabel="MB of clean text", title="The clean corpus by family and license")
+    ax.legend(fontsize=6, ncol=2, bbox_to_anchor=(1.0, 1.0), loc="upper left")
+    corpus_fig = plots.save(fig, st.path("figures", "clean_corpus"))
+    return {"steps": steps_fig, "roc": roc_fig, "corpus": corpus_fig}
+
+
+def build(run: Run, progress: bool = True) -> CurationResult:
+    cfg = run.cfg.curation
+    data_dir = project_root() / "data"
+    with run.stage("curation") as st:
+        st.add_input("MANIFEST", data_dir / "MANIFEST")
+        for s in SOURCES:
+            st.add_input(s.file, raw_path(data_dir, s))
+        ledger = Ledger()
+        docs = read_all(cfg, data_dir, ledger)
+        shards = [(list(b), cfg) for b in
+                  (docs[i:i + cfg.shard_size] for i in range(0, len(docs), cfg.shard_size))]
+        kept: list[Document] = []
+        for shard_kept, shard_ledger in map_shards(shard_job, shards, cfg.executor,
+                                                   cfg.workers, progress, "curation shards"):
+            kept += shard_kept
+            ledger.merge(shard_ledger)
+        removals, det = detector_phase(kept, cfg, run.cfg.seed, progress)
+        kept = apply_removals(kept, removals, "ai_detector", ledger)
+        kept = dedup_phase(kept, cfg, ledger)
+        from mai_repro.rl.tasks import decontamination_texts
+
+        guard = Decontaminator(decontamination_texts(), n=cfg.decontam_ngram)
+        kept = apply_removals(kept, {d.id: Removal("task_overlap") for d in kept
+                                     if guard.match(d.text)}, "decontamination", ledger)
+        finish(kept, ledger)
+        ledger.check()
+
+        for family in sorted({d.family for d in kept} | set(cfg.cutoffs)):
+            corpus.write_clean(st.dir, family, (
+                {"id": d.id, "family": d.family, "text": d.text, "source": d.source,
+                 "license": d.license, "path": d.path, "date": d.date, "url": d.url}
+                for d in kept if d.family == family))
+        steps_passed = ["read", *MAP_STEPS, *GLOBAL_STEPS]
+        corpus.write_jsonl_gz(st.path("bom.jsonl.gz"), (
+            {"id": d.id, "family": d.family, "source": d.source, "version": d.version,
+             "license": d.license, "path": d.path, "url": d.url, "date": d.date,
+             "raw_sha256": d.sha256, "clean_bytes": d.nbytes, "steps_passed": steps_passed}
+            for d in kept))
+        corpus.write_jsonl_gz(st.path("ledger.jsonl.gz"), (asdict(f) for f in ledger.fates))
+        st.path("ATTRIBUTION.md").write_text(attribution(kept))
+        figures = _figures(ledger, kept, det, st)
+
+        ev = det.evaluation
+        main = ev.rocs[ev.method]
+        st.metrics.update({
+            "inputs": ledger.n_inputs, "kept": ledger.n_kept,
+            "removed": {f"{s}/{r}": n for (s, r), n in sorted(ledger.removals().items())},
+            "pii": dict(ledger.stats["pii"].counters),
+            "clean_docs_by_family": dict(Counter(d.family for d in kept)),
+            "clean_bytes_by_family": {f: sum(d.nbytes for d in kept if d.family == f)
+                                      for f in sorted({d.family for d in kept})},
+            "detector_method": ev.method,
+            "detector_auc": {m: {src: r.auc for src, r in rocs.items()}
+                             for m, rocs in ev.rocs.items()},
+            "detector_tpr_at_1pct": {src: r.tpr_at(0.01) for src, r in main.items()},
+            "detector_tpr_at_5pct": {src: r.tpr_at(0.05) for src, r in main.items()},
+            "detector_threshold": ev.threshold,
+            "detector_flagged": det.flagged, "detector_removed": det.removed,
+            "detector_scored": det.scored, "detector_eval_docs": det.n_eval_docs,
+            "detector_acts": det.acts,
+        })
+        metrics = dict(st.metrics)
+    return CurationResult(ledger, kept, det, figures, metrics)
