@@ -101,3 +101,23 @@ def test_signatures_are_stable_across_processes():
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env={"PYTHONHASHSEED": s, "PATH": ""}).stdout for s in ("1", "2")}
     assert len(outs) == 1 and outs.pop().startswith("[")
+
+
+def test_minhash_estimate_on_real_documents():
+    """A regression test on two files of the sample: a weak hash family (multipliers below
+    2^32, barely wrapping modulo p) estimated their Jaccard similarity 0.38 as 0.93."""
+    import re
+
+    from mai_repro.data.documents import Document
+    from mai_repro.data.sources import SOURCES, read_source
+
+    src = next(s for s in SOURCES if s.file.startswith("cpython-stdlib"))
+    texts = {d.path.rsplit("/", 1)[-1]: d.text for d in read_source(src, "data")
+             if isinstance(d, Document) and d.path.endswith(("/lzma.py", "/bz2.py"))}
+    words = {k: re.findall(r"\w+", v.lower()) for k, v in texts.items()}
+    sets = {k: {" ".join(w[i:i + 5]) for i in range(len(w) - 4)} for k, w in words.items()}
+    true = len(sets["lzma.py"] & sets["bz2.py"]) / len(sets["lzma.py"] | sets["bz2.py"])
+    h = dedup.MinHasher(256, 5)
+    est = np.mean(h.signature(texts["lzma.py"]) == h.signature(texts["bz2.py"]))
+    assert abs(true - 0.38) < 0.02
+    assert abs(est - true) < 0.08

@@ -59,14 +59,20 @@ class MinHasher:
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(self.seed)
-        # a, b < 2^32 and shingle hashes x < 2^32: a * x + b fits in 64 bits, no overflow
-        object.__setattr__(self, "_a", rng.integers(1, 1 << 32, self.num_perm, dtype=np.uint64))
-        object.__setattr__(self, "_b", rng.integers(0, 1 << 32, self.num_perm, dtype=np.uint64))
+        object.__setattr__(self, "_a", rng.integers(1, 1 << 61, self.num_perm, dtype=np.uint64))
+        object.__setattr__(self, "_b", rng.integers(0, 1 << 61, self.num_perm, dtype=np.uint64))
 
     def signature(self, text: str) -> np.ndarray:
-        """(num_perm,) uint64: min over shingles of (a * x + b) mod p, for each permutation."""
+        """(num_perm,) uint64: min over shingles of ((a * x + b) mod 2^64) mod p, 32 bits kept.
+
+        a and b are 61-bit so that the product wraps many times: with small multipliers the
+        "permutation" stays nearly monotone in x, and the min keeps picking each document's
+        numerically smallest shingles (a biased estimate of similarity; see the tests).
+        """
         x = shingle_hashes(text, self.shingle)
-        return ((self._a[:, None] * x[None, :] + self._b[:, None]) % _PRIME).min(axis=1)
+        with np.errstate(over="ignore"):
+            h = (self._a[:, None] * x[None, :] + self._b[:, None]) % _PRIME
+        return (h & _MASK32).min(axis=1)
 
 
 def _find(parent: list[int], i: int) -> int:
