@@ -100,8 +100,12 @@ def plan_mixture(unique_tokens: Mapping[str, float], shares: Mapping[str, float]
         for k in over:
             limit = caps[k] * unique_tokens[k]
             shortfall += tokens[k] - limit
-            warnings.append(f"{k}: {tokens[k] / unique_tokens[k]:.2f} epochs would exceed "
-                            f"its cap of {caps[k]:g}; capped at {limit:.4g} tokens")
+            if unique_tokens[k] == 0:
+                warnings.append(f"{k}: no unique tokens, so its share of {target[k]:.1%} "
+                                f"cannot be met; given 0 tokens")
+            else:
+                warnings.append(f"{k}: {tokens[k] / unique_tokens[k]:.2f} epochs would exceed "
+                                f"its cap of {caps[k]:g}; capped at {limit:.4g} tokens")
             tokens[k] = limit
             capped.add(k)
         open_ = [k for k in tokens if k not in capped and target[k] > 0]
