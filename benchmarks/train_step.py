@@ -1,0 +1,107 @@
+"""Training-step throughput and MFU: the gpu preset's MoE model vs a dense model with the same
+active parameters, measured in the same run.
+
+    python benchmarks/train_step.py [--preset gpu] [--batch 8] [--compile]
+    python benchmarks/train_step.py --preset smoke --batch 2     # CPU-sized
+
+One step = forward, backward and AdamW update, bf16 autocast on GPU (fp32 weights). MFU =
+(3 x forward FLOPs per token from mai_repro.model.accounting) x tokens/s / peak, with the peak
+given by --peak-tflops (H100 SXM dense BF16: 989). Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import statistics
+import time
+
+import torch
+
+from mai_repro import config
+from mai_repro.model.accounting import count_params, forward_flops_per_token
+from mai_repro.model.config import ModelConfig
+from mai_repro.model.transformer import Transformer
+from mai_repro.train.loop import make_optimizer, train_step
+
+
+def dense_twin(cfg: ModelConfig) -> ModelConfig:
+    """All-dense config whose FFN width gives the MoE model's active parameter count."""
+    moe = count_params(cfg)
+    base = count_params(dataclasses.replace(cfg, ffn_layout="all_dense", d_ff=1))
+    ffn_active = moe.active - (base.total - base.dense_ffn)
+    d_ff = max(1, round(ffn_active / (cfg.n_layers * 3 * cfg.d_model)))
+    return dataclasses.replace(cfg, ffn_layout="all_dense", d_ff=d_ff)
+
+
+def measure(cfg: ModelConfig, batch: int, seq: int, device: str, steps: int, warmup: int,
+            compile_: bool, peak: float) -> dict:
+    torch.manual_seed(0)
+    model = Transformer(cfg).to(device)
+    opt = make_optimizer(model, 1e-4, 0.1)
+    fwd = model
+    if compile_:
+        fwd = torch.compile(model)
+    data = torch.randint(0, cfg.vocab_size, (batch, seq + 1), device=device)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else \
+        contextlib.nullcontext()
+    times = []
+    for i in range(warmup + steps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with amp:
+            train_step(fwd, opt, data)
+        if isinstance(model, Transformer):
+            model.update_balance()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times)
+    tokens_s = batch * seq / step_s
+    flops_tok = 3 * forward_flops_per_token(cfg, seq)["total"]
+    p = count_params(cfg)
+    return {"step_ms": round(step_s * 1e3, 2), "tokens_per_s": round(tokens_s),
+            "mfu": round(flops_tok * tokens_s / peak, 4), "active_params": p.active,
+            "total_params": p.total,
+            "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2)
+            if device == "cuda" else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="gpu")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=None, help="default: the preset's seq_len")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--peak-tflops", type=float, default=989.0)
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = config.load(args.preset, device=device)
+    seq = args.seq or cfg.pretrain.seq_len
+    moe_cfg = dataclasses.replace(cfg.model, max_seq_len=seq)
+    dense_cfg = dense_twin(moe_cfg)
+    peak = args.peak_tflops * 1e12
+    results = {}
+    for name, c in (("dense", dense_cfg), ("moe", moe_cfg)):
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        results[name] = measure(c, args.batch, seq, device, args.steps, args.warmup,
+                                args.compile, peak)
+    print(json.dumps({
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "torch": torch.__version__, "preset": args.preset, "compile": args.compile,
+        "batch": args.batch, "seq": seq, "dense_d_ff": dense_cfg.d_ff,
+        "results": results,
+        "moe_over_dense_tokens_per_s": round(results["moe"]["tokens_per_s"]
+                                             / results["dense"]["tokens_per_s"], 3),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
