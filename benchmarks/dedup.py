@@ -55,7 +55,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--docs", type=int, default=3000)
     args = p.parse_args()
-    texts = [d.text for d in iter_sample("data") if isinstance(d, Document)][: args.docs]
+    texts = [d.text for d in iter_sample() if isinstance(d, Document)][: args.docs]
     t_ours, n_ours = ours(texts)
     t_theirs, n_theirs = theirs(texts)
     mb = sum(len(t.encode()) for t in texts) / 1e6

@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 
 from mai_repro import plots
-from mai_repro.artifacts import Run, project_root
+from mai_repro.artifacts import Run
 from mai_repro.data import ai_content, corpus, dedup, filters
 from mai_repro.data.config import CurationConfig
 from mai_repro.data.decontam import Decontaminator
 from mai_repro.data.documents import Document, Unreadable
-from mai_repro.data.sources import SOURCES, raw_path, read_source
+from mai_repro.data.sources import SOURCES, default_data_dir, raw_path, read_source
 from mai_repro.data.steps import (
     Ledger,
     Removal,
@@ -255,7 +255,7 @@ def _figures(result_ledger: Ledger, clean: list[Document], det: DetectorReport, 
 
 def build(run: Run, progress: bool = True) -> CurationResult:
     cfg = run.cfg.curation
-    data_dir = project_root() / "data"
+    data_dir = default_data_dir()
     with run.stage("curation") as st:
         st.add_input("MANIFEST", data_dir / "MANIFEST")
         for s in SOURCES:

@@ -72,8 +72,16 @@ MANIFEST_FIELDS = ("id", "family", "source", "version", "path", "license", "date
                    "bytes")
 
 
-def raw_path(data_dir: Path | str, source: Source) -> Path:
-    return Path(data_dir) / "raw" / source.family / source.file
+def default_data_dir() -> Path:
+    """The checkout's data/ folder, wherever the caller runs from (nbval runs notebooks from
+    a copy in runs/)."""
+    from mai_repro.artifacts import project_root
+
+    return project_root() / "data"
+
+
+def raw_path(data_dir: Path | str | None, source: Source) -> Path:
+    return Path(data_dir or default_data_dir()) / "raw" / source.family / source.file
 
 
 def _items(source: Source, path: Path) -> Iterator[readers.RawItem | readers.ReadError]:
@@ -94,7 +102,7 @@ def _items(source: Source, path: Path) -> Iterator[readers.RawItem | readers.Rea
         yield item
 
 
-def read_source(source: Source, data_dir: Path | str = "data"
+def read_source(source: Source, data_dir: Path | str | None = None
                 ) -> Iterator[Document | Unreadable]:
     """Every document of one source file, or Unreadable records for what failed."""
     path = raw_path(data_dir, source)
@@ -129,7 +137,7 @@ def read_source(source: Source, data_dir: Path | str = "data"
                            sha256(raw))
 
 
-def iter_sample(data_dir: Path | str = "data", families: tuple[str, ...] | None = None
+def iter_sample(data_dir: Path | str | None = None, families: tuple[str, ...] | None = None
                 ) -> Iterator[Document | Unreadable]:
     """Every document of the committed sample, source by source."""
     for source in SOURCES:
@@ -137,6 +145,6 @@ def iter_sample(data_dir: Path | str = "data", families: tuple[str, ...] | None 
             yield from read_source(source, data_dir)
 
 
-def read_manifest(data_dir: Path | str = "data") -> list[dict[str, str]]:
-    with open(Path(data_dir) / "MANIFEST", newline="") as f:
+def read_manifest(data_dir: Path | str | None = None) -> list[dict[str, str]]:
+    with open(Path(data_dir or default_data_dir()) / "MANIFEST", newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))

@@ -171,7 +171,7 @@ def measure(pages: list[Page], bpe_vocab: int = 8192, progress: bool = True
 # --------------------------------------------------------------------------------------------
 # Stage ``wikipedia`` (notebook 02).
 
-def sample_pages(data_dir: str = "data", max_pages: int | None = None) -> list[Page]:
+def sample_pages(data_dir: str | None = None, max_pages: int | None = None) -> list[Page]:
     """Article pages of the sample's Wikipedia dumps (English and Bulgarian)."""
     from mai_repro.data.readers import RawItem, read_mediawiki
     from mai_repro.data.sources import SOURCES, raw_path
@@ -190,16 +190,15 @@ def sample_pages(data_dir: str = "data", max_pages: int | None = None) -> list[P
 def build(run) -> tuple[WikiMeasurement, dict]:
     """Measure, save figures, write the stage manifest; returns (measurement, figures)."""
     from mai_repro import plots
-    from mai_repro.artifacts import project_root
-    from mai_repro.data.sources import SOURCES, raw_path
+    from mai_repro.data.sources import SOURCES, default_data_dir, raw_path
 
     cfg = run.cfg.wiki
-    data_dir = project_root() / "data"
+    data_dir = default_data_dir()
     with run.stage("wikipedia") as st:
         for s in SOURCES:
             if s.fmt == "mediawiki":
                 st.add_input(s.file, raw_path(data_dir, s))
-        m = measure(sample_pages(str(data_dir), cfg.max_pages), cfg.bpe_vocab)
+        m = measure(sample_pages(data_dir, cfg.max_pages), cfg.bpe_vocab)
         fig, axes = plots.new(1, 2, width=5.2, height=4.0)
         ax = axes[0]
         for lang, colour in zip(sorted(m.token_ratio_by_lang), plots.PALETTE, strict=False):
