@@ -21,11 +21,11 @@ import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mai_repro.config import Config, config_hash
 
@@ -79,15 +79,15 @@ def stage_hash(cfg: Config, name: str) -> str:
     ).hexdigest()[:16]
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never a torn one."""
+def atomic_write(path: Path, write: Callable[[IO], Any], binary: bool = False) -> None:
+    """Write a file so that readers see the old one or the new one, never a torn one:
+    ``write(f)`` fills a temp file beside ``path``, which is fsynced and renamed over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -101,6 +101,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    def write(f: IO) -> None:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+    atomic_write(path, write)
 
 
 def file_hash(path: Path) -> str:

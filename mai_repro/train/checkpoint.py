@@ -14,10 +14,8 @@ training loop waited, so sync and async can be compared.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import re
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from mai_repro.artifacts import atomic_write
 
 CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -81,18 +81,7 @@ def _to_host(obj: Any) -> Any:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def checkpoint_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
