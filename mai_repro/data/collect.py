@@ -120,7 +120,7 @@ def write_manifest(data_dir: Path) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mai_repro.data.collect")
     p.add_argument("--out", default="data", help="sample folder (default data)")
-    p.add_argument("--cache", default="/tmp/mai_repro_collect", help="download folder")
+    p.add_argument("--cache", default="runs/.collect-cache", help="download folder")
     args = p.parse_args(argv)
     data_dir, cache = Path(args.out), Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)

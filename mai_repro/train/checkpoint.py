@@ -115,7 +115,7 @@ def restore(state: dict[str, Any], model: torch.nn.Module,
 
 @dataclass
 class CheckpointManager:
-    """Saves ``step_XXXXXXXX.pt`` files in ``directory``, keeps the last ``keep``.
+    """Saves ``step_<8-digit step>.pt`` files in ``directory``, keeps the last ``keep``.
 
     ``mode="async"`` copies the state to host memory in the caller's thread (the stall) and
     writes it in a background thread; ``wait()`` joins the pending write.
