@@ -21,7 +21,7 @@ import platform
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -265,7 +265,3 @@ def require(run: Run, name: str) -> StageOutputs:
                              f"current manifest")
     return StageOutputs(name, run.stage_dir(name), run.read_manifest(name) or {})
 
-
-def load_json(path: Path | str) -> Mapping[str, Any]:
-    with open(path) as f:
-        return json.load(f)

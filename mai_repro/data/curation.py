@@ -131,7 +131,7 @@ def detector_phase(docs: list[Document], cfg: CurationConfig, seed: int, progres
     n_eval = min(cfg.detector_eval_docs, len(human) // 2)
     eval_docs, train_docs = human[:n_eval], human[n_eval:]
     s = detector.DetectorSettings(seq_len=cfg.detector_seq_len, d_model=cfg.detector_d_model,
-                                  steps=cfg.detector_steps, n_eval=n_eval,
+                                  steps=cfg.detector_steps,
                                   score=cfg.detector_score, fpr=cfg.detector_fpr, seed=seed)
     models = detector.train_models([d.text for d in train_docs], s, progress)
     evaluation = detector.evaluate(models, [d.text for d in eval_docs],

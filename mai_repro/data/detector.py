@@ -34,7 +34,6 @@ class DetectorSettings:
     steps: int = 300
     batch_size: int = 16
     lr: float = 3e-3
-    n_eval: int = 100
     score: str = "binoculars"
     fpr: float = 0.01
     top_p: float = 0.97

@@ -15,16 +15,10 @@ import concurrent.futures as cf
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class Doc(Protocol):
-    id: str
-    family: str
-    text: str
 
 
 @dataclass(frozen=True)
