@@ -20,15 +20,10 @@ import time
 
 import torch
 
+from mai_repro.model.accounting import moe_layer_params
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.moe import LatentMoE
 from mai_repro.model.transformer import SwiGLU
-
-
-def active_matmul_params(cfg: ModelConfig) -> int:
-    lat = cfg.latent_dim
-    proj = 2 * cfg.d_model * lat if cfg.is_latent else 0
-    return cfg.d_model * cfg.n_experts + proj + cfg.top_k * 3 * lat * cfg.d_expert
 
 
 def time_fwd_bwd(module: torch.nn.Module, x: torch.Tensor, iters: int, warmup: int) -> float:
@@ -84,7 +79,7 @@ def main() -> None:
     }
     if args.skip_loop:
         del variants["latent_loop"]
-    active = active_matmul_params(base)
+    active = moe_layer_params(base)[1]
     dense_hidden = round(active / (3 * args.width))
     x = torch.randn(1, args.tokens, args.width, device=device, dtype=dtype, requires_grad=True)
 

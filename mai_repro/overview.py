@@ -48,7 +48,7 @@ ROADMAP = [
     ("12_report", "7 Evaluation: the report card", "eval.report"),
 ]
 
-# Our families for the report's source families (the composition table keeps the report's).
+# The training phases of the report's section 4, in order.
 REPORT_PHASES = ("pre-training", "mid-training 1", "mid-training 2")
 
 

@@ -108,17 +108,13 @@ class WikiMeasurement:
 
 def count_tokens_bpe(texts_a: list[str], texts_b: list[str], vocab_size: int
                      ) -> tuple[list[int], list[int]]:
-    """Token counts of two representations under one byte-level BPE trained on both equally,
-    so neither side gets a vocabulary tailored to it."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """Token counts of two representations under one byte-level BPE (the project's trainer)
+    trained on both equally, so neither side gets a vocabulary tailored to it."""
+    from mai_repro.data.tokenizer import train
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts_a + texts_b, trainer)
-    return ([len(e.ids) for e in tok.encode_batch(texts_a)],
-            [len(e.ids) for e in tok.encode_batch(texts_b)])
+    tok = train(texts_a + texts_b, vocab_size)
+    return ([len(ids) for ids in tok.encode_batch(texts_a)],
+            [len(ids) for ids in tok.encode_batch(texts_b)])
 
 
 def measure(pages: list[Page], bpe_vocab: int = 8192, progress: bool = True

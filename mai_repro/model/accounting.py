@@ -59,20 +59,38 @@ def attention_params(cfg: ModelConfig) -> int:
     return q + kv + o
 
 
+def expert_params(cfg: ModelConfig) -> int:
+    """One expert: a SwiGLU (gate, up, down) from the latent width to d_expert and back."""
+    return 3 * cfg.latent_dim * cfg.d_expert
+
+
+def dense_ffn_params(cfg: ModelConfig) -> int:
+    """One dense SwiGLU FFN layer."""
+    return 3 * cfg.d_model * cfg.d_ff
+
+
+def moe_layer_params(cfg: ModelConfig) -> tuple[int, int]:
+    """(total, active per token) of one MoE layer: router, latent projections, experts."""
+    shared = cfg.d_model * cfg.n_experts
+    if cfg.is_latent:
+        shared += 2 * cfg.d_model * cfg.latent_dim
+    return (shared + cfg.n_experts * expert_params(cfg),
+            shared + cfg.top_k * expert_params(cfg))
+
+
 def count_params(cfg: ModelConfig) -> ParamBreakdown:
     """Count every parameter of the model that ``cfg`` describes, by component."""
     n_moe = cfg.n_moe_layers
     n_dense = cfg.n_layers - n_moe
-    expert = 3 * cfg.latent_dim * cfg.d_expert  # SwiGLU: gate, up, down
     return ParamBreakdown(
         embedding=cfg.vocab_size * cfg.d_model,
         head=0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model,
         attention=cfg.n_layers * attention_params(cfg),
-        dense_ffn=n_dense * 3 * cfg.d_model * cfg.d_ff,
+        dense_ffn=n_dense * dense_ffn_params(cfg),
         router=n_moe * cfg.d_model * cfg.n_experts,
         latent_proj=n_moe * 2 * cfg.d_model * cfg.latent_dim if cfg.is_latent else 0,
-        experts_total=n_moe * cfg.n_experts * expert,
-        experts_active=n_moe * cfg.top_k * expert,
+        experts_total=n_moe * cfg.n_experts * expert_params(cfg),
+        experts_active=n_moe * cfg.top_k * expert_params(cfg),
         norms=(2 * cfg.n_layers + 1) * cfg.d_model,
     )
 

@@ -29,22 +29,23 @@ from mai_repro import plots
 from mai_repro.artifacts import Run
 from mai_repro.config import resolve_device
 from mai_repro.data import bytelevel
-from mai_repro.model.accounting import count_params, forward_flops_per_token
+from mai_repro.model.accounting import (
+    attention_params,
+    count_params,
+    dense_ffn_params,
+    forward_flops_per_token,
+    moe_layer_params,
+)
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer
 from mai_repro.train.loop import lr_at, make_optimizer, train_step
 
 
 def layer_table(cfg: ModelConfig) -> list[dict[str, Any]]:
-    from mai_repro.model.accounting import attention_params
-
     rows = []
     for i in range(cfg.n_layers):
         moe = cfg.is_moe(i)
-        expert = 3 * cfg.latent_dim * cfg.d_expert
-        ffn = (cfg.d_model * cfg.n_experts + (2 * cfg.d_model * cfg.latent_dim
-                                             if cfg.is_latent else 0) + cfg.n_experts * expert
-               ) if moe else 3 * cfg.d_model * cfg.d_ff
+        ffn = moe_layer_params(cfg)[0] if moe else dense_ffn_params(cfg)
         rows.append({
             "layer": i,
             "attention": "global, NoPE" if cfg.is_global(i) else
