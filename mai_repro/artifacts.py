@@ -53,6 +53,10 @@ STAGES: dict[str, Stage] = {
                "pretrain.batch_size"), upstream=("curation",)),
         Stage("architecture", "04_moe_architecture.ipynb", "mai_repro.model.probe:build",
               ("model", "probe")),
+        Stage("pretraining", "07_pretraining.ipynb", "mai_repro.train.pretrain:build",
+              ("model", "pretrain"), upstream=("tokenizer",)),
+        Stage("collapse", "11_model_collapse.ipynb", "mai_repro.train.collapse:build",
+              ("model", "collapse"), upstream=("tokenizer",)),
     ]
 }
 

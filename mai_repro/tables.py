@@ -7,6 +7,8 @@ from typing import Any
 
 
 def _cell(value: Any, fmt: str | Callable[[Any], str] | None) -> str:
+    if value is None or value == "":
+        return ""
     if fmt is not None:
         return fmt(value) if callable(fmt) else format(value, fmt)
     if isinstance(value, float):

@@ -58,3 +58,17 @@ def test_from_events_adds_up_by_hand():
     assert gp.parts_s["non-stepping time"] == 11.0 - 7.0
     assert gp.parts_s["unattributed"] == pytest.approx(0.0)
     assert gp.goodput == pytest.approx(5 / 11)
+
+
+def test_from_events_when_the_slow_steps_were_redone():
+    """The median step time comes from slow steps that a failure threw away: the ideal is
+    capped at what the kept steps took, and the parts still add up to the wall clock."""
+    events = [{"event": "start", "t": 0.0},
+              ev(0, 2.0, 2.0), ev(1, 4.0, 2.0), ev(2, 6.0, 2.0),  # slow, all lost
+              {"event": "restart", "t": 7.0},
+              ev(0, 7.5, 0.5), ev(1, 8.0, 0.5), ev(2, 8.5, 0.5)]
+    gp = from_events(events, warmup_steps=0)
+    assert gp.ideal_s == 1.5
+    assert gp.parts_s["recomputation"] == 6.0
+    assert gp.parts_s["MFU drop"] == 0.0
+    assert gp.ideal_s + sum(gp.parts_s.values()) == pytest.approx(gp.actual_s)

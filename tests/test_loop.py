@@ -30,6 +30,16 @@ def test_lr_schedule():
     assert lr_at(100, peak=1.0, warmup=10, total=100) == pytest.approx(0.1)
 
 
+def test_wsd_schedule():
+    kw = dict(peak=1.0, warmup=10, total=100, schedule="wsd", decay_frac=0.2)
+    assert lr_at(5, **kw) == pytest.approx(0.6)
+    assert lr_at(79, **kw) == 1.0  # stable until the last 20 steps
+    assert lr_at(80, **kw) == pytest.approx(1 - 0.9 / 20)
+    assert lr_at(99, **kw) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="schedule"):
+        lr_at(50, peak=1.0, warmup=0, total=100, schedule="step")
+
+
 def test_split_output():
     t = torch.zeros(1)
     assert split_output(t) == (t, None)

@@ -84,13 +84,20 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
-def checkpoint_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+def checkpoint_state(model: torch.nn.Module | None, optimizer: torch.optim.Optimizer | None,
                      step: int, loader_state: dict | None = None,
-                     extra: dict | None = None) -> dict[str, Any]:
+                     extra: dict | None = None, *, model_state: dict | None = None,
+                     optim_state: dict | None = None) -> dict[str, Any]:
+    """The full training state. ``model_state``/``optim_state`` stand in for the modules'
+    own state dicts where those are sharded (FSDP2 gathers them first)."""
+    if model_state is None:
+        model_state = model.state_dict()
+    if optim_state is None and optimizer is not None:
+        optim_state = optimizer.state_dict()
     return {
         "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "model": model_state,
+        "optimizer": optim_state,
         "loader": loader_state,
         "extra": extra or {},
         "rng": rng_state(),

@@ -21,7 +21,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,9 +89,14 @@ class SupervisorReport:
 
 def supervise(cmd: Sequence[str], heartbeat: Path | str, faults: Sequence[Fault] = (),
               hang_timeout: float = 30.0, max_restarts: int = 10, poll_s: float = 0.05,
-              env: dict[str, str] | None = None, log: Path | str | None = None
+              env: dict[str, str] | None = None, log: Path | str | None = None,
+              output: Path | str | None = None, on_poll: Callable[[int], None] | None = None
               ) -> SupervisorReport:
-    """Run ``cmd`` until it succeeds, injecting ``faults`` once each (see module doc)."""
+    """Run ``cmd`` until it succeeds, injecting ``faults`` once each (see module doc).
+
+    ``output``: a file the child's stdout and stderr are appended to (else inherited).
+    ``on_poll(step)``: called at every poll with the child's last heartbeat step (progress).
+    """
     heartbeat = Path(heartbeat)
     pending = sorted(faults, key=lambda f: f.step)
     events: list[dict] = []
@@ -105,13 +110,21 @@ def supervise(cmd: Sequence[str], heartbeat: Path | str, faults: Sequence[Fault]
         child_env = {**os.environ, **(env or {}), FAULTS_ENV: ",".join(map(str, child_faults))}
         heartbeat.unlink(missing_ok=True)
         note("start", attempt=restarts)
-        proc = subprocess.Popen(list(cmd), env=child_env)
+        sink = open(output, "ab") if output is not None else None  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(list(cmd), env=child_env, stdout=sink,
+                                    stderr=subprocess.STDOUT if sink else None)
+        finally:
+            if sink is not None:
+                sink.close()  # the child holds its own descriptor
         started = time.time()
         cause = None
         while proc.poll() is None:
             time.sleep(poll_s)
             beat = read_heartbeat(heartbeat)
             step = beat["step"] if beat else -1
+            if on_poll is not None:
+                on_poll(step)
             kill = next((f for f in pending if f.kind == "kill" and step >= f.step), None)
             if kill is not None:
                 proc.send_signal(signal.SIGKILL)

@@ -68,7 +68,8 @@ def from_events(events: list[dict], warmup_steps: int = 2) -> GoodputBreakdown:
       first and last times bound the run.
 
     - ideal: unique steps x steady step time (median duration, first ``warmup_steps`` of
-      each process start excluded: compilation and cache warm-up are start-up costs);
+      each process start excluded: compilation and cache warm-up are start-up costs), but no
+      more than the kept steps took;
     - recomputation: executions of a step that a later execution of the same step replaced;
     - MFU drop: how much longer the kept executions took than the steady time (net);
     - non-stepping time: everything outside steps (start-up, checkpoint stalls, restarts,
@@ -88,7 +89,9 @@ def from_events(events: list[dict], warmup_steps: int = 2) -> GoodputBreakdown:
     steady_pool = [e["dt"] for e in steps if not e.get("warmup", False)] or \
         [e["dt"] for e in steps]
     steady = float(sorted(steady_pool)[len(steady_pool) // 2])
-    ideal = steady * len(kept)
+    # The ideal never exceeds the time the kept steps took: when redone or warm-up steps were
+    # the slow ones, the median overstates the steady time.
+    ideal = min(steady * len(kept), sum(e["dt"] for e in kept))
     recompute = sum(e["dt"] for e in redone)
     mfu_drop = sum(e["dt"] for e in kept) - ideal
     non_stepping = (end - start) - sum(e["dt"] for e in steps)

@@ -39,10 +39,21 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor,
     return (loss * m).sum() / m.sum().clamp_min(1.0)
 
 
-def lr_at(step: int, *, peak: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:
-    """Linear warm-up then cosine decay to ``min_ratio * peak``."""
+def lr_at(step: int, *, peak: float, warmup: int, total: int, min_ratio: float = 0.1,
+          schedule: str = "cosine", decay_frac: float = 0.2) -> float:
+    """Linear warm-up, then cosine decay to ``min_ratio * peak`` (``schedule="cosine"``), or
+    warmup-stable-decay: the peak until the last ``decay_frac`` of steps, then a linear decay
+    to ``min_ratio * peak`` (``schedule="wsd"``)."""
     if warmup and step < warmup:
         return peak * (step + 1) / warmup
+    if schedule == "wsd":
+        decay_start = total - max(1, round(decay_frac * total))
+        if step < decay_start:
+            return peak
+        progress = min(1.0, (step - decay_start + 1) / max(1, total - decay_start))
+        return peak * (1 - (1 - min_ratio) * progress)
+    if schedule != "cosine":
+        raise ValueError(f"schedule must be 'cosine' or 'wsd', got {schedule!r}")
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
