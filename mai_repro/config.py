@@ -125,6 +125,11 @@ class CollapseConfig:
                                                             "keep_real regime")
     rare_below: float = spec(1e-4, min=0.0, max=1.0, help="a token is rare when its frequency "
                                                           "in the human corpus is below this")
+    d_model: int = spec(0, min=0, help="model width for these runs (0 = the preset model's); "
+                                       "FFN, expert and latent widths follow it")
+    n_layers: int = spec(0, min=0, help="layers for these runs (0 = the preset model's)")
+    detector_seqs: int = spec(64, min=1, help="samples per generation scored by notebook 01's "
+                                              "AI-content detector")
 
 
 @dataclass(frozen=True)

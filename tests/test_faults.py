@@ -1,4 +1,5 @@
 import json
+import os
 import sys
 import textwrap
 
@@ -68,3 +69,20 @@ def test_parse_faults():
         parse_faults("kill")
     with pytest.raises(ValueError, match="fault kind"):
         parse_faults("melt@3")
+
+
+def test_interrupted_supervisor_leaves_no_orphan(tmp_path):
+    pid_file = tmp_path / "pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); " \
+            f"time.sleep(60)"
+
+    def interrupt(step):
+        if pid_file.exists() and pid_file.read_text():
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        supervise([sys.executable, "-c", child], tmp_path / "hb.json", hang_timeout=30,
+                  on_poll=interrupt)
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

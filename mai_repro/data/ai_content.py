@@ -59,6 +59,50 @@ def is_human_era(date: str | None, before: str) -> bool:
 
 # --------------------------------------------------------------------------------------------
 # Scores from logits. logits_*: (B, T, V) predicting ids[:, 1:] from ids[:, :-1].
+#
+# Both scores are ratios of sums over the scored positions, so a long document scored in
+# several windows is scored exactly like one long window: add the windows' ``token_sums``,
+# then call ``scores_from_sums``.
+
+SUMS = ("nll", "xent", "var", "n")  # the columns of token_sums
+
+
+def token_sums(observer_logits: torch.Tensor, performer_logits: torch.Tensor,
+               targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, 4) sums over the masked positions, with p = observer and log q = performer:
+
+    - ``nll``:  -log q(x_t), the performer's loss on the text;
+    - ``xent``: -sum_v p(v) log q(v), the cross-entropy between the two models (= -mu_t, the
+      mean of log q(x) for x drawn from p);
+    - ``var``:  the variance of log q(x) for x drawn from p;
+    - ``n``:    the number of positions.
+    """
+    q_logp = F.log_softmax(performer_logits.float(), dim=-1)
+    p = F.softmax(observer_logits.float(), dim=-1)
+    nll = -q_logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    mu = (p * q_logp).sum(-1)
+    var = ((p * q_logp.square()).sum(-1) - mu.square()).clamp_min(0.0)
+    m = mask.float()
+    return torch.stack([(nll * m).sum(-1), (-mu * m).sum(-1), (var * m).sum(-1), m.sum(-1)], -1)
+
+
+def scores_from_sums(sums: torch.Tensor | np.ndarray, method: str) -> np.ndarray:
+    """Per-sequence score (higher = more machine-like) from summed ``token_sums``.
+
+    - ``binoculars``: minus (mean NLL / mean cross-entropy) = -sum nll / sum xent;
+    - ``fast_detect``: (sum log q(x_t) - sum mu_t) / sqrt(sum var_t) = (xent - nll) / sqrt(var).
+    """
+    s = np.asarray(sums, dtype=np.float64).reshape(-1, len(SUMS))
+    nll, xent, var = s[:, 0], s[:, 1], s[:, 2]
+    if method == "binoculars":
+        return -nll / np.maximum(xent, 1e-6)
+    if method == "fast_detect":
+        return (xent - nll) / np.sqrt(np.maximum(var, 1e-6))
+    raise ValueError(f"unknown score {method!r}; allowed: {', '.join(METHODS)}")
+
+
+METHODS = ("binoculars", "fast_detect")
+
 
 def binoculars_score(observer_logits: torch.Tensor, performer_logits: torch.Tensor,
                      targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -67,14 +111,8 @@ def binoculars_score(observer_logits: torch.Tensor, performer_logits: torch.Tens
     B = log PPL_performer(x) / X-PPL(observer, performer), with
     X-PPL = mean_t sum_v p_observer(v) * (-log p_performer(v)).
     """
-    perf_logp = F.log_softmax(performer_logits.float(), dim=-1)
-    obs_p = F.softmax(observer_logits.float(), dim=-1)
-    nll = -perf_logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    xent = -(obs_p * perf_logp).sum(-1)  # (B, T)
-    m = mask.float()
-    n = m.sum(-1).clamp_min(1.0)
-    ratio = (nll * m).sum(-1) / n / ((xent * m).sum(-1) / n).clamp_min(1e-6)
-    return -ratio
+    sums = token_sums(observer_logits, performer_logits, targets, mask)
+    return torch.from_numpy(scores_from_sums(sums, "binoculars")).float()
 
 
 def fast_detect_score(reference_logits: torch.Tensor, scoring_logits: torch.Tensor,
@@ -84,13 +122,8 @@ def fast_detect_score(reference_logits: torch.Tensor, scoring_logits: torch.Tens
     (sum_t log q(x_t) - sum_t mu_t) / sqrt(sum_t var_t), with mu_t and var_t the mean and
     variance of log q(x) for x drawn from the reference model's distribution p_t.
     """
-    q_logp = F.log_softmax(scoring_logits.float(), dim=-1)
-    p = F.softmax(reference_logits.float(), dim=-1)
-    ll = q_logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    mu = (p * q_logp).sum(-1)
-    var = (p * q_logp.square()).sum(-1) - mu.square()
-    m = mask.float()
-    return ((ll - mu) * m).sum(-1) / ((var * m).sum(-1)).clamp_min(1e-6).sqrt()
+    sums = token_sums(reference_logits, scoring_logits, targets, mask)
+    return torch.from_numpy(scores_from_sums(sums, "fast_detect")).float()
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,27 @@ def decode(ids: list[int]) -> str:
     return bytes(i for i in ids if i < 256).decode("utf-8", "replace")
 
 
+def windows(data: bytes, seq_len: int, context: int, first: int
+            ) -> list[tuple[list[int], int]]:
+    """Cover ``data`` with model inputs of at most ``seq_len`` ids, each BOS plus bytes.
+
+    Returns ``(ids, start)`` per window: targets ``ids[1:]`` from index ``start`` on are the
+    window's scored bytes. The first window scores from byte ``first``; each later window
+    starts ``context`` bytes before the first byte not yet scored and scores the rest, so
+    every byte from ``first`` on is scored exactly once, always with at least ``context``
+    bytes (or everything before it) in view.
+    """
+    if not 0 <= context < seq_len - 1:
+        raise ValueError(f"context must be in [0, seq_len - 1), got {context} for {seq_len}")
+    out = [([BOS] + list(data[: seq_len - 1]), first)]
+    done = seq_len - 1  # bytes [0, done) lie in some window
+    while done < len(data):
+        start = done - context
+        out.append(([BOS] + list(data[start:start + seq_len - 1]), context))
+        done = start + seq_len - 1
+    return out
+
+
 def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) ids right-padded with 0 and a (B, T) bool mask of real tokens."""
     T = max(len(s) for s in seqs)

@@ -97,7 +97,13 @@ class CurationConfig:
     decontam_ngram: int = spec(8, min=1, help="words per n-gram for decontamination")
     detector_steps: int = spec(300, min=1, help="training steps of each detector model")
     detector_d_model: int = spec(128, min=32, help="width of the detector's byte models")
-    detector_seq_len: int = spec(256, min=64, help="bytes scored per document")
+    detector_seq_len: int = spec(256, min=64, help="bytes per window of the detector's byte "
+                                                   "models (their training length)")
+    detector_score_bytes: int = spec(512, min=64, help="bytes of each document scored, in "
+                                                      "windows of detector_seq_len")
+    detector_temperature: float = spec(0.7, min=0.0, help="sampling temperature of the "
+                                                         "own-model text (deployed-style)")
+    detector_top_p: float = spec(0.9, min=0.0, max=1.0, help="nucleus of the own-model text")
     detector_eval_docs: int = spec(60, min=4, help="held-out human documents in the evaluation")
     detector_score: Literal["binoculars", "fast_detect"] = "binoculars"
     detector_fpr: float = spec(0.01, min=0.0, max=0.5, help="false-positive rate of the filter")

@@ -108,13 +108,15 @@ def _split(doc_id: str, seed: int) -> float:
 class DetectorReport:
     evaluation: Any  # detector.DetectorEvaluation
     n_train_docs: int
-    n_eval_docs: int
+    n_calibration_docs: int  # held-out human documents that set the threshold
+    n_test_docs: int  # held-out human documents that measure the detector
     scored: int
     flagged: dict[str, int]  # family -> documents above the threshold
     removed: dict[str, int]
     calibrated_families: list[str]
     losses: dict[str, list[float]]
     acts: bool  # the measured AUC reached detector_min_auc: flagged documents are removed
+    models: Any = None  # detector.DetectorModels (saved as detector.pt for later stages)
 
 
 def detector_phase(docs: list[Document], cfg: CurationConfig, seed: int, progress: bool
@@ -128,22 +130,30 @@ def detector_phase(docs: list[Document], cfg: CurationConfig, seed: int, progres
         raise ValueError(f"only {len(human)} human-era documents: too few to train and "
                          f"calibrate the detector (raise max_docs_per_source)")
     human.sort(key=lambda d: _split(d.id, seed))
-    n_eval = min(cfg.detector_eval_docs, len(human) // 2)
-    eval_docs, train_docs = human[:n_eval], human[n_eval:]
     s = detector.DetectorSettings(seq_len=cfg.detector_seq_len, d_model=cfg.detector_d_model,
-                                  steps=cfg.detector_steps,
-                                  score=cfg.detector_score, fpr=cfg.detector_fpr, seed=seed)
+                                  steps=cfg.detector_steps, score_bytes=cfg.detector_score_bytes,
+                                  temperature=cfg.detector_temperature,
+                                  top_p=cfg.detector_top_p, score=cfg.detector_score,
+                                  fpr=cfg.detector_fpr, seed=seed)
+    # Held out: documents long enough to give the own-model text its prompt. Half of them set
+    # the threshold (calibration), the other half measure the detector (test).
+    n_eval = min(cfg.detector_eval_docs, len(human) // 2)
+    eval_docs = [d for d in human if len(d.text.encode("utf-8", "replace")) >= s.prompt_len]
+    eval_docs = eval_docs[:n_eval]
+    eval_ids = {d.id for d in eval_docs}
+    train_docs = [d for d in human if d.id not in eval_ids]
+    calib_docs, test_docs = eval_docs[0::2], eval_docs[1::2]
     models = detector.train_models([d.text for d in train_docs], s, progress)
-    evaluation = detector.evaluate(models, [d.text for d in eval_docs],
-                                   [d.text for d in train_docs], progress)
+    evaluation = detector.evaluate(models, [d.text for d in calib_docs],
+                                   [d.text for d in test_docs], [d.text for d in train_docs],
+                                   progress)
     candidates = [d for d in docs if not ai_content.is_human_era(d.date, cfg.human_era_before)]
-    scores = models.score([d.text for d in candidates]) if candidates else np.zeros(0)
+    scores = models.score([d.text for d in candidates])
     # Act only where the threshold was set on enough documents of the same family, and only
     # if the evaluation shows the detector works at all.
-    per_family = Counter(d.family for d in eval_docs)
+    per_family = Counter(d.family for d in calib_docs)
     calibrated = sorted(f for f, n in per_family.items() if n >= 10)
-    auc = evaluation.rocs[evaluation.method]["generator"].auc
-    acts = auc >= cfg.detector_min_auc
+    acts = evaluation.auc >= cfg.detector_min_auc
     flagged: Counter = Counter()
     removed: Counter = Counter()
     removals = {}
@@ -154,9 +164,9 @@ def detector_phase(docs: list[Document], cfg: CurationConfig, seed: int, progres
                 removed[d.family] += 1
                 removals[d.id] = Removal("ai_detector", f"{s.score} {score:.3f} > "
                                                         f"{evaluation.threshold:.3f}")
-    return removals, DetectorReport(evaluation, len(train_docs), len(eval_docs),
-                                    len(candidates), dict(flagged), dict(removed), calibrated,
-                                    models.losses, acts)
+    return removals, DetectorReport(evaluation, len(train_docs), len(calib_docs),
+                                    len(test_docs), len(candidates), dict(flagged),
+                                    dict(removed), calibrated, models.losses, acts, models)
 
 
 def dedup_phase(docs: list[Document], cfg: CurationConfig, ledger: Ledger
@@ -226,11 +236,13 @@ def _figures(result_ledger: Ledger, clean: list[Document], det: DetectorReport, 
 
     ev = det.evaluation
     fig, ax = plots.new(width=5.0, height=4.2)
-    for (method, rocs), style in zip(ev.rocs.items(), ("-", "--"), strict=True):
-        for (src, roc), colour in zip(rocs.items(), (plots.OURS, plots.PALETTE[1]),
-                                      strict=True):
+    for method, style in zip(ai_content.METHODS, ("-", "--"), strict=True):
+        for src, colour in zip(ev.sources, itertools.cycle(plots.PALETTE), strict=False):
+            if method != ev.method and src != ev.headline:
+                continue  # the other score only for the headline set: the curves coincide
+            roc = ev.rocs[method][src]
             ax.plot(roc.fpr, roc.tpr, style, color=colour,
-                    label=f"{method} vs {src} text (AUC {roc.auc:.3f})")
+                    label=f"{method} vs {src} (AUC {roc.auc:.3f})")
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
     ax.axvline(0.01, color="grey", lw=0.8)
     ax.set(xlabel="false-positive rate (human documents flagged)",
@@ -270,6 +282,9 @@ def build(run: Run, progress: bool = True) -> CurationResult:
             kept += shard_kept
             ledger.merge(shard_ledger)
         removals, det = detector_phase(kept, cfg, run.cfg.seed, progress)
+        from mai_repro.data import detector
+
+        detector.save_models(det.models, det.evaluation.threshold, st.path("detector.pt"))
         kept = apply_removals(kept, removals, "ai_detector", ledger)
         kept = dedup_phase(kept, cfg, ledger)
         from mai_repro.rl.tasks import decontamination_texts
@@ -307,12 +322,17 @@ def build(run: Run, progress: bool = True) -> CurationResult:
             "detector_method": ev.method,
             "detector_auc": {m: {src: r.auc for src, r in rocs.items()}
                              for m, rocs in ev.rocs.items()},
+            "detector_headline_auc": ev.auc,
             "detector_tpr_at_1pct": {src: r.tpr_at(0.01) for src, r in main.items()},
             "detector_tpr_at_5pct": {src: r.tpr_at(0.05) for src, r in main.items()},
             "detector_threshold": ev.threshold,
+            "detector_test_fpr_at_threshold": ev.test_fpr,
+            "detector_detected_at_threshold": ev.detected,
+            "detector_decoding": {src: {"model": m, "temperature": t, "top_p": p}
+                                  for src, (m, t, p) in ev.sources.items()},
             "detector_flagged": det.flagged, "detector_removed": det.removed,
-            "detector_scored": det.scored, "detector_eval_docs": det.n_eval_docs,
-            "detector_acts": det.acts,
+            "detector_scored": det.scored, "detector_calibration_docs": det.n_calibration_docs,
+            "detector_test_docs": det.n_test_docs, "detector_acts": det.acts,
         })
         metrics = dict(st.metrics)
     return CurationResult(ledger, kept, det, figures, metrics)

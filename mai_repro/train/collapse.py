@@ -11,7 +11,8 @@ from scratch and with the same recipe, on a dataset built from text sampled from
 Each dataset but the growing ``accumulate`` one has the size of the real one. Per generation
 we measure perplexity on held-out human text and its per-sequence spread (the tails of the
 human distribution), and on each generation's own samples the tails (share of rare tokens,
-vocabulary coverage) and diversity (distinct n-grams).
+vocabulary coverage), diversity (distinct n-grams) and the share that notebook 01's
+AI-content detector flags.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ import numpy as np
 import torch
 
 from mai_repro import plots
-from mai_repro.artifacts import Run, require
+from mai_repro.artifacts import Run, StageError, require
 from mai_repro.config import resolve_device
+from mai_repro.data import detector
 from mai_repro.data.shards import open_shards
 from mai_repro.data.tokenizer import load as load_tokenizer
+from mai_repro.model.config import ModelConfig
 from mai_repro.model.generation import generate
 from mai_repro.model.transformer import Transformer
 from mai_repro.train.loop import split_output, train_lm
@@ -147,6 +150,31 @@ def _real_rows(stage_dir: Any, split: str, n: int, seq_len: int, seed: int,
     return rows[rng.permutation(len(rows))]
 
 
+def _detector_file(run: Run) -> Any:
+    """Notebook 01's saved detector; a curation stage from before it was saved is rebuilt
+    (small presets) or named (large ones)."""
+    path = require(run, "curation").path("detector.pt")
+    if not path.is_file():
+        if not run.cfg.auto_rebuild:
+            raise StageError(f"{path} is missing: re-run notebooks/01_data_curation.ipynb")
+        from mai_repro.data import curation
+
+        curation.build(run)
+    return path
+
+
+def collapse_model(model: ModelConfig, c: Any, seq_len: int) -> ModelConfig:
+    """The preset's model, resized by ``collapse.d_model`` / ``collapse.n_layers`` when set
+    (13 trainings must fit the notebook's budget): FFN 3x, experts 1x, latent 1/2 the width."""
+    changes: dict[str, Any] = {"max_seq_len": max(model.max_seq_len, seq_len + 1)}
+    if c.d_model:
+        changes.update(d_model=c.d_model, d_ff=3 * c.d_model, d_expert=c.d_model,
+                       d_latent=c.d_model // 2 if model.d_latent else None)
+    if c.n_layers:
+        changes["n_layers"] = c.n_layers
+    return dataclasses.replace(model, **changes)
+
+
 def build(run: Run) -> CollapseResult:
     """Stage 11: generations under three regimes, measured."""
     import json
@@ -156,11 +184,12 @@ def build(run: Run) -> CollapseResult:
     cfg, c = run.cfg, run.cfg.collapse
     device = resolve_device(cfg.device)
     tok_stage = require(run, "tokenizer")
+    detector_models, threshold = detector.load_models(_detector_file(run))
     tok = load_tokenizer(tok_stage.path("tokenizer.json"))
     plan = json.loads(tok_stage.path("plan.json").read_text())
     shard_len = next(iter(open_shards(tok_stage.path("shards"), "train").values())).seqs.shape[1]
     seq_len = min(c.seq_len, shard_len - 1)
-    mcfg = dataclasses.replace(cfg.model, max_seq_len=max(cfg.model.max_seq_len, seq_len + 1))
+    mcfg = collapse_model(cfg.model, c, seq_len)
     with run.stage(STAGE) as st:
         st.add_input("shards", tok_stage.path("shards"))
         real = _real_rows(tok_stage.dir, "train", c.n_seqs, seq_len, cfg.seed, plan["weights"])
@@ -174,6 +203,15 @@ def build(run: Run) -> CollapseResult:
         rare = (freq < c.rare_below) & (counts > 0)  # seen in the human corpus, but seldom
         real_distinct = len(np.unique(real[:, 1:]))
         real_stats = dataclasses.asdict(tail_stats(real, rare, real_distinct))
+
+        def detect(rows: np.ndarray) -> dict[str, float]:
+            """Notebook 01's detector on the decoded text of the first rows."""
+            texts = [tok.decode(r[1:].tolist()) for r in rows[: c.detector_seqs]]
+            scores = detector_models.score(texts)
+            return {"detector_score": float(np.median(scores)),
+                    "detector_flagged": float((scores > threshold).mean())}
+
+        real_stats.update(detect(real))
 
         def train(rows: np.ndarray, gen: int) -> Transformer:
             torch.manual_seed(cfg.seed + gen)
@@ -198,7 +236,8 @@ def build(run: Run) -> CollapseResult:
                             "nll_p50": float(np.quantile(nll, 0.5)),
                             "nll_p90": float(np.quantile(nll, 0.9)),
                             "nll_p99": float(np.quantile(nll, 0.99)),
-                            "per_seq_nll": nll.tolist(), **dataclasses.asdict(stats)})
+                            "per_seq_nll": nll.tolist(), **dataclasses.asdict(stats),
+                            **detect(rows)})
             bar.update(1)
             return rows
 
@@ -228,6 +267,9 @@ def build(run: Run) -> CollapseResult:
             "coverage_last": {k: v["coverage"] for k, v in last.items()},
             "distinct3_real": real_stats["distinct3"],
             "distinct3_last": {k: v["distinct3"] for k, v in last.items()},
+            "detector_flagged_real": real_stats["detector_flagged"],
+            "detector_flagged_gen0": g0["detector_flagged"],
+            "detector_flagged_last": {k: v["detector_flagged"] for k, v in last.items()},
         })
         metrics = dict(st.metrics)
     return CollapseResult(records, real_stats, figures, metrics, samples_text)
@@ -240,11 +282,12 @@ def _series(records: list[dict], regime: str, key: str) -> tuple[list[int], list
 
 def _figures(records: list[dict], real: dict, st) -> dict[str, Any]:
     colours = dict(zip(REGIMES, plots.PALETTE, strict=False))
-    fig, axes = plots.new(1, 4, width=3.6, height=3.2)
+    fig, axes = plots.new(1, 5, width=3.4, height=3.2)
     panels = [("heldout_ppl", "perplexity on held-out human text", None),
               ("rare_share", "share of rare tokens in samples", "rare_share"),
               ("coverage", "vocabulary coverage of samples", None),
-              ("distinct3", "distinct 3-grams in samples", "distinct3")]
+              ("distinct3", "distinct 3-grams in samples", "distinct3"),
+              ("detector_flagged", "flagged by notebook 01's detector", "detector_flagged")]
     for ax, (key, title, ref) in zip(axes, panels, strict=True):
         for regime in REGIMES:
             x, y = _series(records, regime, key)

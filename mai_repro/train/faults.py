@@ -119,29 +119,35 @@ def supervise(cmd: Sequence[str], heartbeat: Path | str, faults: Sequence[Fault]
                 sink.close()  # the child holds its own descriptor
         started = time.time()
         cause = None
-        while proc.poll() is None:
-            time.sleep(poll_s)
-            beat = read_heartbeat(heartbeat)
-            step = beat["step"] if beat else -1
-            if on_poll is not None:
-                on_poll(step)
-            kill = next((f for f in pending if f.kind == "kill" and step >= f.step), None)
-            if kill is not None:
-                proc.send_signal(signal.SIGKILL)
+        try:
+            while proc.poll() is None:
+                time.sleep(poll_s)
+                beat = read_heartbeat(heartbeat)
+                step = beat["step"] if beat else -1
+                if on_poll is not None:
+                    on_poll(step)
+                kill = next((f for f in pending if f.kind == "kill" and step >= f.step), None)
+                if kill is not None:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    pending.remove(kill)
+                    cause = f"killed (SIGKILL) at step {step}"
+                    break
+                last = beat["t"] if beat else started
+                if time.time() - last > hang_timeout:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    hung = next((f for f in pending if f.kind == "hang" and step + 1 >= f.step),
+                                None)
+                    if hung is not None:
+                        pending.remove(hung)
+                    cause = f"hang detected after step {step} (no heartbeat for {hang_timeout} s)"
+                    break
+        except BaseException:  # interrupted (a notebook cell stopped): leave no orphan behind
+            if proc.poll() is None:
+                proc.kill()
                 proc.wait()
-                pending.remove(kill)
-                cause = f"killed (SIGKILL) at step {step}"
-                break
-            last = beat["t"] if beat else started
-            if time.time() - last > hang_timeout:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                hung = next((f for f in pending if f.kind == "hang" and step + 1 >= f.step),
-                            None)
-                if hung is not None:
-                    pending.remove(hung)
-                cause = f"hang detected after step {step} (no heartbeat for {hang_timeout} s)"
-                break
+            raise
         code = proc.returncode
         if cause is None and code == 0:
             note("end", exit_code=0)
