@@ -27,6 +27,7 @@ import yaml
 from mai_repro.data.config import CurationConfig, MixtureConfig, TokenizerConfig, WikiConfig
 from mai_repro.model.config import ModelConfig, ProbeConfig
 from mai_repro.schema import ConfigError, build, merge, spec, stable_hash, to_dict
+from mai_repro.train.config import LadderConfig, MixSearchConfig
 
 PRESETS = ("smoke", "laptop", "gpu", "cluster")
 
@@ -149,6 +150,8 @@ class Config:
     model: ModelConfig = spec(factory=ModelConfig)
     probe: ProbeConfig = spec(factory=ProbeConfig)
     pretrain: PretrainConfig = spec(factory=PretrainConfig)
+    ladder: LadderConfig = spec(factory=LadderConfig)
+    mixsearch: MixSearchConfig = spec(factory=MixSearchConfig)
     collapse: CollapseConfig = spec(factory=CollapseConfig)
 
     def check(self) -> list[tuple[str, str]]:

@@ -48,3 +48,27 @@ def test_mixture_regression_recovers_a_linear_truth():
     loss = 3.0 - 1.0 * w[:, 0] + 0.5 * w[:, 1]
     reg = sc.fit_mixture_regression(w, loss, ("a", "b", "c"), ridge=1e-8)
     assert np.allclose(reg.predict(w), loss, atol=1e-3)
+
+
+def test_fit_recovers_a_synthetic_ladder_with_noise():
+    # a 5-rung ladder (compute x4 per rung) with 0.3% multiplicative noise on the losses
+    C = 1e12 * 4.0 ** np.arange(5)
+    A, alpha, E, c0 = 3.0, 0.25, 2.0, 1e14
+    true = sc.PowerLawFit(A, alpha, E, (0, 0, 0), c0)
+    loss = true.loss(C) * (1 + 0.003 * np.random.default_rng(1).standard_normal(5))
+    fit = sc.fit_power_law(C, loss)
+    A_at_c0 = fit.A * (c0 / fit.c0) ** -fit.alpha  # the fit's own c0 is the geometric mean
+    assert A_at_c0 == pytest.approx(A, rel=0.1)
+    assert fit.alpha == pytest.approx(alpha, rel=0.15)
+    assert fit.E == pytest.approx(E, rel=0.05)
+    for est, err, truth in zip((fit.alpha, fit.E), fit.stderr[1:], (alpha, E), strict=True):
+        assert np.isfinite(err) and abs(est - truth) < 4 * err + 1e-9
+
+
+def test_efficiency_gain_is_exact_on_a_known_curve():
+    base = sc.PowerLawFit(2.0, 0.3, 1.7, (0, 0, 0), 1e17)
+    for gain in (0.5, 1.0, 1.3, 4.0):
+        # a candidate reaching, with compute C, the loss the baseline reaches with gain * C
+        C = 3e16
+        assert sc.efficiency_gain(base, float(base.loss(gain * C)), C) == pytest.approx(
+            gain, rel=1e-9)
