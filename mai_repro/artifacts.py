@@ -59,6 +59,8 @@ STAGES: dict[str, Stage] = {
               ("model", "mixsearch"), upstream=("tokenizer",)),
         Stage("pretraining", "07_pretraining.ipynb", "mai_repro.train.pretrain:build",
               ("model", "pretrain"), upstream=("tokenizer",)),
+        Stage("midtraining", "08_midtraining.ipynb", "mai_repro.train.midtrain:build",
+              ("midtrain",), upstream=("pretraining",)),
         Stage("collapse", "11_model_collapse.ipynb", "mai_repro.train.collapse:build",
               ("model", "collapse"), upstream=("tokenizer",)),
     ]

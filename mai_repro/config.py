@@ -109,6 +109,60 @@ def parse_steps(text: str) -> list[int]:
 
 
 @dataclass(frozen=True)
+class MidtrainConfig:
+    """Mid-training with context extension (notebook 08): stages of growing context."""
+
+    contexts: list[int] = spec(factory=lambda: [1024, 4096],
+                               help="context length of each stage (the report: 4x per stage)")
+    steps: list[int] = spec(factory=lambda: [40, 30], help="optimizer steps of each stage")
+    tokens_per_step: int = spec(4096, min=8, help="tokens per optimizer step: the batch of a "
+                                                  "stage is this // its context (at least 1)")
+    lr: float = spec(1e-3, min=0.0, max=1.0, help="peak learning rate of each stage")
+    warmup_steps: int = spec(5, min=0, help="linear warm-up steps at the start of each stage")
+    min_lr_ratio: float = spec(0.1, min=0.0, max=1.0, help="final lr of a stage as a share of "
+                                                           "the peak (cosine)")
+    weight_decay: float = spec(0.1, min=0.0, help="AdamW weight decay")
+    grad_clip: float = spec(1.0, min=0.0, help="gradient-norm clip (0 = off)")
+    code: float = spec(0.55, min=0.0, max=1.0, help="mix share of code (the report: 55%)")
+    stem_math: float = spec(0.35, min=0.0, max=1.0, help="mix share of STEM and math (35%)")
+    background: float = spec(0.10, min=0.0, max=1.0, help="mix share of general and "
+                                                          "multilingual text (10%)")
+    positions: Literal["base", "pi", "none"] = spec(
+        "base", help="RoPE of the local layers per stage: base raised NTK-style, position "
+                     "interpolation, or unchanged (the recipe kept as model.pt)")
+    compare: list[str] = spec(factory=lambda: ["pi"], help="other position treatments "
+                                                           "trained the same way, to compare")
+    min_doc: int = spec(0, min=0, help="only documents at least this long start a training "
+                                       "window (0 = the pre-training length)")
+    eval_seqs: int = spec(16, min=1, help="held-out windows for the loss by position")
+    probe_depths: list[float] = spec(factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9],
+                                     help="where the key is planted, as a share of the length")
+    probe_trials: int = spec(8, min=1, help="passkey sequences per length and depth")
+    key_len: int = spec(4, min=1, help="random tokens in the planted key")
+    min_gain: float = spec(0.0, min=-1.0, max=1.0,
+                           help="retrieval-accuracy gain at the final context over the "
+                                "pre-trained model that notebook 08 asserts")
+
+    def check(self) -> list[tuple[str, str]]:
+        if len(self.steps) != len(self.contexts) or not self.contexts:
+            return [("steps", f"needs one entry per context ({len(self.contexts)}), got "
+                              f"{len(self.steps)}")]
+        if any(c < 8 for c in self.contexts) or list(self.contexts) != sorted(self.contexts):
+            return [("contexts", f"must grow stage by stage, each >= 8, got {self.contexts}")]
+        if any(s < 1 for s in self.steps):
+            return [("steps", f"every stage needs at least one step, got {self.steps}")]
+        bad = [c for c in self.compare if c not in ("base", "pi", "none")]
+        if bad or self.positions in self.compare:
+            return [("compare", f"allowed: base, pi, none, other than positions="
+                                f"{self.positions!r}; got {self.compare}")]
+        if any(not 0.0 <= d <= 1.0 for d in self.probe_depths):
+            return [("probe_depths", f"each must be in [0, 1], got {self.probe_depths}")]
+        if self.code + self.stem_math + self.background <= 0:
+            return [("code", "the mix shares must not all be zero")]
+        return []
+
+
+@dataclass(frozen=True)
 class CollapseConfig:
     """Recursive training on a model's own samples (notebook 11)."""
 
@@ -150,6 +204,7 @@ class Config:
     model: ModelConfig = spec(factory=ModelConfig)
     probe: ProbeConfig = spec(factory=ProbeConfig)
     pretrain: PretrainConfig = spec(factory=PretrainConfig)
+    midtrain: MidtrainConfig = spec(factory=MidtrainConfig)
     ladder: LadderConfig = spec(factory=LadderConfig)
     mixsearch: MixSearchConfig = spec(factory=MixSearchConfig)
     collapse: CollapseConfig = spec(factory=CollapseConfig)

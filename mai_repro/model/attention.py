@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from mai_repro.model.config import ModelConfig
 
 
-def rope_tables(head_dim: int, positions: torch.Tensor, base: float
+def rope_tables(head_dim: int, positions: torch.Tensor, base: float, scale: float = 1.0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables (T, head_dim // 2) for absolute ``positions``."""
+    """cos and sin tables (T, head_dim // 2) for absolute ``positions``; ``scale > 1`` is
+    position interpolation (positions / scale: a longer context mapped onto trained angles)."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device,
                                             dtype=torch.float32) / head_dim))
-    angles = positions.float()[:, None] * inv_freq[None, :]
+    angles = (positions.float() / scale)[:, None] * inv_freq[None, :]
     return angles.cos(), angles.sin()
 
 
@@ -47,6 +48,40 @@ def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None
     if window is not None:
         allowed &= diff < window
     return allowed
+
+
+def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int
+                    ) -> torch.Tensor:
+    """Causal sliding-window attention of q (B, H, T, D) over k, v (B, Hkv, T, D) in blocks.
+
+    Queries are cut into blocks of ``window`` tokens; each block attends only to its own keys
+    and the previous block's, so memory and time grow as T * 2 * window instead of T^2: the
+    memory-efficient path for long sequences. The same values as a dense windowed mask.
+    """
+    B, H, T, D = q.shape
+    W = window
+    n = -(-T // W)
+    pad = n * W - T
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+
+    def blocks(t: torch.Tensor) -> torch.Tensor:  # (B, h, n*W, D) -> (B, n, h, W, D)
+        return t.view(B, t.size(1), n, W, D).transpose(1, 2)
+
+    def with_previous(t: torch.Tensor) -> torch.Tensor:  # (B*n, h, 2W, D): prev block, own
+        b = blocks(t)
+        prev = F.pad(b, (0, 0, 0, 0, 0, 0, 1, 0))[:, :-1]
+        return torch.cat([prev, b], dim=3).reshape(B * n, t.size(1), 2 * W, D)
+
+    i = torch.arange(W, device=q.device)[:, None]
+    j = torch.arange(-W, W, device=q.device)[None, :]
+    mask = ((i - j >= 0) & (i - j < W)).expand(n, W, 2 * W).clone()
+    mask[0, :, :W] = False  # the first block has no previous block
+    y = F.scaled_dot_product_attention(
+        blocks(q).reshape(B * n, H, W, D), with_previous(k), with_previous(v),
+        attn_mask=mask[None, :, None].expand(B, n, 1, W, 2 * W).reshape(B * n, 1, W, 2 * W),
+        enable_gqa=True)
+    return y.view(B, n, H, W, D).transpose(1, 2).reshape(B, H, n * W, D)[:, :, :T]
 
 
 @dataclass
@@ -106,7 +141,7 @@ class Attention(nn.Module):
         k = self.k(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         if self.local:
-            cos, sin = rope_tables(self.head_dim, pos, self.cfg.rope_base)
+            cos, sin = rope_tables(self.head_dim, pos, self.cfg.rope_base, self.cfg.rope_scale)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         window = self.cfg.window if self.local else None
         if cache is None:
@@ -118,6 +153,8 @@ class Attention(nn.Module):
             _store(cache, k, v, pos)
         if cache is None and not self.local:
             y = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=True)
+        elif cache is None and T > 4 * self.cfg.window:  # long: blocks, not a T x T mask
+            y = local_attention(q, keys, values, self.cfg.window)
         else:
             mask = attention_mask(pos, k_pos, window)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)

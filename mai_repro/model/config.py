@@ -35,6 +35,8 @@ class ModelConfig:
                                            "others local sliding-window with RoPE; 1 = all global")
     window: int = spec(128, min=1, help="sliding-window size of the local layers, in tokens")
     rope_base: float = spec(10000.0, min=1.0, help="RoPE base of the local layers")
+    rope_scale: float = spec(1.0, min=1.0, help="position interpolation of the local layers' "
+                                                "RoPE: positions divided by this (1 = off)")
     max_seq_len: int = spec(512, min=1, help="longest sequence the model is trained on")
     ffn_layout: Literal["interleaved", "all_moe", "all_dense"] = "interleaved"
     d_ff: int = spec(512, min=1, help="hidden width of the dense SwiGLU FFN")

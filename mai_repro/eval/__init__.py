@@ -1,0 +1,1 @@
+"""Evaluations shared by the stages: long-context probes (``longctx``)."""

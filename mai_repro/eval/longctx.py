@@ -1,0 +1,205 @@
+"""Long-context data and probes: document windows, loss by position, passkey retrieval.
+
+* :func:`stream` re-joins a family's packed rows into its token stream (rows overlap by one
+  token, see ``mai_repro.data.shards.pack``), and :func:`doc_windows` cuts windows of any
+  length from it that *start at a document*: every document at least ``min_doc`` tokens long
+  starts a window, and so does every further ``length`` tokens inside it. Long documents are
+  packed first-class, so a longer context has something to use; a window that outlasts its
+  document runs on into the next ones.
+* :func:`loss_by_position`: the mean next-token loss at each position of such windows. A model
+  that uses a longer context keeps lowering its loss at later positions.
+* :func:`retrieval_grid`: a passkey probe. Real held-out text is the filler; a fixed marker
+  followed by ``key_len`` random tokens is planted at a depth (a share of the length) and
+  repeated at the end, and the score is the share of key tokens the model predicts (top-1) at
+  the second occurrence. Chance is about one in ``len(vocab)``: the key can only come from the
+  first occurrence, an induction-style copy across the distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mai_repro.data.shards import FamilyShard
+from mai_repro.train.loop import split_output
+
+
+def stream(shard: FamilyShard) -> np.ndarray:
+    """The token stream a family's rows were packed from (the dropped tail excepted)."""
+    seqs = shard.seqs
+    if len(seqs) == 0:
+        return np.zeros(0, seqs.dtype)
+    T = seqs.shape[1] - 1
+    return np.concatenate([np.asarray(seqs[:, :T]).reshape(-1), np.asarray(seqs[-1, T:])])
+
+
+def doc_windows(shard: FamilyShard, length: int, min_doc: int = 0,
+                limit: int | None = None) -> np.ndarray:
+    """(N, length + 1) windows starting at documents at least ``min_doc`` tokens long, and at
+    every ``length`` tokens inside them while at least ``min_doc`` of the document remains."""
+    s = stream(shard)
+    n = len(s)
+    doc_starts = shard.doc_starts[shard.doc_starts < n]
+    ends = np.append(doc_starts[1:], n)
+    starts = [x for a, b in zip(doc_starts.tolist(), ends.tolist(), strict=True)
+              if b - a >= max(min_doc, 1)
+              for x in range(a, b - max(min_doc, 1) + 1, length) if x + length + 1 <= n]
+    if limit is not None:
+        starts = starts[:limit]
+    if not starts:
+        return np.zeros((0, length + 1), s.dtype)
+    return s[np.asarray(starts)[:, None] + np.arange(length + 1)[None, :]]
+
+
+def stride_windows(shard: FamilyShard, length: int) -> np.ndarray:
+    """(N, length + 1) consecutive windows of the stream (the packing of the shards, longer)."""
+    s = stream(shard)
+    if len(s) < length + 1:
+        return np.zeros((0, length + 1), s.dtype)
+    return np.lib.stride_tricks.sliding_window_view(s, length + 1)[::length]
+
+
+def _batches(n: int, length: int, max_tokens: int) -> list[slice]:
+    size = max(1, max_tokens // max(length, 1))
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@torch.no_grad()
+def loss_by_position(model: torch.nn.Module, windows: np.ndarray, device: str = "cpu",
+                     max_tokens: int = 8192, context: int | None = None) -> np.ndarray:
+    """(length,) mean next-token loss at each position over (N, length + 1) windows.
+
+    With ``context``, each window is scored in independent pieces of ``context`` tokens (the
+    context restarts at every piece): the same tokens with the longer context cut away.
+    """
+    model.eval()
+    N, L1 = windows.shape
+    L = L1 - 1
+    c = context or L
+    if L % c:
+        raise ValueError(f"context {c} must divide the window length {L}")
+    total = torch.zeros(L, dtype=torch.float64)
+    for sl in _batches(N, L, max_tokens):
+        batch = torch.as_tensor(np.asarray(windows[sl], dtype=np.int64), device=device)
+        n = batch.shape[0]
+        inputs = batch[:, :-1].reshape(n * (L // c), c)
+        logits, _ = split_output(model(inputs))
+        nll = F.cross_entropy(logits.float().transpose(1, 2),
+                              batch[:, 1:].reshape(n * (L // c), c), reduction="none")
+        total += nll.reshape(n, L).sum(0).double().cpu()
+    return (total / N).numpy()
+
+
+def position_edges(length: int, first: int = 16) -> list[int]:
+    """Bin edges for a loss-by-position table: 0, 16, 64, 256, ... (powers of 4), length."""
+    edges, e = [0], first
+    while e < length:
+        edges.append(e)
+        e *= 4
+    return edges + [length]
+
+
+def binned(curve: np.ndarray, edges: Sequence[int]) -> list[float]:
+    """Mean of ``curve`` within each [edges[i], edges[i + 1])."""
+    return [float(np.mean(curve[a:b])) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+@dataclass(frozen=True)
+class Passkey:
+    """The probe's fixed parts: the marker before the key and the tokens keys are drawn from."""
+
+    marker: np.ndarray  # (M,) token ids
+    vocab: np.ndarray  # ids a key token is drawn from
+    key_len: int = 4
+
+    @property
+    def needle_len(self) -> int:
+        return len(self.marker) + self.key_len
+
+
+def make_passkey(text: np.ndarray, key_len: int = 4, marker_len: int = 4, seed: int = 0,
+                 ranks: tuple[int, int] = (50, 1000), exclude: Sequence[int] = ()) -> Passkey:
+    """Keys and marker from tokens ranked ``ranks`` by frequency in ``text``: ordinary tokens
+    the model has seen often, but not the commonest (which it would guess without looking)."""
+    ids, counts = np.unique(np.asarray(text, dtype=np.int64), return_counts=True)
+    order = ids[np.argsort(-counts, kind="stable")]
+    order = order[~np.isin(order, np.asarray(list(exclude), dtype=np.int64))]
+    vocab = order[ranks[0]:ranks[1]]
+    if len(vocab) < 2 * (key_len + marker_len):
+        raise ValueError(f"only {len(vocab)} candidate key tokens; need more text")
+    rng = np.random.default_rng([seed, 7])
+    marker = rng.choice(vocab, size=marker_len, replace=False)
+    return Passkey(marker, vocab[~np.isin(vocab, marker)], key_len)
+
+
+def passkey_batch(filler: np.ndarray, length: int, depth: float, pk: Passkey,
+                  rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """(n, length) probe sequences from filler rows (n, >= length) and the distance (tokens)
+    between the planted needle and its repeat at the end."""
+    n, N = len(filler), pk.needle_len
+    if length < 2 * N + 1:
+        raise ValueError(f"length {length} is too short for a needle of {N} tokens twice")
+    seqs = np.array(filler[:, :length], dtype=np.int64)
+    keys = np.stack([rng.choice(pk.vocab, size=pk.key_len, replace=False) for _ in range(n)])
+    needles = np.concatenate([np.broadcast_to(pk.marker, (n, len(pk.marker))), keys], axis=1)
+    at = int(round(depth * (length - 2 * N)))
+    seqs[:, at:at + N] = needles
+    seqs[:, length - N:] = needles
+    return seqs, (length - N) - at
+
+
+@torch.no_grad()
+def passkey_scores(model: torch.nn.Module, seqs: np.ndarray, key_len: int,
+                   device: str = "cpu", max_tokens: int = 8192) -> tuple[float, float]:
+    """(share of the final ``key_len`` tokens of each sequence predicted top-1, their mean
+    loss in nats)."""
+    model.eval()
+    hits, nll, L = 0, 0.0, seqs.shape[1]
+    for sl in _batches(len(seqs), L, max_tokens):
+        batch = torch.as_tensor(seqs[sl], device=device)
+        logits, _ = split_output(model(batch[:, :-1]))
+        logits, target = logits[:, L - key_len - 1:].float(), batch[:, L - key_len:]
+        hits += int((logits.argmax(-1) == target).sum())
+        nll += F.cross_entropy(logits.transpose(1, 2), target, reduction="sum").item()
+    return hits / (len(seqs) * key_len), nll / (len(seqs) * key_len)
+
+
+def passkey_accuracy(model: torch.nn.Module, seqs: np.ndarray, key_len: int,
+                     device: str = "cpu") -> float:
+    """Share of the final ``key_len`` tokens of each sequence predicted top-1."""
+    return passkey_scores(model, seqs, key_len, device)[0]
+
+
+@dataclass
+class Retrieval:
+    """Passkey results, each (len(lengths), len(depths))."""
+
+    accuracy: np.ndarray  # share of key tokens predicted top-1 at the repeat
+    nats: np.ndarray  # key loss with the first occurrence swapped for another key, minus
+    #                   the key loss with it: what the planted key is worth (0 = not used)
+
+
+def retrieval_grid(model: torch.nn.Module, filler: np.ndarray, lengths: Sequence[int],
+                   depths: Sequence[float], pk: Passkey, trials: int, seed: int = 0,
+                   device: str = "cpu") -> Retrieval:
+    """Passkey accuracy and nats by length and depth. ``filler``: (N, >= max(lengths)) rows
+    of held-out text; the same rows and keys for every model given the same seed. The
+    control sequences plant a different random key first, so only the distance-spanning
+    copy separates the two losses."""
+    acc = np.zeros((len(lengths), len(depths)))
+    nats = np.zeros_like(acc)
+    for i, length in enumerate(lengths):
+        for j, depth in enumerate(depths):
+            rows = (np.arange(trials) + j * trials) % len(filler)
+            rng = np.random.default_rng([seed, length, j])
+            seqs, dist = passkey_batch(filler[rows], length, depth, pk, rng)
+            control, _ = passkey_batch(filler[rows], length, depth, pk, rng)
+            control[:, length - pk.key_len:] = seqs[:, length - pk.key_len:]
+            acc[i, j], with_key = passkey_scores(model, seqs, pk.key_len, device)
+            _, without = passkey_scores(model, control, pk.key_len, device)
+            nats[i, j] = without - with_key
+    return Retrieval(acc, nats)

@@ -1,0 +1,441 @@
+"""Mid-training with context extension (notebook 08; RECIPE.md section 4).
+
+The pre-trained model continues on the same clean corpus, re-mixed the report's way (code 55%,
+STEM/math 35%, background 10%; no new synthetic source), in stages whose context grows 4x each
+(the report: 16K -> 64K -> 256K; the laptop preset: 256 -> 1024 -> 4096). Per stage:
+
+* **data**: windows of the stage's length that start at documents at least as long as the
+  pre-training context (``eval.longctx.doc_windows``), so the longer context holds long
+  documents rather than unrelated neighbours; families mixed by :func:`mix_weights`;
+* **batch**: ``tokens_per_step // context`` sequences, so every step sees the same tokens;
+* **positions**: only the local sliding-window layers have RoPE, and the global layers have
+  none (NoPE), so only the local layers' RoPE can be adjusted: ``base`` raises its base
+  NTK-style (``base * s^(d / (d - 2))`` for a context ``s`` times the pre-training one),
+  ``pi`` interpolates positions (``/ s``), ``none`` keeps it. A local layer never sees a
+  distance beyond its window, so none of the three ever extrapolates: the comparison measures
+  what the change costs, not what it rescues;
+* **schedule**: a fresh AdamW, linear warm-up and cosine decay within the stage
+  (``train.loop``).
+
+Before mid-training and after each stage the model is scored on held-out text: loss by
+position over windows of the final context, and a passkey probe over lengths up to it and
+depths (``eval.longctx``). Each alternative of ``compare`` is trained the same way and scored
+after its last stage. Local attention over long sequences runs block-wise
+(``model.attention.local_attention``: memory in T x 2 x window, not T^2); peak memory of each
+stage is recorded: the activations autograd saves in a step (any device) and, on CUDA, the
+allocator's peak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.ticker import NullFormatter
+
+from mai_repro import plots
+from mai_repro.artifacts import Run, require
+from mai_repro.config import MidtrainConfig, resolve_device
+from mai_repro.data.config import FAMILIES
+from mai_repro.data.loader import Loader
+from mai_repro.data.shards import FamilyShard, open_shards
+from mai_repro.data.tokenizer import SPECIALS  # ids 0 .. len - 1: never a key or a marker
+from mai_repro.eval import longctx
+from mai_repro.model.config import ModelConfig
+from mai_repro.model.transformer import Transformer
+from mai_repro.train.checkpoint import atomic_torch_save
+from mai_repro.train.loop import lr_at, make_optimizer, train_step
+from mai_repro.train.pretrain import load_model_file
+
+STAGE = "midtraining"
+# The report's three mid-training shares, mapped onto our families.
+GROUPS = {"code": ("code",), "stem_math": ("stem", "math"), "background": ("general",
+                                                                         "multilingual")}
+
+
+def mix_weights(m: MidtrainConfig, tokens: Mapping[str, int]) -> dict[str, float]:
+    """Family weights: each group's share split over its families by their training tokens."""
+    out = {f: 0.0 for f in FAMILIES}
+    for group, fams in GROUPS.items():
+        have = {f: tokens.get(f, 0) for f in fams if tokens.get(f, 0) > 0}
+        for f, n in have.items():
+            out[f] = getattr(m, group) * n / sum(have.values())
+    total = sum(out.values())
+    return {f: w / total for f, w in out.items()}
+
+
+def stage_model_config(base: ModelConfig, positions: str, pre_len: int, context: int
+                       ) -> ModelConfig:
+    """The model config of a stage of ``context`` tokens after pre-training at ``pre_len``."""
+    s = context / pre_len
+    d = base.head_dim_
+    cfg = dataclasses.replace(base, max_seq_len=max(base.max_seq_len, context))
+    if positions == "base":
+        return dataclasses.replace(cfg, rope_base=base.rope_base * s ** (d / (d - 2)))
+    if positions == "pi":
+        return dataclasses.replace(cfg, rope_scale=base.rope_scale * s)
+    return cfg
+
+
+def with_config(model: Transformer, cfg: ModelConfig) -> Transformer:
+    """The same weights in a model of another (shape-compatible) config."""
+    new = Transformer(cfg).to(next(model.parameters()).device)
+    new.load_state_dict(model.state_dict())
+    return new
+
+
+@contextlib.contextmanager
+def saved_activations(exclude: torch.nn.Module | None = None) -> Iterator[dict[str, float]]:
+    """MiB of tensors autograd saves for the backward pass inside the block (each storage
+    counted once, ``exclude``'s parameters not at all): the activation memory of a step,
+    measured the same way on any device."""
+    seen: set[int] = {p.data_ptr() for p in exclude.parameters()} if exclude else set()
+    out = {"mib": 0.0}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in seen:
+            seen.add(ptr)
+            out["mib"] += t.untyped_storage().nbytes() / 2**20
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield out
+
+
+@contextlib.contextmanager
+def cuda_peak(device: str) -> Iterator[dict[str, float | None]]:
+    """CUDA allocator peak of the block in MiB above its start (None off CUDA)."""
+    out: dict[str, float | None] = {"mib": None}
+    if not device.startswith("cuda"):
+        yield out
+        return
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = torch.cuda.memory_allocated()
+    yield out
+    torch.cuda.synchronize()
+    out["mib"] = (torch.cuda.max_memory_allocated() - start) / 2**20
+
+
+def attention_memory(cfg: ModelConfig, batch: int, length: int, device: str = "cpu"
+                     ) -> dict[str, float]:
+    """One local layer's attention at ``length`` tokens, forward and backward: saved
+    activations (MiB) and seconds, with a dense T x T window mask vs block-wise."""
+    from mai_repro.model.attention import attention_mask, local_attention
+
+    g = torch.Generator().manual_seed(0)
+    H, Hkv, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim_
+    pos = torch.arange(length, device=device)
+    out: dict[str, float] = {}
+    for name in ("dense", "blocked"):
+        q, k, v = (torch.randn(batch, h, length, D, generator=g).to(device).requires_grad_()
+                   for h in (H, Hkv, Hkv))
+        t = time.perf_counter()
+        with saved_activations() as mem:
+            if name == "dense":
+                y = torch.nn.functional.scaled_dot_product_attention(
+                    q, k, v, attn_mask=attention_mask(pos, pos, cfg.window), enable_gqa=True)
+            else:
+                y = local_attention(q, k, v, cfg.window)
+        y.square().sum().backward()
+        out[f"{name}_s"] = time.perf_counter() - t
+        out[f"{name}_mib"] = mem["mib"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Data.
+
+def training_windows(shards: Mapping[str, FamilyShard], context: int, min_doc: int
+                     ) -> dict[str, np.ndarray]:
+    """Per family, (N, context + 1) windows starting at documents >= ``min_doc`` tokens."""
+    return {f: longctx.doc_windows(s, context, min_doc) for f, s in shards.items()}
+
+
+def heldout_windows(shards: Mapping[str, FamilyShard], length: int, n: int
+                    ) -> tuple[np.ndarray, int]:
+    """Up to ``n`` held-out windows of ``length`` from documents as long as possible (taken
+    round-robin over families); returns them and the shortest document length allowed."""
+    min_doc = length
+    while True:
+        per = [longctx.doc_windows(s, length, min_doc) for s in shards.values()]
+        rows = [w[i] for i in range(max((len(w) for w in per), default=0))
+                for w in per if i < len(w)][:n]
+        if len(rows) >= n or min_doc == 0:
+            break
+        min_doc //= 2
+    if not rows:
+        raise ValueError(f"no held-out text of {length} tokens")
+    return np.stack(rows), min_doc
+
+
+def probe_filler(shards: Mapping[str, FamilyShard], length: int, seed: int) -> np.ndarray:
+    """Held-out text cut into rows of ``length`` tokens (all families, shuffled)."""
+    rows = np.concatenate([longctx.stride_windows(s, length)[:, :length]
+                           for s in shards.values()])
+    if not len(rows):
+        raise ValueError(f"no held-out text of {length} tokens for the passkey probe")
+    return rows[np.random.default_rng([seed, 11]).permutation(len(rows))]
+
+
+def probe_lengths(pre_len: int, contexts: list[int]) -> list[int]:
+    """The pre-training length, a quarter of it (when long enough), and every stage's."""
+    return sorted({*([pre_len // 4] if pre_len // 4 >= 32 else []), pre_len, *contexts})
+
+
+# --------------------------------------------------------------------------------------------
+# One mid-training run.
+
+@dataclass
+class Probe:
+    """What every evaluation point is scored on (the same for every model)."""
+
+    filler: np.ndarray
+    lengths: list[int]
+    depths: list[float]
+    passkey: longctx.Passkey
+    trials: int
+    windows: np.ndarray  # held-out windows of the final context
+    pre_len: int  # the pre-training context: the cut for the loss without long context
+    seed: int
+
+    def score(self, model: torch.nn.Module, device: str) -> dict[str, Any]:
+        t = time.time()
+        grid = longctx.retrieval_grid(model, self.filler, self.lengths, self.depths,
+                                      self.passkey, self.trials, self.seed, device)
+        curve = longctx.loss_by_position(model, self.windows, device)
+        cut = longctx.loss_by_position(model, self.windows, device, context=self.pre_len)
+        return {"retrieval": grid.accuracy.tolist(), "retrieval_nats": grid.nats.tolist(),
+                "loss_by_position": curve.tolist(), "loss_cut": cut.tolist(),
+                "eval_s": time.time() - t}
+
+
+def train_run(model: Transformer, positions: str, m: MidtrainConfig,
+              windows: Mapping[int, Mapping[str, np.ndarray]], weights: Mapping[str, float],
+              pre_len: int, seed: int, device: str, probe: Probe | None,
+              progress: bool = True, desc: str = "") -> tuple[Transformer, list[dict]]:
+    """Train ``model`` through every stage with one position treatment; per stage, a record
+    of its steps, throughput and peak memory, and (with a ``probe``) its evaluation."""
+    from tqdm.auto import tqdm
+
+    base_cfg = model.cfg
+    records = []
+    for k, (context, steps) in enumerate(zip(m.contexts, m.steps, strict=True)):
+        cfg = stage_model_config(base_cfg, positions, pre_len, context)
+        model = with_config(model, cfg)
+        batch = max(1, m.tokens_per_step // context)
+        fams = {f: w for f, w in windows[context].items() if len(w) and weights.get(f, 0) > 0}
+        loader = Loader(fams, {f: weights[f] for f in fams}, batch, seed=seed + 101 * (k + 1))
+        opt = make_optimizer(model, m.lr, m.weight_decay)
+        losses: list[float] = []
+        bar = tqdm(range(steps), desc=f"{desc}stage {k + 1} ({context} tokens)",
+                   disable=not progress, leave=False)
+        t0, activations = time.time(), 0.0
+        with cuda_peak(device) as peak:
+            for step in bar:
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, peak=m.lr, warmup=m.warmup_steps, total=steps,
+                                        min_ratio=m.min_lr_ratio)
+                measure = saved_activations(model) if step == 0 else contextlib.nullcontext({})
+                with measure as act:  # activation memory of the stage's first step
+                    loss, _ = train_step(model, opt, next(loader).to(device),
+                                         grad_clip=m.grad_clip)
+                activations = act.get("mib", activations)
+                model.update_balance()
+                losses.append(loss)
+                bar.set_postfix(loss=f"{loss:.3f}")
+        wall = time.time() - t0
+        rec = {"stage": k + 1, "context": context, "batch_size": batch, "steps": steps,
+               "tokens": steps * batch * context, "rope_base": cfg.rope_base,
+               "rope_scale": cfg.rope_scale, "loss": losses, "wall_s": wall,
+               "tokens_per_s": steps * batch * context / wall, "activation_mib": activations,
+               "cuda_peak_mib": peak["mib"],
+               "windows": {f: len(w) for f, w in fams.items()}}
+        if probe is not None and (positions == m.positions or k == len(m.contexts) - 1):
+            rec["eval"] = probe.score(model, device)
+        records.append(rec)
+    return model, records
+
+
+# --------------------------------------------------------------------------------------------
+# The stage.
+
+@dataclass
+class MidtrainResult:
+    metrics: dict[str, Any]
+    figures: dict[str, Path]
+
+
+def load_model(run: Run, device: str = "cpu") -> Transformer:
+    """The mid-trained model of a run (rebuilt at small presets when missing)."""
+    return load_model_file(require(run, STAGE).path("model.pt"), device)
+
+
+def _summary(label: str, ev: Mapping[str, Any], lengths: list[int], pre_len: int,
+             final: int) -> dict[str, Any]:
+    grid, nats = np.asarray(ev["retrieval"]), np.asarray(ev["retrieval_nats"])
+    curve, cut = np.asarray(ev["loss_by_position"]), np.asarray(ev["loss_cut"])
+    return {"model": label,
+            "retrieval_by_length": dict(zip(map(str, lengths), grid.mean(1).round(4).tolist(),
+                                            strict=True)),
+            "retrieval_final": float(grid[-1].mean()),
+            "nats_by_length": dict(zip(map(str, lengths), nats.mean(1).round(4).tolist(),
+                                       strict=True)),
+            "nats_final": float(nats[-1].mean()),
+            "context_gain": float((cut - curve)[pre_len:].mean()),
+            "loss_within_pre": float(curve[pre_len // 2:pre_len].mean()),
+            "loss_beyond_pre": float(curve[pre_len:].mean()),
+            "loss_last_quarter": float(curve[3 * final // 4:].mean()),
+            "loss_mean": float(curve.mean())}
+
+
+def build(run: Run) -> MidtrainResult:
+    """Stage 08: mid-training from the pre-trained model, evaluated before and after each
+    stage; alternatives of the position treatment trained and scored for comparison."""
+    cfg, m = run.cfg, run.cfg.midtrain
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    pre = require(run, "pretraining")
+    tok = require(run, "tokenizer")
+    t_start = time.time()
+    with run.stage(STAGE) as st:
+        st.add_input("pretrained_model", pre.path("model.pt"))
+        pre_model = load_model_file(pre.path("model.pt"), device)
+        pre_len = cfg.pretrain.seq_len
+        train = open_shards(tok.path("shards"), "train")
+        heldout = open_shards(tok.path("shards"), "heldout")
+        min_doc = m.min_doc or pre_len
+        windows = {c: training_windows(train, c, min_doc) for c in m.contexts}
+        usable = [f for f in train if all(len(windows[c][f]) for c in m.contexts)]
+        weights = mix_weights(m, {f: len(train[f].seqs) * train[f].seq_len for f in usable})
+        final = m.contexts[-1]
+        lengths = probe_lengths(pre_len, list(m.contexts))
+        stream_all = np.concatenate([longctx.stream(s) for s in heldout.values()])
+        passkey = longctx.make_passkey(stream_all, m.key_len, seed=cfg.seed,
+                                       exclude=range(len(SPECIALS)))
+        eval_windows, eval_min_doc = heldout_windows(heldout, final, m.eval_seqs)
+        probe = Probe(probe_filler(heldout, final, cfg.seed), lengths, list(m.probe_depths),
+                      passkey, m.probe_trials, eval_windows, pre_len, cfg.seed)
+        evals = {"pre-trained": probe.score(pre_model, device)}
+        runs: dict[str, list[dict]] = {}
+        model, runs[m.positions] = train_run(pre_model, m.positions, m, windows, weights,
+                                             pre_len, cfg.seed, device, probe, desc="")
+        atomic_torch_save({"config": dataclasses.asdict(model.cfg),
+                           "model": model.state_dict()}, st.path("model.pt"))
+        for k, rec in enumerate(runs[m.positions]):
+            evals[f"stage {k + 1} ({rec['context']})"] = rec.pop("eval")
+        for alt in m.compare:
+            _, runs[alt] = train_run(pre_model, alt, m, windows, weights, pre_len, cfg.seed,
+                                     device, probe, desc=f"{alt}: ")
+            evals[f"{alt} (final)"] = runs[alt][-1].pop("eval")
+        np.savez_compressed(st.path("loss_by_position.npz"),
+                            **{k: np.asarray(v["loss_by_position"]) for k, v in evals.items()},
+                            **{f"{k} (cut)": np.asarray(v["loss_cut"]) for k, v in evals.items()})
+        attn = attention_memory(pre_model.cfg, max(1, m.tokens_per_step // final), final,
+                                device)
+        summaries = [_summary(k, v, lengths, pre_len, final) for k, v in evals.items()]
+        final_label = f"stage {len(m.contexts)} ({final})"
+        by = {s["model"]: s for s in summaries}
+        st.metrics.update({
+            "pre_len": pre_len, "contexts": list(m.contexts), "positions": m.positions,
+            "compare": list(m.compare), "weights": weights, "min_doc": min_doc,
+            "eval_windows": len(eval_windows), "eval_min_doc": eval_min_doc,
+            "probe_lengths": lengths, "probe_depths": list(m.probe_depths),
+            "probe_vocab": len(passkey.vocab), "chance": 1 / len(passkey.vocab),
+            "stages": {name: [{k: v for k, v in r.items() if k != "loss"} | {
+                "final_loss": float(np.mean(r["loss"][-5:]))} for r in recs]
+                for name, recs in runs.items()},
+            "losses": {name: [r["loss"] for r in recs] for name, recs in runs.items()},
+            "retrieval": {k: v["retrieval"] for k, v in evals.items()},
+            "retrieval_nats": {k: v["retrieval_nats"] for k, v in evals.items()},
+            "summary": summaries,
+            "retrieval_gain": by[final_label]["retrieval_final"]
+            - by["pre-trained"]["retrieval_final"],
+            "nats_gain": by[final_label]["nats_final"] - by["pre-trained"]["nats_final"],
+            "attention_memory": attn,
+            "eval_s": {k: v["eval_s"] for k, v in evals.items()},
+            "wall_s": time.time() - t_start,
+        })
+        figures = _figures(st.metrics, {k: (np.asarray(v["loss_by_position"]),
+                                            np.asarray(v["loss_cut"]))
+                                        for k, v in evals.items()}, st)
+        metrics = dict(st.metrics)
+    return MidtrainResult(metrics, figures)
+
+
+def _figures(metrics: Mapping[str, Any], curves: Mapping[str, np.ndarray], st: Any
+             ) -> dict[str, Path]:
+    figs: dict[str, Path] = {}
+    # 1. training loss per stage, every position treatment
+    fig, ax = plots.new(width=7.5, height=3.6)
+    for i, (name, losses) in enumerate(metrics["losses"].items()):
+        step0 = 0
+        for k, stage_losses in enumerate(losses):
+            xs = np.arange(step0, step0 + len(stage_losses))
+            ax.plot(xs, stage_losses, color=plots.PALETTE[i], lw=1.2, ls="-" if k % 2 == 0
+                    else "--", label=f"{name}: stage {k + 1} "
+                                     f"({metrics['contexts'][k]} tokens)")
+            step0 += len(stage_losses)
+    ax.set(xlabel="mid-training step", ylabel="training loss (nats/token)",
+           title="Mid-training loss per stage (context grows 4x per stage)")
+    ax.legend(fontsize=8)
+    figs["curves"] = plots.save(fig, st.path("figures", "curves"))
+    # 2. loss by position (log-spaced bins), and what the context beyond pre_len is worth
+    fig, axes = plots.new(1, 2, width=5.2, height=4.0)
+    pre_len = metrics["pre_len"]
+    for i, (label, (curve, cut)) in enumerate(curves.items()):
+        L = len(curve)
+        edges = np.unique(np.geomspace(1, L, 28).astype(int))
+        mids = np.sqrt(edges[:-1] * edges[1:])
+        vals = [curve[a:b].mean() for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        axes[0].plot(mids, vals, color=plots.PALETTE[i], lw=1.5, marker="o", ms=2.5,
+                     label=label)
+        far = edges[edges >= pre_len]
+        gain = [(cut - curve)[a:b].mean() for a, b in zip(far[:-1], far[1:], strict=True)]
+        axes[1].plot(np.sqrt(far[:-1] * far[1:]), gain, color=plots.PALETTE[i], lw=1.5,
+                     marker="o", ms=2.5, label=label)
+    for ax in axes:
+        ax.axvline(pre_len, color=plots.REPORT, ls=":", lw=1)
+        ax.set_xscale("log")
+    axes[1].axhline(0, color="black", lw=0.8)
+    axes[1].xaxis.set_minor_formatter(NullFormatter())  # log ticks 3x10^2 ... overlap
+    axes[0].set(xlabel="token position", ylabel="held-out loss (nats/token)",
+                title=f"Loss by position ({metrics['eval_windows']} windows of "
+                      f"{metrics['contexts'][-1]} tokens)")
+    axes[1].set(xlabel="token position", ylabel="loss with context cut to "
+                                                f"{pre_len} minus full (nats)",
+                title="What the context beyond the pre-training length is worth")
+    axes[0].legend(fontsize=8)
+    figs["loss_by_position"] = plots.save(fig, st.path("figures", "loss_by_position"))
+    # 3. retrieval heatmaps: accuracy, and the nats the planted key is worth
+    rows = [("retrieval", "passkey accuracy", "viridis", (0, 1)),
+            ("retrieval_nats", "nats the key is worth", "RdBu", None)]
+    n = len(metrics["retrieval"])
+    fig, axes = plots.new(2, n, width=3.2, height=3.0, squeeze=False)
+    for r, (key, name, cmap, lim) in enumerate(rows):
+        grids = metrics[key]
+        top = max(1e-3, max(abs(v) for g in grids.values() for row in g for v in row))
+        vmin, vmax = lim or (-top, top)
+        for ax, (label, grid) in zip(axes[r], grids.items(), strict=True):
+            g = np.asarray(grid)
+            im = ax.imshow(g, vmin=vmin, vmax=vmax, cmap=cmap, origin="lower", aspect="auto")
+            ax.set_xticks(range(len(metrics["probe_depths"])),
+                          [f"{d:.0%}" for d in metrics["probe_depths"]], fontsize=7)
+            ax.set_yticks(range(len(metrics["probe_lengths"])), metrics["probe_lengths"],
+                          fontsize=8)
+            ax.set(title=label if r == 0 else "", xlabel="key depth" if r == 1 else "")
+            ax.grid(False)
+            for (a, b), v in np.ndenumerate(g):
+                ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=7)
+        axes[r][0].set_ylabel(f"length\n({name})")
+        fig.colorbar(im, ax=axes[r].tolist(), shrink=0.8)
+    figs["retrieval"] = plots.save(fig, st.path("figures", "retrieval"))
+    return figs
