@@ -1,6 +1,6 @@
 import pytest
 
-from mai_repro.train.goodput import breakdown, from_events, from_goodput_and_overhead
+from mai_repro.train.goodput import breakdown, from_events, from_goodput_and_overhead, kept_steps
 
 H = 3600.0
 
@@ -72,3 +72,12 @@ def test_from_events_when_the_slow_steps_were_redone():
     assert gp.parts_s["recomputation"] == 6.0
     assert gp.parts_s["MFU drop"] == 0.0
     assert gp.ideal_s + sum(gp.parts_s.values()) == pytest.approx(gp.actual_s)
+
+
+def test_kept_steps_are_the_last_execution_of_each_step():
+    # steps 2 and 3 ran, a failure rolled back to step 1, and they ran again
+    events = [{"event": "step", "step": s, "run": r} for s, r in
+              [(1, "a"), (2, "a"), (3, "a"), (2, "b"), (3, "b"), (4, "b")]]
+    events.insert(3, {"event": "restart"})
+    kept = kept_steps(events)
+    assert [(e["step"], e["run"]) for e in kept] == [(1, "a"), (2, "b"), (3, "b"), (4, "b")]

@@ -14,8 +14,9 @@ import torch.multiprocessing as mp
 from mai_repro import config
 from mai_repro.train import checkpoint as ck
 from mai_repro.train import distributed
+from mai_repro.train.checkpoint import load_model_file
 from mai_repro.train.faults import Fault, supervise
-from mai_repro.train.pretrain import Trainer, load_model_file, read_events
+from mai_repro.train.pretrain import Trainer, read_events
 
 T = 16  # tokens per sequence
 

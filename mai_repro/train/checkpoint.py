@@ -14,6 +14,7 @@ training loop waited, so sync and async can be compared.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import re
 import threading
@@ -82,6 +83,23 @@ def _to_host(obj: Any) -> Any:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f), binary=True)
+
+
+def save_model_file(cfg: Any, state_dict: dict[str, Any], path: Path) -> None:
+    """A stage's model (``<stage>/model.pt``): its config as a plain dict and its weights,
+    written atomically; :func:`load_model_file` reads it back with ``weights_only``."""
+    atomic_torch_save({"config": dataclasses.asdict(cfg), "model": state_dict}, path)
+
+
+def load_model_file(path: Path | str, device: str = "cpu") -> torch.nn.Module:
+    """The model a stage saved with :func:`save_model_file`, in eval mode on ``device``."""
+    from mai_repro.model.config import ModelConfig
+    from mai_repro.model.transformer import Transformer
+
+    state = torch.load(path, map_location=device, weights_only=True)
+    model = Transformer(ModelConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
 
 
 def checkpoint_state(model: torch.nn.Module | None, optimizer: torch.optim.Optimizer | None,

@@ -59,6 +59,14 @@ def from_goodput_and_overhead(goodput: float, overhead_s: float,
 # --------------------------------------------------------------------------------------------
 # Goodput of a real run, from its event log.
 
+def kept_steps(events: list[dict]) -> list[dict]:
+    """The step records the final model descends from: the last execution of each step (an
+    earlier execution was redone after a failure), in order."""
+    steps = [e for e in events if e["event"] == "step"]
+    last = {e["step"]: i for i, e in enumerate(steps)}
+    return [steps[i] for i in sorted(last.values())]
+
+
 def from_events(events: list[dict], warmup_steps: int = 2) -> GoodputBreakdown:
     """Goodput of a run from its events, with parts that add up to the wall clock exactly.
 
@@ -81,11 +89,9 @@ def from_events(events: list[dict], warmup_steps: int = 2) -> GoodputBreakdown:
     if not steps:
         raise ValueError("no step events")
     start, end = min(e["t"] for e in events), max(e["t"] for e in events)
-    last_exec: dict[int, int] = {}
-    for i, e in enumerate(steps):
-        last_exec[e["step"]] = i
-    kept = [steps[i] for i in sorted(last_exec.values())]
-    redone = [e for i, e in enumerate(steps) if last_exec[e["step"]] != i]
+    kept = kept_steps(steps)
+    kept_ids = {id(e) for e in kept}
+    redone = [e for e in steps if id(e) not in kept_ids]
     steady_pool = [e["dt"] for e in steps if not e.get("warmup", False)] or \
         [e["dt"] for e in steps]
     steady = float(sorted(steady_pool)[len(steady_pool) // 2])

@@ -50,9 +50,8 @@ from mai_repro.data.tokenizer import SPECIALS  # ids 0 .. len - 1: never a key o
 from mai_repro.eval import longctx
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer
-from mai_repro.train.checkpoint import atomic_torch_save
+from mai_repro.train.checkpoint import load_model_file, save_model_file
 from mai_repro.train.loop import lr_at, make_optimizer, train_step
-from mai_repro.train.pretrain import load_model_file
 
 STAGE = "midtraining"
 # The report's three mid-training shares, mapped onto our families.
@@ -328,8 +327,7 @@ def build(run: Run) -> MidtrainResult:
         runs: dict[str, list[dict]] = {}
         model, runs[m.positions] = train_run(pre_model, m.positions, m, windows, weights,
                                              pre_len, cfg.seed, device, probe, desc="")
-        atomic_torch_save({"config": dataclasses.asdict(model.cfg),
-                           "model": model.state_dict()}, st.path("model.pt"))
+        save_model_file(model.cfg, model.state_dict(), st.path("model.pt"))
         for k, rec in enumerate(runs[m.positions]):
             evals[f"stage {k + 1} ({rec['context']})"] = rec.pop("eval")
         for alt in m.compare:

@@ -15,8 +15,9 @@ code-heavy mix won at scale; the curves crossed). Here:
   across scales (do the curves cross?), and a RegMix-style regression fitted at the smallest
   scale, judged on how well it ranks the mixtures at the largest.
 
-The mixture best at the largest scale is the stage's ``chosen_mixture``: notebook 07
-pre-trains on it (:func:`chosen_mixture`).
+The mixture best at the largest scale is the stage's ``chosen_mixture``
+(:func:`chosen_mixture`), handed on for pre-training; notebook 07 does not read it yet and
+trains on the tokenizer stage's planned mixture.
 """
 
 from __future__ import annotations

@@ -58,9 +58,10 @@ from mai_repro.model.transformer import Transformer
 from mai_repro.schema import to_dict
 from mai_repro.train import checkpoint as ck
 from mai_repro.train import distributed
+from mai_repro.train.checkpoint import load_model_file
 from mai_repro.train.distributed import Dist
 from mai_repro.train.faults import maybe_fail, parse_faults, supervise, write_heartbeat
-from mai_repro.train.goodput import GoodputBreakdown, from_events
+from mai_repro.train.goodput import GoodputBreakdown, from_events, kept_steps
 from mai_repro.train.loop import lm_loss, lr_at, make_optimizer, split_output
 from mai_repro.train.spikes import SpikeDetector
 
@@ -380,8 +381,7 @@ class Trainer:
         if self.step >= p.steps:
             model_sd, _ = distributed.full_state(self.net, None, p.parallel, self.dist)
             if self.dist.main:
-                ck.atomic_torch_save({"config": dataclasses.asdict(self.mcfg),
-                                      "model": model_sd}, self.out / "model.pt")
+                ck.save_model_file(self.mcfg, model_sd, self.out / "model.pt")
             self.log.write("done", step=self.step)
 
 
@@ -397,13 +397,6 @@ def open_stage_shards(stage: StageOutputs | Path) -> tuple[dict, dict, dict]:
 def load_model(run: Run, device: str = "cpu") -> Transformer:
     """The pre-trained model of a run (rebuilt at small presets when missing)."""
     return load_model_file(require(run, STAGE).path("model.pt"), device)
-
-
-def load_model_file(path: Path | str, device: str = "cpu") -> Transformer:
-    state = torch.load(path, map_location=device, weights_only=True)
-    model = Transformer(ModelConfig(**state["config"]))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,13 +458,6 @@ class PretrainResult:
     figures: dict[str, Path]
 
 
-def _kept_steps(events: list[dict]) -> list[dict]:
-    """The step records that the final model descends from (the last execution of each)."""
-    steps = [e for e in events if e["event"] == "step"]
-    last = {e["step"]: i for i, e in enumerate(steps)}
-    return [steps[i] for i in sorted(last.values())]
-
-
 def checkpoint_stalls(model: torch.nn.Module, directory: Path, repeats: int = 3
                       ) -> dict[str, float]:
     """Mean time the training loop waits per checkpoint, sync vs async, on this model."""
@@ -490,7 +476,7 @@ def checkpoint_stalls(model: torch.nn.Module, directory: Path, repeats: int = 3
 
 def _figures(events: list[dict], failures: list[dict], gp: GoodputBreakdown, st
              ) -> dict[str, Path]:
-    kept = _kept_steps(events)
+    kept = kept_steps(events)
     steps = [e for e in events if e["event"] == "step"]
     kept_ids = {id(e) for e in kept}
     redone = [e for e in steps if id(e) not in kept_ids]
@@ -619,7 +605,7 @@ def build(run: Run) -> PretrainResult:
         failures = _failures(report.events, events)
         model = load_model_file(st.path("model.pt"))
         stalls = checkpoint_stalls(model, st.dir / "stall_probe")
-        kept = _kept_steps(events)
+        kept = kept_steps(events)
         steady = [e for e in kept if not e.get("warmup")]
         evals = {e["step"]: e["nll"] for e in events if e["event"] == "eval"}
         final_nll = evals[max(evals)] if evals else {}
