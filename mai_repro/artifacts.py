@@ -61,8 +61,12 @@ STAGES: dict[str, Stage] = {
               ("model", "pretrain"), upstream=("tokenizer",)),
         Stage("midtraining", "08_midtraining.ipynb", "mai_repro.train.midtrain:build",
               ("midtrain",), upstream=("pretraining",)),
+        Stage("grpo", "09_grpo.ipynb", "mai_repro.rl.climb:build", ("model", "grpo"),
+              upstream=("midtraining",)),
         Stage("collapse", "11_model_collapse.ipynb", "mai_repro.train.collapse:build",
               ("model", "collapse"), upstream=("tokenizer",)),
+        # reads every stage's manifest that exists and rebuilds none of them (no upstream)
+        Stage("report", "12_report.ipynb", "mai_repro.eval.report:build", (), upstream=()),
     ]
 }
 

@@ -114,3 +114,71 @@ def test_filters_and_curriculum():
     assert R.curriculum(0, 4, 8192) == (8192, 0.25)
     assert R.curriculum(3, 4, 8192) == (65536, 0.0)
     assert R.is_stale(0, 9) and not R.is_stale(1, 9)
+
+
+# Every branch of the clipped surrogate, by hand. eps = 0.2: inner bounds [0.8, 1.25];
+# outer clip [0.25, 2.0]; pi_old(a) = 0.4. For an unclipped token the loss is -r A and the
+# gradient of the loss with respect to the logits of a two-action softmax is
+# (-A r (1 - p), +A r (1 - p)); a clipped token has no gradient.
+BRANCHES = [
+    # A,   p_new, loss,   grad of logit 0, flags set
+    (+1.0, 0.20, -0.50, -0.5 * 0.8, set()),  # A > 0, r = 0.5 below 0.8: unclipped
+    (+1.0, 0.40, -1.00, -1.0 * 0.6, set()),  # A > 0, r = 1 inside
+    (+1.0, 0.60, -1.25, 0.0, {"clip_high_frac"}),  # A > 0, r = 1.5 above 1.25: clipped
+    (-1.0, 0.20, 0.80, 0.0, {"clip_low_frac"}),  # A < 0, r = 0.5 below 0.8: clipped
+    (-1.0, 0.40, 1.00, 1.0 * 0.6, set()),  # A < 0, r = 1 inside
+    (-1.0, 0.60, 1.50, 1.5 * 0.4, {"neg_high_frac"}),  # A < 0, r = 1.5: PPO's unclipped branch
+    (-1.0, 0.90, 2.00, 0.0, {"neg_high_frac", "outer_clip_frac"}),  # r = 2.25 > r_max
+    (+1.0, 0.05, -0.25, 0.0, {"outer_clip_frac"}),  # A > 0, r = 0.125 below r_min
+]
+FLAGS = ("clip_low_frac", "clip_high_frac", "outer_clip_frac", "neg_high_frac")
+
+
+@pytest.mark.parametrize("adv, p_new, loss, grad0, flags", BRANCHES)
+def test_every_clip_branch_by_hand(adv, p_new, loss, grad0, flags):
+    cfg = GRPOConfig(eps=0.2, r_min=0.25, r_max=2.0)
+    out, g = one_token(math.log(p_new), math.log(0.4), adv, cfg)
+    assert out.loss.item() == pytest.approx(loss)
+    assert g[0, 0, 0].item() == pytest.approx(grad0, abs=1e-6)
+    assert g[0, 0, 1].item() == pytest.approx(-grad0, abs=1e-6)
+    assert {f for f in FLAGS if getattr(out, f) == 1.0} == flags
+    assert all(getattr(out, f) == 0.0 for f in FLAGS if f not in flags)
+    assert out.ratio_mean == pytest.approx(p_new / 0.4)
+
+
+def test_controller_k_sequence_for_an_entropy_trace():
+    c = EntropyController(target=1.0, delta=0.1, k_max=0.25)
+    trace = [0.5, 0.5, 0.5, 0.5, 1.5, 1.0, 0.2, 2.0, 2.0, 2.0]
+    ks = [round(c.update(h), 10) for h in trace]
+    assert ks == [0.1, 0.2, 0.25, 0.25, 0.15, 0.15, 0.25, 0.15, 0.05, 0.0]
+
+
+def test_constant_reward_groups_have_finite_zero_advantages():
+    for scale in (False, True):
+        adv = group_advantages(torch.tensor([1.0] * 4 + [0.0] * 4 + [0.3] * 4), 4,
+                               scale_std=scale)
+        assert torch.isfinite(adv).all() and adv.abs().max() == 0
+
+
+def test_ratio_is_exactly_one_on_policy():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11)
+    actions = torch.randint(0, 11, (3, 5))
+    old = torch.log_softmax(logits, -1).gather(-1, actions[..., None]).squeeze(-1)
+    out = grpo_loss(logits, actions, old, torch.tensor([1.0, -0.5, 0.0]),
+                    torch.ones(3, 5, dtype=torch.bool), GRPOConfig())
+    assert out.ratio_mean == 1.0 and out.ratio_min == 1.0 and out.ratio_max == 1.0
+
+
+def test_without_top_p_masking_the_ratio_is_the_nucleus_mass():
+    logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0]]])
+    nucleus = torch.tensor([[[True, True, False, False]]])
+    p_nuc = torch.softmax(apply_nucleus(logits, nucleus), -1)[0, 0, 0]
+    kw = dict(actions=torch.tensor([[0]]), old_logp=torch.log(p_nuc).view(1, 1),
+              advantages=torch.tensor([1.0]), mask=torch.ones(1, 1, dtype=torch.bool),
+              cfg=GRPOConfig(), nucleus=nucleus)
+    masked = grpo_loss(logits, **kw)
+    unmasked = grpo_loss(logits, **kw, top_p_mask=False)
+    mass = torch.softmax(logits, -1)[0, 0, :2].sum().item()
+    assert masked.ratio_mean == pytest.approx(1.0) and masked.nucleus_mass == pytest.approx(mass)
+    assert unmasked.ratio_mean == pytest.approx(mass)

@@ -51,24 +51,41 @@ class Generation:
         return self.tokens[:, self.prompt_len:]
 
 
+def _repeat_rows(cache: KVCache, n: int) -> None:
+    """Each row of the cache repeated ``n`` times in place (row i -> rows i*n .. i*n + n-1)."""
+    for layer in cache.layers:
+        layer.k = layer.k.repeat_interleave(n, dim=0)
+        layer.v = layer.v.repeat_interleave(n, dim=0)
+
+
 @torch.no_grad()
 def generate(model: torch.nn.Module, prompt: torch.Tensor, max_new_tokens: int,
              temperature: float = 1.0, top_p: float = 1.0,
              generator: torch.Generator | None = None, use_cache: bool = True,
-             return_nucleus: bool = False, return_routing: bool = False) -> Generation:
+             return_nucleus: bool = False, return_routing: bool = False,
+             num_samples: int = 1) -> Generation:
     """Sample ``max_new_tokens`` after ``prompt`` (B, T0); temperature 0 is greedy.
 
-    With ``use_cache=False`` every step recomputes the whole sequence: the reference the
-    cached path is tested against.
+    ``num_samples`` completions per prompt (rows ``i * num_samples ...`` belong to prompt i):
+    the prompt goes through the model once and its cache is shared (RL's groups). With
+    ``use_cache=False`` every step recomputes the whole sequence: the reference the cached
+    path is tested against.
     """
     model.eval()
-    B, T0 = prompt.shape
+    n = num_samples
     device = prompt.device
+    cache = KVCache(model.cfg, prompt.shape[0], device, next(model.parameters()).dtype) \
+        if use_cache else None
+    out = model(prompt if use_cache or n == 1 else prompt.repeat_interleave(n, 0), cache=cache)
+    prompt = prompt.repeat_interleave(n, dim=0)
+    B, T0 = prompt.shape
     tokens = prompt
-    cache = KVCache(model.cfg, B, device, next(model.parameters()).dtype) if use_cache else None
-    out = model(prompt, cache=cache)
     routing = [r for r in out.routing]
     logits = out.logits[:, -1]
+    if use_cache and n > 1:
+        _repeat_rows(cache, n)
+        routing = [r.repeat_interleave(n, dim=0) for r in routing]
+        logits = logits.repeat_interleave(n, dim=0)
     logps, masks = [], []
     for step in range(max_new_tokens):
         if temperature == 0:

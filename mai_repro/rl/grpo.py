@@ -57,22 +57,30 @@ class GRPOConfig:
 class GRPOOutput:
     loss: torch.Tensor
     entropy: float  # mean token entropy of the learner's (masked) distribution
-    clip_low_frac: float
-    clip_high_frac: float
-    outer_clip_frac: float
+    clip_low_frac: float  # A < 0 and r < 1 - eps: clipped, no gradient
+    clip_high_frac: float  # A > 0 and r > (1 - eps)^-1 + k: clipped, no gradient
+    outer_clip_frac: float  # r outside [r_min, r_max]: no gradient on any branch
     ratio_mean: float
+    ratio_min: float = 1.0
+    ratio_max: float = 1.0
+    neg_high_frac: float = 0.0  # A < 0 and r above the upper bound: PPO's unclipped branch
+    nucleus_mass: float = 1.0  # learner's unmasked probability mass inside the nucleus
+    logp: torch.Tensor | None = None  # (B, T) learner log-probs of the actions, detached
+    n_tokens: int = 0
 
 
 def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tensor,
               advantages: torch.Tensor, mask: torch.Tensor, cfg: GRPOConfig, k: float = 0.0,
-              nucleus: torch.Tensor | None = None, ref_logp: torch.Tensor | None = None
-              ) -> GRPOOutput:
+              nucleus: torch.Tensor | None = None, ref_logp: torch.Tensor | None = None,
+              top_p_mask: bool = True) -> GRPOOutput:
     """Token-level clipped policy-gradient loss.
 
     Shapes: logits (B, T, V) of the learner at the completion positions; actions, old_logp,
-    mask (B, T); advantages (B,) per sequence; nucleus (B, T, V) bool or None.
+    mask (B, T); advantages (B,) per sequence; nucleus (B, T, V) bool or None. With
+    ``top_p_mask=False`` (an ablation) the nucleus only feeds the ``nucleus_mass`` statistic.
     """
-    logits = apply_nucleus(logits.float(), nucleus)
+    raw = logits.float()
+    logits = apply_nucleus(raw, nucleus if top_p_mask else None)
     logp_all = F.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     m = mask.float()
@@ -91,10 +99,17 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
         plogp = torch.where(p > 0, p * logp_all, torch.zeros_like(p))
         entropy = (-(plogp.sum(-1)) * m).sum() / n
         frac = lambda b: float((b.float() * m).sum() / n)  # noqa: E731
+        r = ratio.detach()
+        inside = r[mask.bool()] if mask.any() else torch.ones(1)
+        mass = 1.0
+        if nucleus is not None:
+            p_raw = F.softmax(raw, dim=-1)
+            mass = float(((p_raw * nucleus).sum(-1) * m).sum() / n)
     return GRPOOutput(loss, float(entropy), frac((ratio < lo) & (A < 0)),
                       frac((ratio > hi) & (A > 0)),
                       frac((ratio < cfg.r_min) | (ratio > cfg.r_max)),
-                      float((ratio.detach() * m).sum() / n))
+                      float((r * m).sum() / n), float(inside.min()), float(inside.max()),
+                      frac((ratio > hi) & (A < 0)), mass, logp.detach(), int(m.sum()))
 
 
 @dataclass

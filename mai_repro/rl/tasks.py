@@ -7,9 +7,11 @@ problem generator with a known answer. Three kinds, each with a difficulty knob:
 - ``expression``: ``difficulty + 2`` integers combined with +, -, * and brackets;
 - ``linear``: solve ``a*x + b = c`` for an integer x, coefficients growing with difficulty.
 
-Answers are integers written on a final line ``Answer: <integer>``. The train and evaluation
-splits are drawn from disjoint seed streams and de-duplicated against each other, and their
-prompts feed the curation stage's decontamination list.
+Answers are integers written on a final line ``Answer: <integer>``. In the RL climb the prompt
+ends with ``Answer:`` (:func:`rl_prompt`), so the completion's first line completes the answer
+line (:func:`grade`): a base model that has never seen the format can stumble into it. The
+train and evaluation splits are drawn from disjoint seed streams and de-duplicated against
+each other, and their prompts feed the curation stage's decontamination list.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Literal
 
 Kind = Literal["arithmetic", "expression", "linear"]
 KINDS: tuple[Kind, ...] = ("arithmetic", "expression", "linear")
-ANSWER_RE = re.compile(r"Answer:\s*(-?\d+)\s*$")
+# The integer as it is written: no leading zeros, no "-0" (a policy must not pass "0000" off
+# as 0; the laptop climb found that one).
+ANSWER_RE = re.compile(r"Answer:\s*(0|-?[1-9]\d*)\s*$")
 INSTRUCTION = "Give the final answer on its own last line as 'Answer: <integer>'."
 
 
@@ -110,12 +114,33 @@ def is_correct(completion: str, task: Task) -> bool:
     return extract_answer(completion) == task.answer
 
 
+ANSWER_PREFIX = "Answer:"
+
+
+def question(task: Task) -> str:
+    """The problem without the answer-format instruction."""
+    return task.prompt.removesuffix(" " + INSTRUCTION)
+
+
+def rl_prompt(task: Task) -> str:
+    """The prompt of the RL climb: the problem, then the start of the answer line (which says
+    the format; the written instruction would only double the prompt's length)."""
+    return f"{question(task)}\n{ANSWER_PREFIX}"
+
+
+def grade(completion: str, task: Task) -> bool:
+    """The binary outcome of a completion of :func:`rl_prompt`: its first line must finish the
+    answer line, exactly ``Answer: <the integer>`` (spaces aside)."""
+    first = completion.split("\n", 1)[0]
+    return is_correct(ANSWER_PREFIX + first, task)
+
+
 def decontamination_texts(n_per_split: int = 200, difficulties: tuple[int, ...] = (0, 1, 2, 3),
                           seed: int = 0) -> list[str]:
     """Questions of the task sets (train and eval) that must not occur in pre-training data."""
     texts = []
     for d in difficulties:
         for split in ("train", "eval"):
-            texts += [t.prompt.removesuffix(" " + INSTRUCTION)
-                      for t in generate(n_per_split, difficulty=d, seed=seed, split=split)]
+            texts += [question(t) for t in generate(n_per_split, difficulty=d, seed=seed,
+                                                    split=split)]
     return texts

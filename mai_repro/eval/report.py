@@ -1,0 +1,767 @@
+"""Stage ``report`` (notebook 12): the report card.
+
+One :class:`Finding` per claim of the MAI-Thinking-1 report that a notebook of ours measures:
+the stage it comes from, the claim in words (with the report's figure where RECIPE.md gives
+one), how to read our measurement from that stage's manifest (``<run_dir>/<stage>/manifest.json``,
+key ``metrics``) and the rule that turns the measured values into a verdict:
+
+- ``held``: the measurement agrees with the claim at our scale;
+- ``not held``: it contradicts the claim at our scale;
+- ``no verdict``: the stage ran but the measurement cannot decide (inside the noise, or a sign
+  that flips between rungs);
+- ``not run``: the stage's manifest is absent, or it lacks a key the finding reads.
+
+Every measured number on the card is read from a manifest; nothing measured is typed here.
+The report's own figures are constants below (or in :mod:`mai_repro.reference`), each citing
+its section of RECIPE.md. The card reads whatever stages a run directory holds and rebuilds
+nothing: a stage that was not run shows as "not run", never as a number.
+
+Notebook 10 (self-distillation) is not built yet; its finding reads
+``metrics["accuracy"]["multi_checkpoint"]`` and ``metrics["accuracy"]["final_only"]`` (held-out
+accuracy of the two students at the same budget) and, when present, ``metrics["n_eval"]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mai_repro import reference
+from mai_repro.artifacts import STAGES, Run
+from mai_repro.train.config import ABLATIONS
+
+STAGE = "report"
+HELD, NOT_HELD, NO_VERDICT, NOT_RUN = "held", "not held", "no verdict", "not run"
+VERDICTS = (HELD, NOT_HELD, NO_VERDICT, NOT_RUN)
+
+# Stages planned but not registered in artifacts.STAGES yet: name -> notebook.
+PLANNED = {"self_distillation": "10_self_distillation.ipynb"}
+
+# The report's figures used by the rules (RECIPE.md section in the comment).
+WIKI_TOKEN_RATIO = 3.0  # section 1: raw wiki markup costs "about 3x more tokens"
+WIKI_RATIO_FACTOR = 1.5  # "about 3x": held between 3 / 1.5 and 3 x 1.5
+MIXTURE_CROSSOVER_PARAMS = 23e9  # section 1: the STEM- and code-heavy curves crossed near 23B
+# The project's floor for its AI-content detector (notebook 01 asserts it at laptop), not a
+# figure of the report: the report states an effort to remove AI text, with no figure.
+DETECTOR_AUC_TARGET = 0.9
+# A difference in accuracy over n held-out problems counts when it exceeds this many standard
+# errors (binomial, both sides); at or below zero it contradicts the claim.
+ACCURACY_Z = 2.0
+
+
+class Missing(KeyError):
+    """A key a finding reads is absent from a manifest's metrics."""
+
+
+def get(metrics: Any, *path: Any) -> Any:
+    """``metrics[path[0]][path[1]]...``, raising :class:`Missing` naming the path."""
+    value = metrics
+    for part in path:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            raise Missing(".".join(str(p) for p in path)) from None
+    return value
+
+
+def num(x: Any) -> float:
+    """A manifest number as a float (manifests store infinities as the string ``"inf"``)."""
+    return float(x)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A claim of the report, where our measurement lives, and the rule deciding it."""
+
+    id: str
+    stage: str  # a key of artifacts.STAGES, or of PLANNED
+    section: str  # RECIPE.md section
+    claim: str  # the report's claim in words, with its figure where it gives one
+    read: Callable[[Mapping[str, Any]], dict[str, Any]]  # metrics -> values (raises Missing)
+    rule: Callable[[dict[str, Any]], bool | None]  # values -> held / not held / no verdict
+    rule_text: str  # the rule in words
+    show: Callable[[dict[str, Any]], str]  # values -> our measurement in words
+
+
+@dataclass
+class Result:
+    """A finding evaluated on one run directory."""
+
+    finding: Finding
+    verdict: str
+    measured: str  # "not run" when the stage or a key is missing: never a number then
+    values: dict[str, Any] | None = None
+    note: str = ""
+
+    def row(self) -> dict[str, Any]:
+        f = self.finding
+        return {"notebook": notebook_of(f.stage)[:2], "section": f.section, "claim": f.claim,
+                "ours": self.measured, "verdict": self.verdict, "rule": f.rule_text,
+                **({"note": self.note} if self.note else {})}
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline figure of a stage: a label, how to read it, how to print it."""
+
+    stage: str
+    label: str
+    read: Callable[[Mapping[str, Any]], Any]
+    fmt: Callable[[Any], str]
+
+
+@dataclass
+class Card:
+    """The report card of one run directory."""
+
+    run_dir: Path
+    results: list[Result]
+    headlines: list[dict[str, Any]]
+    stages: list[dict[str, Any]]
+    figures: dict[str, list[Path]] = field(default_factory=dict)
+    summary: Path | None = None  # the verdict figure, once build() has drawn it
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = Counter(r.verdict for r in self.results)
+        return {v: c.get(v, 0) for v in VERDICTS}
+
+    def finding_rows(self) -> list[dict[str, Any]]:
+        return [r.row() for r in self.results]
+
+    def metrics(self) -> dict[str, Any]:
+        """What the report stage's manifest stores."""
+        return {
+            "counts": self.counts,
+            "findings": [{"id": r.finding.id, "stage": r.finding.stage,
+                          "section": r.finding.section, "claim": r.finding.claim,
+                          "measured": r.measured, "verdict": r.verdict,
+                          "rule": r.finding.rule_text, "note": r.note,
+                          "values": _jsonable(r.values)} for r in self.results],
+            "headlines": self.headlines,
+            "stages": self.stages,
+            "figures": {s: [str(p.relative_to(self.run_dir)) for p in ps]
+                        for s, ps in self.figures.items()},
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers for the rules.
+
+
+def accuracy_rule(diff: float, p_a: float, p_b: float, n: int | None) -> bool | None:
+    """Held when ``diff = p_a - p_b`` exceeds ``ACCURACY_Z`` binomial standard errors over
+    ``n`` problems (over 0 when ``n`` is unknown), not held at or below 0, else no verdict."""
+    if not all(math.isfinite(x) for x in (diff, p_a, p_b)):
+        return None
+    if diff <= 0:
+        return False
+    if not n:
+        return True
+    se = math.sqrt((p_a * (1 - p_a) + p_b * (1 - p_b)) / n)
+    return True if diff > ACCURACY_Z * se else None
+
+
+def ladder_rule(eg: list[float], band: list[float]) -> bool | None:
+    """The recipe's choice holds when the ablation's EG is below 1 at every rung and below the
+    baseline's own scatter; it fails when EG is above 1 (and the scatter) at every rung."""
+    if not eg or not all(math.isfinite(e) or e == math.inf for e in eg):
+        return None
+    lo, hi = band
+    if all(e < 1 and e < lo for e in eg):
+        return True
+    if all(e > 1 and e > hi for e in eg):
+        return False
+    return None
+
+
+def _sign_words(eg: list[float], band: list[float]) -> str:
+    if all(e < 1 for e in eg):
+        side = "below 1 at every rung"
+    elif all(e > 1 for e in eg):
+        side = "above 1 at every rung"
+    else:
+        return "crosses 1 between rungs"
+    inside = not (all(e < band[0] for e in eg) or all(e > band[1] for e in eg))
+    return side + (" (within the baseline's scatter)" if inside else "")
+
+
+def _midtraining_pair(m: Mapping[str, Any]) -> dict[str, Any]:
+    contexts = get(m, "contexts")
+    by = {s["model"]: s for s in get(m, "summary")}
+    final_name = f"stage {len(contexts)} ({contexts[-1]})"
+    pre, final = get(by, "pre-trained"), get(by, final_name)
+    return {"pre_len": get(m, "pre_len"), "context": contexts[-1],
+            "pre_gain": get(pre, "context_gain"), "final_gain": get(final, "context_gain"),
+            "pre_retrieval": get(pre, "retrieval_final"),
+            "final_retrieval": get(final, "retrieval_final"),
+            "retrieval_gain": get(m, "retrieval_gain"),
+            "pre_nats": get(pre, "nats_final"), "final_nats": get(final, "nats_final")}
+
+
+def _spikes(m: Mapping[str, Any]) -> dict[str, Any]:
+    spikes = get(m, "spikes")
+    return {"planted": sorted(get(m, "planted_bad_steps")),
+            "caught": sorted({s["step"] for s in spikes}),
+            "false_alarms": sum(1 for s in spikes if not s.get("planted", False)),
+            "rollbacks": get(m, "rollbacks"), "final_loss": get(m, "final_loss")}
+
+
+def _overhead(m: Mapping[str, Any]) -> dict[str, Any]:
+    parts = get(m, "overhead_s")
+    total = sum(num(parts[k]) for k in parts)
+    ours = {k: num(get(parts, k)) / total if total else math.nan
+            for k in reference.OVERHEAD_PARTS}
+    return {"ours": ours, "report": {k: v[1] for k, v in reference.OVERHEAD_PARTS.items()}}
+
+
+def _order(shares: Mapping[str, float]) -> list[str]:
+    return sorted(shares, key=lambda k: -shares[k])
+
+
+def _collapse(m: Mapping[str, Any]) -> dict[str, Any]:
+    return {"gen0": get(m, "ppl_gen0"), "generations": get(m, "generations"),
+            **{r: get(m, "ppl_last", r) for r in ("replace", "keep_real", "accumulate")}}
+
+
+# --------------------------------------------------------------------------------------------
+# The findings. Claims cite RECIPE.md sections; the rules are documented in docs/report.md.
+
+LADDER_CLAIMS = {  # ablation (changes one recipe choice back) -> the report's choice, section 2
+    "standard_init": "zero-initialised attention output beats random init",
+    "standard_moe": "LatentMoE beats a standard MoE at equal active compute",
+    "all_moe": "interleaved dense / MoE FFN layers beat MoE in every layer",
+    "all_global": "periodic local/global attention beats all-global attention",
+}
+
+GRPO_CLAIMS = {  # stabiliser switched off -> what the report says happens without it, section 6
+    "outer_clip": "the outer ratio clip prevents the gradient-norm spikes of unclipped branches",
+    "entropy_control": "adaptive entropy control (widened upper clip) keeps entropy near its "
+                       "target H*",
+    "top_p_mask": "top-p masking in the learner is needed: without it the policy diverges",
+    "routing_replay": "MoE routing replay keeps the learner's log-probs equal to inference's",
+}
+
+
+def _ladder_finding(name: str) -> Finding:
+    return Finding(
+        id=f"ladder.{name}", stage="ladder", section="2, 3",
+        claim=f"{LADDER_CLAIMS[name]} on a scaling ladder (validate on ladders, not one run; "
+              f"EG of the ablation < 1)",
+        read=lambda m: {"eg": [num(e) for e in get(m, "eg", name)],
+                        "band": [num(b) for b in get(m, "noise_band")]},
+        rule=lambda v: ladder_rule(v["eg"], v["band"]),
+        rule_text="held: EG < 1 and below the baseline's scatter at every rung; not held: EG "
+                  "> 1 and above it at every rung; else no verdict",
+        show=lambda v: "EG " + ", ".join(f"{e:.3f}" for e in v["eg"]) + ": "
+                       + _sign_words(v["eg"], v["band"]),
+    )
+
+
+def _grpo_ablation_finding(name: str) -> Finding:
+    return Finding(
+        id=f"grpo.{name}", stage="grpo", section="6",
+        claim=GRPO_CLAIMS[name],
+        read=lambda m: dict(get(m, "verdicts", name)),
+        rule=lambda v: bool(v["held"]),
+        rule_text="the rule notebook 09 applies to the same steps with and without it "
+                  "(docs/rl.md)",
+        show=lambda v: f"{v['measure']}: {num(v['with']):.4g} with, {num(v['without']):.4g} "
+                       f"without ({v['steps']} steps)",
+    )
+
+
+FINDINGS: list[Finding] = [
+    Finding(
+        id="overview.params", stage="overview", section="2",
+        claim=f"MAI-Base-1 has ~{reference.TOTAL_PARAMS / 1e12:.0f}T total and "
+              f"{reference.ACTIVE_PARAMS / 1e9:.0f}B active parameters (a config built from "
+              f"the report's architecture)",
+        read=lambda m: {"total": get(m, "total_params"), "active": get(m, "active_params"),
+                        "total_err": get(m, "total_params_rel_err"),
+                        "active_err": get(m, "active_params_rel_err")},
+        rule=lambda v: abs(v["total_err"]) <= 0.05 and abs(v["active_err"]) <= 0.05,
+        rule_text="held: both counts within 5% of the report's",
+        show=lambda v: f"{v['total'] / 1e12:.3f}T total ({v['total_err']:+.1%}), "
+                       f"{v['active'] / 1e9:.1f}B active ({v['active_err']:+.1%})",
+    ),
+    Finding(
+        id="overview.composition", stage="overview", section="1",
+        claim="the composition table of the 30T training tokens is consistent (training "
+              "tokens from unique tokens and shares, epochs within rounding)",
+        read=lambda m: {"tokens": get(m, "mixture_training_tokens_ok"),
+                        "epochs": get(m, "mixture_epochs_ok")},
+        rule=lambda v: bool(v["tokens"] and v["epochs"]),
+        rule_text="held: the planner rebuilds every family's training tokens within 0.06T "
+                  "and its epochs within the rounding interval",
+        show=lambda v: f"training tokens {'match' if v['tokens'] else 'do not match'}, epochs "
+                       f"{'within' if v['epochs'] else 'outside'} rounding",
+    ),
+    Finding(
+        id="curation.accounting", stage="curation", section="1",
+        claim="every raw document is processed in-house and kept or removed for a recorded "
+              "reason",
+        read=lambda m: {"inputs": get(m, "inputs"), "kept": get(m, "kept"),
+                        "removed": sum(get(m, "removed").values())},
+        rule=lambda v: v["inputs"] == v["kept"] + v["removed"],
+        rule_text="held: inputs = kept + removed",
+        show=lambda v: f"{v['inputs']:,} inputs = {v['kept']:,} kept + {v['removed']:,} "
+                       f"removed",
+    ),
+    Finding(
+        id="curation.detector", stage="curation", section="1",
+        claim="AI-generated content inside collected sources can be found and removed "
+              "(measured on our own models' text)",
+        read=lambda m: {"auc": num(get(m, "detector_headline_auc")),
+                        "method": get(m, "detector_method"), "acts": get(m, "detector_acts")},
+        rule=lambda v: v["auc"] >= DETECTOR_AUC_TARGET,
+        rule_text=f"held: detector AUC >= {DETECTOR_AUC_TARGET} (the project's floor)",
+        show=lambda v: f"{v['method']} AUC {v['auc']:.3f}; the filter "
+                       f"{'acts' if v['acts'] else 'does not act'}",
+    ),
+    Finding(
+        id="curation.detector_sampled", stage="curation", section="1, 7",
+        claim="... also for text sampled the way the report samples (temperature 1, top-p "
+              "0.97)",
+        read=lambda m: {"auc": num(get(m, "detector_auc", get(m, "detector_method"),
+                                       "generator T=1 top-p 0.97"))},
+        rule=lambda v: v["auc"] >= DETECTOR_AUC_TARGET,
+        rule_text=f"held: detector AUC >= {DETECTOR_AUC_TARGET}",
+        show=lambda v: f"AUC {v['auc']:.3f}",
+    ),
+    Finding(
+        id="wikipedia.more_tokens", stage="wikipedia", section="1",
+        claim="raw wiki markup costs more tokens than the rendered text",
+        read=lambda m: {"ratio": num(get(m, "token_ratio"))},
+        rule=lambda v: v["ratio"] > 1,
+        rule_text="held: markup / text token ratio > 1",
+        show=lambda v: f"{v['ratio']:.2f}x the tokens",
+    ),
+    Finding(
+        id="wikipedia.about_3x", stage="wikipedia", section="1",
+        claim=f"... about {WIKI_TOKEN_RATIO:.0f}x more tokens",
+        read=lambda m: {"ratio": num(get(m, "token_ratio"))},
+        rule=lambda v: (WIKI_TOKEN_RATIO / WIKI_RATIO_FACTOR <= v["ratio"]
+                        <= WIKI_TOKEN_RATIO * WIKI_RATIO_FACTOR),
+        rule_text=f"held: ratio within a factor {WIKI_RATIO_FACTOR} of "
+                  f"{WIKI_TOKEN_RATIO:.0f}x",
+        show=lambda v: f"{v['ratio']:.2f}x (report ~{WIKI_TOKEN_RATIO:.0f}x)",
+    ),
+    Finding(
+        id="wikipedia.infoboxes", stage="wikipedia", section="1",
+        claim="in raw markup the infoboxes (dense structured facts) survive",
+        read=lambda m: {"markup": num(get(m, "retention", "markup: value present")),
+                        "text": max(num(v) for k, v in get(m, "retention").items()
+                                    if k.startswith("text:")),
+                        "facts": get(m, "facts")},
+        rule=lambda v: v["markup"] > v["text"],
+        rule_text="held: markup keeps a larger share of infobox values than stripped text",
+        show=lambda v: f"markup keeps {v['markup']:.0%} of {v['facts']:,} infobox values, "
+                       f"stripped text at most {v['text']:.0%}",
+    ),
+    Finding(
+        id="tokenizer.mixture", stage="tokenizer", section="1",
+        claim="the training data follows the planned mixture (shares and epochs per family)",
+        read=lambda m: {"err": num(get(m, "loader_share_max_abs_err")),
+                        "tol": _share_tolerance()},
+        rule=lambda v: v["err"] < v["tol"],
+        rule_text="held: the loader's sampled shares within the tolerance of the plan",
+        show=lambda v: f"largest share error {v['err']:.4f} (tolerance {v['tol']})",
+    ),
+    Finding(
+        id="architecture.latent_flops", stage="architecture", section="2",
+        claim="LatentMoE (experts in a latent width) costs fewer FLOPs per token than a "
+              "standard MoE",
+        read=lambda m: {"latent": num(get(m, "flops_per_token_latent")),
+                        "standard": num(get(m, "flops_per_token_standard_moe"))},
+        rule=lambda v: v["latent"] < v["standard"],
+        rule_text="held: forward FLOPs per token, LatentMoE < standard MoE",
+        show=lambda v: f"standard MoE {v['standard'] / v['latent']:.2f}x the FLOPs of "
+                       f"LatentMoE",
+    ),
+    Finding(
+        id="architecture.zero_init_diversity", stage="architecture", section="2",
+        claim="zero-initialised attention output keeps token diversity at init (random init "
+              "makes attention an average pool)",
+        read=lambda m: {"zero": num(get(m, "similarity_init_zero")),
+                        "standard": num(get(m, "similarity_init_standard"))},
+        rule=lambda v: v["zero"] < v["standard"],
+        rule_text="held: MoE-input cosine similarity at init lower with zero-init",
+        show=lambda v: f"cosine {v['zero']:.3f} zero-init vs {v['standard']:.3f} standard",
+    ),
+    Finding(
+        id="architecture.zero_init_balance", stage="architecture", section="2",
+        claim="... and keeps routing balanced in the following MoE layers",
+        read=lambda m: {"zero": num(get(m, "load_cv_init_zero")),
+                        "standard": num(get(m, "load_cv_init_standard"))},
+        rule=lambda v: v["zero"] < v["standard"],
+        rule_text="held: expert-load CV at init lower with zero-init",
+        show=lambda v: f"load CV {v['zero']:.3f} zero-init vs {v['standard']:.3f} standard",
+    ),
+    *[_ladder_finding(name) for name in ABLATIONS],
+    Finding(
+        id="mixtures.rank_noninvariance", stage="mixtures", section="1",
+        claim=f"mixture rankings change with scale (rank non-invariance; the report's curves "
+              f"crossed near {MIXTURE_CROSSOVER_PARAMS / 1e9:.0f}B parameters)",
+        read=lambda m: {"flag": get(m, "rank_noninvariance"),
+                        "tau": num(get(m, "kendall_tau")),
+                        "ci": [num(x) for x in get(m, "kendall_ci")],
+                        "top1": get(m, "top1_agree"), "flips": get(m, "flips_beyond_noise")},
+        rule=lambda v: bool(v["flag"]),
+        rule_text="held: the best mixture changes between the smallest and largest scale, or "
+                  "a pair flips by more than the seed noise",
+        show=lambda v: f"Kendall tau {v['tau']:.2f} [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}], best "
+                       f"mixture {'kept' if v['top1'] else 'changes'}, {v['flips']} flips "
+                       f"beyond noise",
+    ),
+    Finding(
+        id="pretraining.goodput", stage="pretraining", section="5",
+        claim=f"goodput {reference.GOODPUT:.1%} over the pre-training run",
+        read=lambda m: {"goodput": num(get(m, "goodput")), "failures": len(get(m, "failures"))},
+        rule=lambda v: v["goodput"] >= reference.GOODPUT,
+        rule_text=f"held: goodput >= {reference.GOODPUT:.0%}",
+        show=lambda v: f"{v['goodput']:.1%} with {v['failures']} injected failures",
+    ),
+    Finding(
+        id="pretraining.overhead_split", stage="pretraining", section="5",
+        claim=f"of the {reference.OVERHEAD_HOURS:.0f} h of overhead: "
+              + ", ".join(f"{k} {s:.0%}" for k, (_, s) in sorted(
+                  reference.OVERHEAD_PARTS.items(), key=lambda kv: -kv[1][1])),
+        read=_overhead,
+        rule=lambda v: _order(v["ours"]) == _order(v["report"]),
+        rule_text="held: the three parts rank in the report's order",
+        show=lambda v: " / ".join(f"{k} {s:.0%}" for k, s in v["ours"].items()),
+    ),
+    Finding(
+        id="pretraining.spikes", stage="pretraining", section="5",
+        claim="loss spikes recover without manual intervention",
+        read=_spikes,
+        rule=lambda v: (set(v["planted"]) <= set(v["caught"]) and v["false_alarms"] == 0
+                        and math.isfinite(num(v["final_loss"]))),
+        rule_text="held: every planted bad batch refused, no clean batch refused, final loss "
+                  "finite",
+        show=lambda v: f"{len(v['planted'])} planted, {len(v['caught'])} refused "
+                       f"({v['rollbacks']} roll-back), {v['false_alarms']} false alarms, final "
+                       f"loss {num(v['final_loss']):.3f}",
+    ),
+    Finding(
+        id="pretraining.restarts", stage="pretraining", section="5",
+        claim="a failed run restarts from its full-state checkpoint and completes",
+        read=lambda m: {"failures": len(get(m, "failures")), "restarts": get(m, "restarts"),
+                        "steps": get(m, "steps"), "executed": get(m, "steps_executed")},
+        rule=lambda v: v["restarts"] == v["failures"] and v["executed"] >= v["steps"],
+        rule_text="held: one restart per injected failure and every step done",
+        show=lambda v: f"{v['failures']} failures, {v['restarts']} restarts, "
+                       f"{v['executed']} steps executed for {v['steps']}",
+    ),
+    Finding(
+        id="pretraining.async_checkpoint", stage="pretraining", section="5",
+        claim="asynchronous checkpointing (copy, then write in the background) stalls "
+              "training less than a synchronous save",
+        read=lambda m: {"sync": num(get(m, "checkpoint_stall_s", "sync")),
+                        "async": num(get(m, "checkpoint_stall_s", "async"))},
+        rule=lambda v: v["async"] < v["sync"],
+        rule_text="held: the training thread's stall per checkpoint, async < sync",
+        show=lambda v: f"{v['async'] * 1e3:.1f} ms async vs {v['sync'] * 1e3:.1f} ms sync",
+    ),
+    Finding(
+        id="midtraining.context", stage="midtraining", section="4",
+        claim="after mid-training at longer context the loss keeps falling past the "
+              "pre-training length",
+        read=_midtraining_pair,
+        rule=lambda v: v["final_gain"] > 0 and v["final_gain"] > v["pre_gain"],
+        rule_text="held: the context past the pre-training length is worth > 0 nats and more "
+                  "than before mid-training",
+        show=lambda v: f"context past {v['pre_len']} worth {v['final_gain']:+.4f} nats/token "
+                       f"vs {v['pre_gain']:+.4f} pre-trained",
+    ),
+    Finding(
+        id="midtraining.retrieval", stage="midtraining", section="4",
+        claim="... and the model retrieves from the long context (passkey at the final "
+              "context length)",
+        read=_midtraining_pair,
+        rule=lambda v: v["retrieval_gain"] > 0,
+        rule_text="held: passkey accuracy gain > 0 at the final context",
+        show=lambda v: f"passkey at {v['context']}: {v['final_retrieval']:.2f} vs "
+                       f"{v['pre_retrieval']:.2f} pre-trained; key worth "
+                       f"{v['final_nats']:+.3f} nats",
+    ),
+    Finding(
+        id="collapse.replace", stage="collapse", section="1",
+        claim="no LM-generated text in pre-training: training on a model's own samples makes "
+              "the next model worse on human text",
+        read=_collapse,
+        rule=lambda v: v["replace"] > v["gen0"],
+        rule_text="held: held-out human perplexity of the last 'replace' generation > "
+                  "generation 0's",
+        show=lambda v: f"perplexity {v['gen0']:.1f} -> {v['replace']:.1f} after "
+                       f"{v['generations']} generations",
+    ),
+    Finding(
+        id="collapse.accumulate", stage="collapse", section="1",
+        claim="... and replacing real data is worse than accumulating it",
+        read=_collapse,
+        rule=lambda v: v["replace"] > v["accumulate"],
+        rule_text="held: perplexity replace > accumulate at the last generation",
+        show=lambda v: f"replace {v['replace']:.1f}, keep 10% real {v['keep_real']:.1f}, "
+                       f"accumulate {v['accumulate']:.1f}",
+    ),
+    Finding(
+        id="grpo.climb", stage="grpo", section="6",
+        claim="the RL climb raises held-out accuracy, starting from a base never exposed to "
+              "reasoning traces",
+        read=lambda m: {"start": num(get(m, "accuracy_start")),
+                        "final": num(get(m, "accuracy_final")),
+                        "n": get(m, "task", "n_eval"), "steps": get(m, "steps")},
+        rule=lambda v: accuracy_rule(v["final"] - v["start"], v["final"], v["start"], v["n"]),
+        rule_text=f"held: gain > {ACCURACY_Z:.0f} standard errors; not held: gain <= 0",
+        show=lambda v: f"{v['start']:.1%} -> {v['final']:.1%} on {v['n']} held-out problems "
+                       f"after {v['steps']} steps",
+    ),
+    *[_grpo_ablation_finding(name) for name in GRPO_CLAIMS],
+    Finding(
+        id="self_distillation.multi_checkpoint", stage="self_distillation", section="6",
+        claim="self-distillation on traces from several checkpoints of the climb beats traces "
+              "from the final checkpoint only",
+        read=lambda m: {"multi": num(get(m, "accuracy", "multi_checkpoint")),
+                        "final": num(get(m, "accuracy", "final_only")),
+                        "n": m.get("n_eval")},
+        rule=lambda v: accuracy_rule(v["multi"] - v["final"], v["multi"], v["final"], v["n"]),
+        rule_text=f"held: difference > {ACCURACY_Z:.0f} standard errors; not held: <= 0",
+        show=lambda v: f"held-out accuracy {v['multi']:.1%} multi-checkpoint vs "
+                       f"{v['final']:.1%} final-only",
+    ),
+]
+
+
+def _share_tolerance() -> float:
+    from mai_repro.data.shards import SHARE_TOLERANCE
+
+    return SHARE_TOLERANCE
+
+
+# --------------------------------------------------------------------------------------------
+# Headline figures: a few per stage, read the same way.
+
+def _f(spec: str) -> Callable[[Any], str]:
+    return lambda x: format(num(x), spec)
+
+
+def _total(d: Mapping[str, Any]) -> float:
+    return sum(num(v) for v in d.values())
+
+
+HEADLINES: list[Headline] = [
+    Headline("overview", "total / active parameters (MAI-like config)",
+             lambda m: (get(m, "total_params"), get(m, "active_params")),
+             lambda v: f"{v[0] / 1e12:.3f}T / {v[1] / 1e9:.1f}B"),
+    Headline("overview", "pre-training compute (FLOPs)", lambda m: get(m, "pretrain_flops"),
+             _f(".3e")),
+    Headline("overview", "goodput arithmetic: ideal / actual hours",
+             lambda m: (get(m, "ideal_hours"), get(m, "actual_hours")),
+             lambda v: f"{v[0]:.0f} h / {v[1]:.0f} h"),
+    Headline("curation", "documents in / kept", lambda m: (get(m, "inputs"), get(m, "kept")),
+             lambda v: f"{v[0]:,} / {v[1]:,}"),
+    Headline("curation", "duplicates removed (exact + near)",
+             lambda m: (get(m, "removed").get("exact_dedup/exact_duplicate", 0),
+                        get(m, "removed").get("near_dedup/near_duplicate", 0)),
+             lambda v: f"{v[0]} + {v[1]}"),
+    Headline("curation", "PII strings scrubbed", lambda m: _total(get(m, "pii")), _f(",.0f")),
+    Headline("curation", "AI-content detector AUC (own-model text)",
+             lambda m: get(m, "detector_headline_auc"), _f(".3f")),
+    Headline("wikipedia", "pages / infobox facts", lambda m: (get(m, "pages"), get(m, "facts")),
+             lambda v: f"{v[0]:,} / {v[1]:,}"),
+    Headline("wikipedia", "markup / text tokens", lambda m: get(m, "token_ratio"), _f(".2f")),
+    Headline("tokenizer", "vocabulary", lambda m: get(m, "vocab_size"), _f(",.0f")),
+    Headline("tokenizer", "training tokens", lambda m: _total(get(m, "train_tokens")),
+             _f(",.0f")),
+    Headline("tokenizer", "held-out round trips failed / checked",
+             lambda m: (get(m, "heldout_roundtrip", "failed"),
+                        get(m, "heldout_roundtrip", "checked")),
+             lambda v: f"{v[0]} / {v[1]}"),
+    Headline("architecture", "total / active parameters",
+             lambda m: (get(m, "total_params"), get(m, "active_params")),
+             lambda v: f"{v[0]:,} / {v[1]:,}"),
+    Headline("architecture", "final loss zero-init / standard init",
+             lambda m: (get(m, "loss_final_zero"), get(m, "loss_final_standard")),
+             lambda v: f"{num(v[0]):.3f} / {num(v[1]):.3f}"),
+    Headline("ladder", "rungs", lambda m: len(get(m, "rungs")), str),
+    Headline("ladder", "fit alpha / E",
+             lambda m: (get(m, "fit", "alpha"), get(m, "fit", "E")),
+             lambda v: f"{num(v[0]):.3f} / {num(v[1]):.3f}"),
+    Headline("ladder", "ablations whose EG sign holds across rungs",
+             lambda m: (sum(bool(x) for x in get(m, "sign_holds").values()),
+                        len(get(m, "sign_holds"))),
+             lambda v: f"{v[0]} of {v[1]}"),
+    Headline("mixtures", "mixtures x scales",
+             lambda m: (len(get(m, "mixtures")), len(get(m, "scales"))),
+             lambda v: f"{v[0]} x {v[1]}"),
+    Headline("mixtures", "Kendall tau, smallest vs largest scale",
+             lambda m: get(m, "kendall_tau"), _f(".3f")),
+    Headline("mixtures", "best mixture small / large scale",
+             lambda m: (get(m, "best_small"), get(m, "best_large")),
+             lambda v: f"{v[0]} / {v[1]}"),
+    Headline("pretraining", "steps x tokens", lambda m: (get(m, "steps"), get(m, "tokens")),
+             lambda v: f"{v[0]:,} steps, {v[1]:,} tokens"),
+    Headline("pretraining", "final training loss", lambda m: get(m, "final_loss"), _f(".3f")),
+    Headline("pretraining", "goodput / MFU", lambda m: (get(m, "goodput"), get(m, "mfu")),
+             lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
+    Headline("pretraining", "throughput (tokens/s)", lambda m: get(m, "tokens_per_s"),
+             _f(",.0f")),
+    Headline("midtraining", "contexts", lambda m: get(m, "contexts"),
+             lambda v: " -> ".join(str(c) for c in v)),
+    Headline("midtraining", "retrieval gain (passkey)", lambda m: get(m, "retrieval_gain"),
+             _f("+.2f")),
+    Headline("collapse", "human-text perplexity: generation 0 / last replace",
+             lambda m: (get(m, "ppl_gen0"), get(m, "ppl_last", "replace")),
+             lambda v: f"{num(v[0]):.1f} / {num(v[1]):.1f}"),
+    Headline("grpo", "held-out accuracy start / final",
+             lambda m: (get(m, "accuracy_start"), get(m, "accuracy_final")),
+             lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
+    Headline("grpo", "task reward gain (first to last third)",
+             lambda m: get(m, "reward_gain"), _f("+.3f")),
+    Headline("self_distillation", "accuracy multi-checkpoint / final-only",
+             lambda m: (get(m, "accuracy", "multi_checkpoint"),
+                        get(m, "accuracy", "final_only")),
+             lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation.
+
+def card_stages() -> list[str]:
+    """Every stage the card reads (registered and planned), in notebook order, less itself."""
+    names = [s for s in STAGES if s != STAGE] + [s for s in PLANNED if s not in STAGES]
+    return sorted(names, key=notebook_of)
+
+
+def notebook_of(stage: str) -> str:
+    return STAGES[stage].notebook if stage in STAGES else PLANNED[stage]
+
+
+def read_metrics(run: Run, stage: str) -> dict[str, Any] | None:
+    """A stage's manifest metrics, or None when the stage has no manifest."""
+    manifest = run.read_manifest(stage)
+    if manifest is None:
+        return None
+    metrics = manifest.get("metrics")
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def evaluate(finding: Finding, metrics: Mapping[str, Any] | None) -> Result:
+    """A finding's verdict from its stage's metrics (None: the stage was not run)."""
+    if metrics is None:
+        return Result(finding, NOT_RUN, NOT_RUN, note="stage not run")
+    try:
+        values = finding.read(metrics)
+    except Missing as e:
+        return Result(finding, NOT_RUN, NOT_RUN, note=f"no {e.args[0]} in the manifest")
+    except (TypeError, ValueError, ArithmeticError, AttributeError) as e:
+        return Result(finding, NO_VERDICT, "unreadable", note=f"unreadable value: {e}")
+    try:
+        held = finding.rule(values)
+    except (TypeError, ValueError, ArithmeticError, KeyError) as e:
+        held, note = None, f"unreadable value: {e}"
+    else:
+        note = ""
+    try:
+        measured = finding.show(values)
+    except (TypeError, ValueError, ArithmeticError, KeyError):
+        measured = str(values)
+    verdict = NO_VERDICT if held is None else HELD if held else NOT_HELD
+    return Result(finding, verdict, measured, values, note)
+
+
+def headline(h: Headline, metrics: Mapping[str, Any] | None) -> str:
+    if metrics is None:
+        return NOT_RUN
+    try:
+        return h.fmt(h.read(metrics))
+    except Missing:
+        return NOT_RUN
+    except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError):
+        return "unreadable"
+
+
+def stage_figures(run_dir: Path, stage: str) -> list[Path]:
+    """A stage's figures: the PNGs under ``<stage>/figures/``."""
+    return sorted((Path(run_dir) / stage / "figures").glob("*.png"))
+
+
+def make_card(run: Run) -> Card:
+    """The card of a run directory: reads every manifest present, rebuilds nothing."""
+    names = card_stages()
+    metrics = {s: read_metrics(run, s) for s in names}
+    by_notebook = {s: i for i, s in enumerate(names)}  # sorted() is stable within a stage
+    results = [evaluate(f, metrics[f.stage])
+               for f in sorted(FINDINGS, key=lambda f: by_notebook[f.stage])]
+    headlines = [{"notebook": notebook_of(h.stage)[:2], "stage": h.stage, "figure": h.label,
+                  "value": headline(h, metrics[h.stage])}
+                 for h in sorted(HEADLINES, key=lambda h: by_notebook[h.stage])]
+    stages = []
+    for s in names:
+        manifest = run.read_manifest(s)
+        status = NOT_RUN if manifest is None else (
+            run.status(s) if s in STAGES else "complete")
+        stages.append({"notebook": notebook_of(s), "stage": s, "status": status,
+                       "wall_time_s": None if manifest is None else manifest.get("wall_time_s"),
+                       "finished_at": None if manifest is None else manifest.get("finished_at"),
+                       "figures": len(stage_figures(run.dir, s))})
+    figures = {s: stage_figures(run.dir, s) for s in names if stage_figures(run.dir, s)}
+    return Card(run.dir, results, headlines, stages, figures)
+
+
+COLOURS = {HELD: "#2ca02c", NOT_HELD: "#d62728", NO_VERDICT: "#bcbd22", NOT_RUN: "#d9d9d9"}
+
+
+def verdict_figure(card: Card, path: Path) -> Path:
+    """One bar per notebook: how many of its findings held, did not, could not tell, not run."""
+    from mai_repro import plots
+
+    stages = list(dict.fromkeys(r.finding.stage for r in card.results))
+    counts = {s: Counter(r.verdict for r in card.results if r.finding.stage == s)
+              for s in stages}
+    fig, ax = plots.new(width=7.0, height=0.32 * len(stages) + 1.2)
+    left = [0] * len(stages)
+    y = list(range(len(stages)))[::-1]
+    for v in VERDICTS:
+        n = [counts[s].get(v, 0) for s in stages]
+        ax.barh(y, n, left=left, color=COLOURS[v], label=v)
+        left = [a + b for a, b in zip(left, n, strict=True)]
+    ax.set_yticks(y, [f"{notebook_of(s)[:2]} {s}" for s in stages])
+    c = card.counts
+    ax.set(xlabel="findings", title=f"report card: {c[HELD]} held, {c[NOT_HELD]} not held, "
+                                    f"{c[NO_VERDICT]} no verdict, {c[NOT_RUN]} not run")
+    ax.set_xlim(0, max(left + [1]) * 1.4)  # room on the right for the legend
+    ax.legend(fontsize=8, loc="center right")
+    ax.grid(axis="y", visible=False)
+    return plots.save(fig, path)
+
+
+def build(run: Run) -> Card:
+    """Stage ``report``: write the card into ``<run_dir>/report/manifest.json`` and its
+    summary figure into ``report/figures/verdicts.png``. Reads manifests, rebuilds nothing."""
+    card = make_card(run)
+    with run.stage(STAGE) as st:
+        for s in card.stages:
+            if s["status"] != NOT_RUN:
+                st.inputs[s["stage"]] = (run.read_manifest(s["stage"]) or {}).get(
+                    "config_hash", "")
+        card.summary = verdict_figure(card, st.path("figures", "verdicts"))
+        st.metrics.update(card.metrics())
+    return card
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return x

@@ -1,0 +1,198 @@
+"""The RL climb's pieces on a tiny random model: rollouts, layout, learner step, filters."""
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+import mai_repro.config as C
+from mai_repro.data import tokenizer as tk
+from mai_repro.model.config import ModelConfig
+from mai_repro.model.transformer import Transformer
+from mai_repro.rl import climb, rollout, tasks
+from mai_repro.rl.grpo import EntropyController, GRPOConfig, group_advantages, grpo_loss
+
+
+@pytest.fixture(scope="module")
+def tok():
+    texts = [t.prompt + "\nAnswer: " + str(t.answer) + "\n" for t in tasks.generate(200)]
+    return tk.train(texts + ["def f(x):\n    return x + 1\n"] * 20, vocab_size=400)
+
+
+def tiny_model(tok, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = Transformer(ModelConfig(
+        vocab_size=tok.vocab_size, n_layers=2, d_model=32, n_heads=2, n_kv_heads=1,
+        attn_period=2, window=16, max_seq_len=128, d_ff=64, n_experts=4, top_k=2, d_expert=32,
+        d_latent=16, ffn_layout="all_moe", **kw))
+    with torch.no_grad():  # non-zero attention output and a lively router
+        for block in model.blocks:
+            block.attn.o.weight.normal_(0, 0.2)
+            block.ffn.router.weight.normal_(0, 1.0)
+    return model
+
+
+def rollout_batch(tok, model, n_problems=3, g=4, cap=6, top_p=0.9, seed=0):
+    problems = tasks.generate(n_problems, kinds=("arithmetic",), difficulty=0, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    groups = rollout.sample_groups(model, tok, problems, g, cap, top_p=top_p, generator=gen)
+    adv = group_advantages(torch.randn(n_problems * g), g)
+    return groups, rollout.learner_batch(groups, adv, tok.vocab_size, tok.pad_id)
+
+
+def test_grading_and_stop_tokens(tok):
+    t = tasks.Task("x", "arithmetic", 0, "Compute 3 + 4.", 7)
+    assert tasks.rl_prompt(t).endswith("\nAnswer:")
+    assert tasks.grade(" 7", t) and tasks.grade(" 7\nmore text", t)
+    assert not tasks.grade(" 7 apples", t) and not tasks.grade(" 8\n", t)
+    assert not tasks.grade("\n7", t)
+    zero = tasks.Task("z", "arithmetic", 0, "Compute 3 * 0.", 0)
+    assert tasks.grade(" 0\n", zero) and tasks.grade("0", zero)
+    assert not tasks.grade("0000", zero) and not tasks.grade(" -0", zero)
+    assert not tasks.grade(" 07", t)
+    stops = rollout.stop_ids(tok)
+    assert tok.eot_id in stops and all(b"\n" in tok.token_bytes(i) for i in stops
+                                       if i != tok.eot_id)
+    assert rollout.cut_at_stop([5, 6, tok.eot_id, 9], stops) == 3
+    assert rollout.cut_at_stop([5, 6], stops) == 2
+
+
+def test_learner_log_probs_equal_the_inference_nucleus_log_probs(tok):
+    """On policy, with top-p masking and routing replay, the learner reproduces pi_old: the
+    ratio is 1 (up to the float rounding of the KV-cached vs full forward)."""
+    model = tiny_model(tok)
+    groups, batch = rollout_batch(tok, model)
+    assert batch.mask.sum() > 0 and batch.nucleus is not None
+    assert (batch.nucleus.sum(-1)[batch.mask] < tok.vocab_size).all()  # a real nucleus
+    with torch.no_grad():
+        logits, _ = rollout.completion_logits(model, batch)
+        out = grpo_loss(logits, batch.actions, batch.old_logp, batch.advantages, batch.mask,
+                        GRPOConfig(), nucleus=batch.nucleus)
+        off = grpo_loss(logits, batch.actions, batch.old_logp, batch.advantages, batch.mask,
+                        GRPOConfig(), nucleus=batch.nucleus, top_p_mask=False)
+    diff = (out.logp - batch.old_logp)[batch.mask].abs().max().item()
+    assert diff < 1e-5
+    assert abs(out.ratio_min - 1) < 1e-5 and abs(out.ratio_max - 1) < 1e-5
+    # without the mask the learner normalises over the whole vocabulary: ratio = kept mass < 1
+    assert off.ratio_mean < 0.99 and off.ratio_mean == pytest.approx(off.nucleus_mass, abs=1e-4)
+
+
+def test_routing_replay_reuses_the_inference_experts(tok):
+    model = tiny_model(tok)
+    _, batch = rollout_batch(tok, model)
+    learner = copy.deepcopy(model)
+    with torch.no_grad():  # the learner's router has moved since the rollout
+        for moe in learner.moe_layers:
+            moe.router.weight.add_(torch.randn_like(moe.router.weight))
+        own = learner(batch.inputs).routing
+        replayed = learner(batch.inputs, routing=batch.routing).routing
+    real = torch.zeros_like(batch.inputs, dtype=torch.bool)
+    for b in range(len(batch)):
+        real[b, : int(batch.start[b]) + int(batch.mask[b].sum())] = True
+    for r_own, r_rep, r_inf in zip(own, replayed, batch.routing, strict=True):
+        assert torch.equal(r_rep[real], r_inf[real])
+        assert not torch.equal(r_own[real], r_inf[real])
+
+
+def test_one_k_update_per_optimizer_step_under_gradient_accumulation(tok):
+    model = tiny_model(tok, balance="none")  # the batch-level balancing loss does not split
+    _, batch = rollout_batch(tok, model, n_problems=2, g=4)
+    results = {}
+    for micro in (0, 1, 3):
+        policy = copy.deepcopy(model)
+        opt = torch.optim.SGD(policy.parameters(), lr=0.1)
+        ctrl = EntropyController(target=100.0, delta=0.1, k_max=1.0)  # entropy below H*
+        st = climb.optimizer_step(policy, opt, batch, ctrl, GRPOConfig(), climb.Stabilisers(),
+                                  micro_batch=micro)
+        assert ctrl.k == pytest.approx(0.1), f"micro_batch={micro}: one update per step"
+        assert st.k == 0.0  # the step used the k from before its update
+        results[micro] = (st, [p.detach().clone() for p in policy.parameters()])
+    for micro in (1, 3):  # accumulation gives the same step as one pass
+        for a, b in zip(results[0][1], results[micro][1], strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        assert results[micro][0].entropy == pytest.approx(results[0][0].entropy, rel=1e-5)
+
+
+def test_no_entropy_control_keeps_k_at_zero(tok):
+    model = tiny_model(tok)
+    _, batch = rollout_batch(tok, model, n_problems=1, g=4)
+    ctrl = EntropyController(target=100.0, delta=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    climb.optimizer_step(model, opt, batch, ctrl, GRPOConfig(),
+                         climb.Stabilisers().without("entropy_control"))
+    assert ctrl.k == 0.0
+
+
+def test_filters_read_the_binary_outcome_only(tok, monkeypatch):
+    """Early exit after G_early, pass-rate window after G, counted per problem."""
+    outcomes = {0: [0, 0, 0, 0], 1: [1, 0, 0, 0, 1, 1, 0, 0], 2: [1, 1, 1, 1],
+                3: [1, 0, 0, 0, 0, 0, 0, 0]}  # pass rates 0, 3/8, 1 and 1/8
+
+    def fake(engine, tok_, problems, n, cap, *, groups=None, **kw):
+        groups = groups or [rollout.Group(p, [1]) for p in problems]
+        for g in groups:
+            i = int(g.task.id)
+            for _ in range(n):
+                ok = bool(outcomes[i][len(g)])
+                g.completions.append([1])
+                g.correct.append(ok)
+                g.texts.append("x")
+        return groups
+
+    monkeypatch.setattr(climb, "sample_groups", fake)
+    pool = [tasks.Task(str(i), "arithmetic", 0, f"p{i}", 0) for i in range(4)]
+    c = C.load("smoke", {"grpo": {"draw": 4, "problems": 4, "max_rounds": 1, "group": 8,
+                                 "group_early": 4, "keep_lo": 0.2}}).grpo
+    d = climb.draw_batch(None, tok, climb.ProblemStream(pool, 0), c, 4, None, set(), 0)
+    assert d.drawn == 4 and d.early_kept == 2  # problems 1 and 3 pass the early exit
+    assert [g.task.id for g in d.groups] == ["1"]  # problem 3 (1/8) fails keep_lo = 0.2
+    assert d.rollouts == 4 * 4 + 2 * 4
+    assert all(len(g) == 8 for g in d.groups)
+
+
+def test_climb_runs_and_records_every_metric(tok):
+    cfg = C.load("smoke", {"grpo": {"n_train": 12, "n_eval": 3, "problems": 2, "draw": 3,
+                                    "group": 4, "group_early": 2, "early_lo": 0.0,
+                                    "keep_lo": 0.0, "early_hi": 1.0, "keep_hi": 1.0,
+                                    "max_new_tokens": 3, "eval_samples": 2,
+                                    "curriculum_stages": 2, "rollout_dtype": "float32"}})
+    pool, held = climb.task_sets(cfg.grpo, 0)
+    assert not {t.prompt for t in pool} & {t.prompt for t in held}
+    model = tiny_model(tok)
+    res = climb.climb(model, tok, pool, held, cfg.grpo, steps=4, seed=0, eval_every=2)
+    assert [r["step"] for r in res.history] == [1, 2, 3, 4]
+    assert [e["step"] for e in res.evals] == [0, 2, 4]
+    for key in ("reward", "r_task", "r_lang", "r_len", "pass_rate_drawn", "entropy", "k",
+                "clip_low", "clip_high", "outer_clip", "grad_norm", "ratio_mean", "ratio_max",
+                "length", "nucleus_mass"):
+        assert all(r[key] is not None for r in res.history), key
+    assert res.history[0]["mismatch"] is not None and res.history[0]["mismatch"] < 1e-5
+    assert res.history[0]["ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert [r["cap"] for r in res.history] == [3, 3, 6, 6]  # the cap doubles
+    assert [r["w_len"] for r in res.history] == [0.25, 0.25, 0.0, 0.0]  # w_len dropped last
+    # the same seed gives the same run
+    again = climb.climb(model, tok, pool, held, cfg.grpo, steps=2, seed=0, schedule_steps=4)
+    assert again.history[0]["reward"] == res.history[0]["reward"]
+    assert [r["cap"] for r in again.history] == [3, 3]  # the main run's schedule
+    # bfloat16 rollouts against the float32 learner: a real train/inference mismatch
+    bf16 = dataclasses.replace(cfg.grpo, rollout_dtype="bfloat16")
+    mixed = climb.climb(model, tok, pool, held, bf16, steps=1, seed=0)
+    assert mixed.history[0]["mismatch"] > 1e-4
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_shared_prompt_sampling_equals_repeated_prompts(tok, use_cache):
+    from mai_repro.model.generation import generate
+
+    model = tiny_model(tok)
+    prompt = torch.randint(6, tok.vocab_size, (2, 7))
+    kw = dict(temperature=1.0, top_p=0.9, return_nucleus=True, return_routing=True,
+              use_cache=use_cache)
+    a = generate(model, prompt.repeat_interleave(3, 0), 5,
+                 generator=torch.Generator().manual_seed(1), **kw)
+    b = generate(model, prompt, 5, generator=torch.Generator().manual_seed(1), num_samples=3,
+                 **kw)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.nucleus, b.nucleus)
+    torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-6, rtol=1e-6)
+    assert all(torch.equal(x, y) for x, y in zip(a.routing, b.routing, strict=True))
