@@ -196,3 +196,18 @@ def test_shared_prompt_sampling_equals_repeated_prompts(tok, use_cache):
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.nucleus, b.nucleus)
     torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-6, rtol=1e-6)
     assert all(torch.equal(x, y) for x, y in zip(a.routing, b.routing, strict=True))
+
+
+def test_entropy_ablation_verdict_needs_a_real_gap():
+    c = C.GRPOStageConfig(entropy_target=3.0)
+
+    def run(entropies):
+        return climb.ClimbResult("x", history=[{"entropy": e} for e in entropies])
+
+    main = run([0.61] * 8)  # 2.39 nats below H*: a gap of more than 0.239 is needed
+    tie = climb.ablation_verdicts(main, {"entropy_control": run([0.606] * 8)}, c)
+    gap = climb.ablation_verdicts(main, {"entropy_control": run([0.30] * 8)}, c)
+    above = climb.ablation_verdicts(main, {"entropy_control": run([0.90] * 8)}, c)
+    assert not tie["entropy_control"]["held"]
+    assert gap["entropy_control"]["held"]
+    assert not above["entropy_control"]["held"]
