@@ -121,3 +121,22 @@ def test_minhash_estimate_on_real_documents():
     est = np.mean(h.signature(texts["lzma.py"]) == h.signature(texts["bz2.py"]))
     assert abs(true - 0.38) < 0.02
     assert abs(est - true) < 0.08
+
+
+def test_planted_excluded_documents_never_reach_the_clean_corpus():
+    from mai_repro import config
+    from mai_repro.data.curation import shard_job
+    from mai_repro.data.steps import finish
+
+    cfg = config.load("smoke").curation
+    fine = [doc(id=f"ok{i}", text=PROSE * 3 + f" Item {i}.") for i in range(4)]
+    planted = [doc(id="hub", url="https://huggingface.co/datasets/x", text=PROSE * 3),
+               doc(id="nc", license="CC-BY-NC-4.0", text=PROSE * 3 + " nc"),
+               doc(id="unknown", license="unknown", text=PROSE * 3 + " unknown"),
+               doc(id="private", license="private:crm", text=PROSE * 3 + " private")]
+    kept, ledger = shard_job((fine + planted, cfg))
+    ledger = finish(kept, ledger)
+    ledger.check()
+    assert {d.id for d in kept} == {d.id for d in fine}
+    assert ledger.n_inputs == ledger.n_kept + sum(ledger.removals().values()) == 8
+    assert ledger.removals()[("source", "license_not_allowed")] == 2
