@@ -119,3 +119,11 @@ class Transformer(nn.Module):
         if not self.moe_layers:
             return torch.zeros(0, self.cfg.n_experts)
         return torch.stack([m.last_load.float().cpu() for m in self.moe_layers])
+
+
+def with_config(model: Transformer, cfg: ModelConfig) -> Transformer:
+    """The same weights in a model of another (shape-compatible) config, on the same device:
+    a stage's RoPE settings, RL's load-balancing weight or dropout changed, nothing else."""
+    new = Transformer(cfg).to(next(model.parameters()).device)
+    new.load_state_dict(model.state_dict())
+    return new

@@ -38,7 +38,7 @@ import torch
 from mai_repro import plots
 from mai_repro.artifacts import Run, require
 from mai_repro.config import GRPOStageConfig, resolve_device
-from mai_repro.model.transformer import Transformer
+from mai_repro.model.transformer import Transformer, with_config
 from mai_repro.rl import rewards, tasks
 from mai_repro.rl.grpo import EntropyController, GRPOConfig, group_advantages, grpo_loss
 from mai_repro.rl.rollout import (
@@ -292,9 +292,7 @@ class ClimbResult:
 def learner_model(start: Transformer, balance_coef: float) -> Transformer:
     """A float32 copy of ``start`` with RL's load-balancing weight and no dropout."""
     cfg = dataclasses.replace(start.cfg, aux_loss_coef=balance_coef, dropout=0.0)
-    model = Transformer(cfg).to(next(start.parameters()).device)
-    model.load_state_dict(start.state_dict())
-    return model.float()
+    return with_config(start, cfg).float()
 
 
 def engine_model(policy: Transformer, dtype: str) -> Transformer:

@@ -49,7 +49,7 @@ from mai_repro.data.shards import FamilyShard, open_shards
 from mai_repro.data.tokenizer import SPECIALS  # ids 0 .. len - 1: never a key or a marker
 from mai_repro.eval import longctx
 from mai_repro.model.config import ModelConfig
-from mai_repro.model.transformer import Transformer
+from mai_repro.model.transformer import Transformer, with_config
 from mai_repro.train.checkpoint import load_model_file, save_model_file
 from mai_repro.train.loop import lr_at, make_optimizer, train_step
 
@@ -81,13 +81,6 @@ def stage_model_config(base: ModelConfig, positions: str, pre_len: int, context:
     if positions == "pi":
         return dataclasses.replace(cfg, rope_scale=base.rope_scale * s)
     return cfg
-
-
-def with_config(model: Transformer, cfg: ModelConfig) -> Transformer:
-    """The same weights in a model of another (shape-compatible) config."""
-    new = Transformer(cfg).to(next(model.parameters()).device)
-    new.load_state_dict(model.state_dict())
-    return new
 
 
 @contextlib.contextmanager
