@@ -63,6 +63,8 @@ STAGES: dict[str, Stage] = {
               ("midtrain",), upstream=("pretraining",)),
         Stage("grpo", "09_grpo.ipynb", "mai_repro.rl.climb:build", ("model", "grpo"),
               upstream=("midtraining",)),
+        Stage("self_distillation", "10_self_distillation.ipynb", "mai_repro.rl.distill:build",
+              ("distill",), upstream=("grpo",)),
         Stage("collapse", "11_model_collapse.ipynb", "mai_repro.train.collapse:build",
               ("model", "collapse"), upstream=("tokenizer",)),
         # reads every stage's manifest that exists and rebuilds none of them (no upstream)

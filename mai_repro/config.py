@@ -243,6 +243,8 @@ class GRPOStageConfig:
                                 "routing_replay"],
                help="stabilisers switched off one at a time, same seeds")
     ablation_steps: int = spec(30, min=1, help="optimizer steps of each ablation run")
+    checkpoint_every: int = spec(0, min=0, help="optimizer steps between climb checkpoints "
+                                                "kept for self-distillation (0 = final only)")
     min_gain: float = spec(0.2, min=-1.0, max=1.0, help="held-out accuracy gain over the "
                                                         "starting checkpoint the notebook "
                                                         "asserts")
@@ -268,6 +270,49 @@ class GRPOStageConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Self-distillation from RL checkpoints and specialist consolidation (notebook 10;
+    RECIPE.md section 6)."""
+
+    checkpoints: int = spec(3, min=1, help="climb checkpoints the multi-checkpoint student's "
+                                           "traces come from (evenly spaced, the last is final)")
+    trace_samples: int = spec(4, min=1, help="samples per training problem when collecting "
+                                             "traces (temperature 1, top-p of the climb)")
+    traces: int = spec(128, min=1, help="verified traces per student: the same budget for "
+                                        "multi-checkpoint and final-only")
+    sft_steps: int = spec(60, min=1, help="SFT optimizer steps of each student")
+    sft_batch: int = spec(32, min=1, help="traces per SFT step")
+    sft_lr: float = spec(3e-4, min=0.0, max=1.0, help="SFT learning rate (constant)")
+    dropout: float = spec(0.15, min=0.0, max=0.9, help="dropout during the SFT (report: 0.15)")
+    balance_coef: float = spec(1e-2, min=0.0, help="MoE load-balancing weight during the SFT "
+                                                    "(report: 1e-2)")
+    rl_steps: int = spec(40, min=0, help="GRPO steps of the short climb from each student")
+    specialists: list[Literal["arithmetic", "expression", "linear"]] = spec(
+        factory=lambda: ["arithmetic", "linear"], help="one RL specialist per task kind")
+    specialist_steps: int = spec(60, min=1, help="GRPO steps of each specialist; joint RL gets "
+                                                 "their sum")
+    sample_weights: list[float] = spec(factory=list, help="share of the consolidation traces "
+                                                          "from each specialist ([] = equal)")
+    token_weights: list[float] = spec(factory=list, help="share of the consolidation SFT loss "
+                                                         "from each specialist ([] = as sampled)")
+    min_gain: float = spec(0.0, min=-1.0, max=1.0, help="accuracy the multi-checkpoint student's "
+                                                        "climb must gain over the pre-RL model "
+                                                        "(asserted in the notebook)")
+
+    def check(self) -> list[tuple[str, str]]:
+        n = len(self.specialists)
+        if n < 2 or len(set(self.specialists)) != n:
+            return [("specialists", f"needs two or more distinct task kinds, got "
+                                    f"{self.specialists}")]
+        for key in ("sample_weights", "token_weights"):
+            w = getattr(self, key)
+            if w and (len(w) != n or any(x < 0 for x in w) or sum(w) <= 0):
+                return [(key, f"needs {n} non-negative weights (one per specialist) with a "
+                              f"positive sum, or [] ; got {w}")]
+        return []
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a stage needs to know. Sections group the settings of one stage or part."""
 
@@ -289,6 +334,7 @@ class Config:
     mixsearch: MixSearchConfig = spec(factory=MixSearchConfig)
     collapse: CollapseConfig = spec(factory=CollapseConfig)
     grpo: GRPOStageConfig = spec(factory=GRPOStageConfig)
+    distill: DistillConfig = spec(factory=DistillConfig)
 
     def check(self) -> list[tuple[str, str]]:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):

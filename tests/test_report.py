@@ -115,15 +115,14 @@ def test_counts_add_up(tmp_path):
 
 
 def test_every_finding_names_a_stage_and_notebook():
-    allowed = set(STAGES) | {"grpo", "self_distillation"}
+    allowed = set(STAGES)
     root = project_root()
     ids = [f.id for f in report.FINDINGS]
     assert len(ids) == len(set(ids))
     for f in report.FINDINGS:
         assert f.stage in allowed and f.stage != report.STAGE, f.id
         assert f.claim and f.rule_text and f.section, f.id
-        if f.stage in STAGES:
-            assert (root / "notebooks" / STAGES[f.stage].notebook).is_file(), f.id
+        assert (root / "notebooks" / STAGES[f.stage].notebook).is_file(), f.id
     for h in report.HEADLINES:
         assert h.stage in allowed, h.label
     # every notebook stage that measures something has at least one finding
@@ -170,7 +169,8 @@ def test_grpo_and_self_distillation(tmp_path):
     assert v["grpo.routing_replay"] == NOT_RUN  # ablation not in the manifest
     assert v["self_distillation.multi_checkpoint"] == NOT_HELD
     status = {s["stage"]: s["status"] for s in c.stages}
-    assert status["self_distillation"] == "complete" and status["grpo"] == "stale"
+    # written by hand, with no current config hash: stale, and the card still reads them
+    assert status["self_distillation"] == status["grpo"] == "stale"
 
 
 def test_build_reads_and_rebuilds_nothing(tmp_path):
@@ -195,5 +195,6 @@ def test_report_stage_is_registered_without_upstream():
     rep = STAGES["report"]
     assert rep.upstream == () and rep.sections == ()
     assert rep.notebook == "12_report.ipynb" and rep.builder == "mai_repro.eval.report:build"
-    assert set(report.card_stages()) == (set(STAGES) - {"report"}) | {"self_distillation"}
+    assert set(report.card_stages()) == set(STAGES) - {"report"}
+    assert "self_distillation" in report.card_stages()
     assert report.card_stages()[0] == "overview" and report.card_stages()[-1] == "collapse"

@@ -16,9 +16,9 @@ The report's own figures are constants below (or in :mod:`mai_repro.reference`),
 its section of RECIPE.md. The card reads whatever stages a run directory holds and rebuilds
 nothing: a stage that was not run shows as "not run", never as a number.
 
-Notebook 10 (self-distillation) is not built yet; its finding reads
-``metrics["accuracy"]["multi_checkpoint"]`` and ``metrics["accuracy"]["final_only"]`` (held-out
-accuracy of the two students at the same budget) and, when present, ``metrics["n_eval"]``.
+Notebook 10's self-distillation finding reads ``metrics["accuracy"]["multi_checkpoint"]`` and
+``metrics["accuracy"]["final_only"]`` (held-out accuracy of the two students after their short
+climbs, at the same budget) and ``metrics["n_eval"]``.
 """
 
 from __future__ import annotations
@@ -37,9 +37,6 @@ from mai_repro.train.config import ABLATIONS
 STAGE = "report"
 HELD, NOT_HELD, NO_VERDICT, NOT_RUN = "held", "not held", "no verdict", "not run"
 VERDICTS = (HELD, NOT_HELD, NO_VERDICT, NOT_RUN)
-
-# Stages planned but not registered in artifacts.STAGES yet: name -> notebook.
-PLANNED = {"self_distillation": "10_self_distillation.ipynb"}
 
 # The report's figures used by the rules (RECIPE.md section in the comment).
 WIKI_TOKEN_RATIO = 3.0  # section 1: raw wiki markup costs "about 3x more tokens"
@@ -78,7 +75,7 @@ class Finding:
     """A claim of the report, where our measurement lives, and the rule deciding it."""
 
     id: str
-    stage: str  # a key of artifacts.STAGES, or of PLANNED
+    stage: str  # a key of artifacts.STAGES
     section: str  # RECIPE.md section
     claim: str  # the report's claim in words, with its figure where it gives one
     read: Callable[[Mapping[str, Any]], dict[str, Any]]  # metrics -> values (raises Missing)
@@ -535,7 +532,45 @@ FINDINGS: list[Finding] = [
         show=lambda v: f"held-out accuracy {v['multi']:.1%} multi-checkpoint vs "
                        f"{v['final']:.1%} final-only",
     ),
+    Finding(
+        id="self_distillation.consolidation", stage="self_distillation", section="6",
+        claim="specialists consolidated by trace distillation (sample and token weights) keep "
+              "each specialist's skill in one model",
+        read=lambda m: {"acc": get(m, "specialists", "accuracy"),
+                        "kinds": get(m, "specialists", "kinds"),
+                        "n": get(m, "specialists", "n_eval")},
+        rule=lambda v: consolidation_rule(v["acc"], v["kinds"], v["n"]),
+        rule_text=f"over the kinds a specialist learned ({ACCURACY_Z:.0f} SE above the pre-RL "
+                  f"model): held if the consolidated model is above the pre-RL model on each "
+                  f"and not {ACCURACY_Z:.0f} SE below its specialist; not held if it is that "
+                  f"far below a specialist",
+        show=lambda v: "; ".join(
+            f"{k}: specialist {num(v['acc'][f'specialist {k}'][k]):.1%}, consolidated "
+            f"{num(v['acc']['consolidated'][k]):.1%}, joint RL {num(v['acc']['joint RL'][k]):.1%}"
+            for k in v["kinds"]),
+    ),
 ]
+
+
+def consolidation_rule(acc: Mapping[str, Mapping[str, Any]], kinds: list[str], n: int
+                       ) -> bool | None:
+    """See the consolidation finding's ``rule_text``; no verdict when no specialist learned."""
+    def se(p: float, q: float) -> float:
+        return math.sqrt((p * (1 - p) + q * (1 - q)) / max(1, n))
+
+    learned, verdicts = 0, []
+    for k in kinds:
+        spec, cons = num(acc[f"specialist {k}"][k]), num(acc["consolidated"][k])
+        pre = num(acc["pre_rl"][k])
+        if spec - pre <= ACCURACY_Z * se(spec, pre):
+            continue  # nothing learned on this kind: nothing to keep
+        learned += 1
+        if spec - cons > ACCURACY_Z * se(spec, cons):
+            return False
+        verdicts.append(cons - pre > ACCURACY_Z * se(cons, pre))
+    if not learned:
+        return None
+    return True if all(verdicts) else None
 
 
 def _share_tolerance() -> float:
@@ -624,10 +659,15 @@ HEADLINES: list[Headline] = [
              lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
     Headline("grpo", "task reward gain (first to last third)",
              lambda m: get(m, "reward_gain"), _f("+.3f")),
-    Headline("self_distillation", "accuracy multi-checkpoint / final-only",
+    Headline("self_distillation", "accuracy multi-checkpoint / final-only (after the climb)",
              lambda m: (get(m, "accuracy", "multi_checkpoint"),
                         get(m, "accuracy", "final_only")),
              lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
+    Headline("self_distillation", "verified traces per student (same budget)",
+             lambda m: get(m, "traces", "budget"), str),
+    Headline("self_distillation", "consolidated model's accuracy per task kind",
+             lambda m: get(m, "specialists", "accuracy", "consolidated"),
+             lambda v: ", ".join(f"{k} {num(x):.1%}" for k, x in v.items())),
 ]
 
 
@@ -635,13 +675,12 @@ HEADLINES: list[Headline] = [
 # Evaluation.
 
 def card_stages() -> list[str]:
-    """Every stage the card reads (registered and planned), in notebook order, less itself."""
-    names = [s for s in STAGES if s != STAGE] + [s for s in PLANNED if s not in STAGES]
-    return sorted(names, key=notebook_of)
+    """Every stage the card reads, in notebook order, less itself."""
+    return sorted((s for s in STAGES if s != STAGE), key=notebook_of)
 
 
 def notebook_of(stage: str) -> str:
-    return STAGES[stage].notebook if stage in STAGES else PLANNED[stage]
+    return STAGES[stage].notebook
 
 
 def read_metrics(run: Run, stage: str) -> dict[str, Any] | None:
@@ -706,8 +745,7 @@ def make_card(run: Run) -> Card:
     stages = []
     for s in names:
         manifest = run.read_manifest(s)
-        status = NOT_RUN if manifest is None else (
-            run.status(s) if s in STAGES else "complete")
+        status = NOT_RUN if manifest is None else run.status(s)
         stages.append({"notebook": notebook_of(s), "stage": s, "status": status,
                        "wall_time_s": None if manifest is None else manifest.get("wall_time_s"),
                        "finished_at": None if manifest is None else manifest.get("finished_at"),

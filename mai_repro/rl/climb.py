@@ -38,6 +38,7 @@ import torch
 from mai_repro import plots
 from mai_repro.artifacts import Run, require
 from mai_repro.config import GRPOStageConfig, resolve_device
+from mai_repro.eval.metrics import sample_accuracy
 from mai_repro.model.transformer import Transformer, with_config
 from mai_repro.rl import rewards, tasks
 from mai_repro.rl.grpo import EntropyController, GRPOConfig, group_advantages, grpo_loss
@@ -242,19 +243,14 @@ def score(groups: list[Group], cap: int, w: rewards.RewardWeights
     return torch.tensor(R), {k: v / n for k, v in parts.items()} | {"total": sum(R) / n}
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, tok, held: list[tasks.Task], c: GRPOStageConfig,
              cap: int, seed: int, stops: set[int]) -> dict[str, float]:
     """Held-out accuracy: ``eval_samples`` samples per problem at the climb's temperature and
-    top-p, with a fixed generator (every evaluation sees the same random numbers)."""
-    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed + 99)
-    groups = sample_groups(model, tok, held, c.eval_samples, cap, temperature=c.temperature,
-                           top_p=c.top_p, generator=g, stops=stops, keep_extras=False)
-    outcomes = [ok for gr in groups for ok in gr.correct]
-    lengths = [len(x) for gr in groups for x in gr.completions]
-    return {"accuracy": float(np.mean(outcomes)),
-            "solved_any": float(np.mean([any(gr.correct) for gr in groups])),
-            "length": float(np.mean(lengths))}
+    top-p, with a fixed generator (every evaluation sees the same random numbers); the
+    evaluation module's protocol (:func:`mai_repro.eval.metrics.sample_accuracy`)."""
+    r = sample_accuracy(model, tok, held, samples=c.eval_samples, max_new_tokens=cap,
+                        temperature=c.temperature, top_p=c.top_p, seed=seed, stops=stops)
+    return {"accuracy": r.accuracy, "solved_any": r.solved_any, "length": r.length}
 
 
 @torch.no_grad()
@@ -304,10 +300,12 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
           c: GRPOStageConfig, *, steps: int, seed: int, s: Stabilisers = Stabilisers(),
           eval_every: int | None = None, name: str = "main",
           progress: Callable[[int], None] | None = None, keep_model: bool = False,
-          schedule_steps: int | None = None) -> ClimbResult:
+          schedule_steps: int | None = None, checkpoint_every: int = 0,
+          on_checkpoint: Callable[[int, Transformer], None] | None = None) -> ClimbResult:
     """Run ``steps`` optimizer steps of GRPO from ``start``; evaluate every ``eval_every``.
     The length curriculum spreads its stages over ``schedule_steps`` (default ``steps``), so a
-    shorter ablation follows the main run's schedule."""
+    shorter ablation follows the main run's schedule. Every ``checkpoint_every`` steps (before
+    the last) ``on_checkpoint(step, policy)`` is called: self-distillation samples from those."""
     t0 = time.time()
     torch.manual_seed(seed)
     policy = learner_model(start, c.balance_coef)
@@ -363,6 +361,9 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
                 **dataclasses.asdict(st), "time_s": time.time() - t0})
             if progress is not None:
                 progress(1)
+            if on_checkpoint and checkpoint_every and step % checkpoint_every == 0 \
+                    and step < steps:
+                on_checkpoint(step, policy)
             if eval_every and (step % eval_every == 0 or step == steps):
                 result.evals.append({"step": step, **evaluate(policy, tok, held, c, final_cap,
                                                               seed, stops)})
@@ -479,9 +480,18 @@ def build(run: Run) -> GRPOResult:
         pool, held = task_sets(c, cfg.seed)
         total = c.steps + c.ablation_steps * len(c.ablations)
         bar = tqdm(total=total, desc="GRPO steps", leave=False)
+        saved: list[dict[str, Any]] = []
+
+        def keep(step: int, policy: Transformer) -> None:
+            name = f"checkpoints/step_{step:06d}.pt"
+            save_model_file(policy.cfg, policy.state_dict(), st.path(name))
+            saved.append({"step": step, "file": name})
+
         main = climb(start, tok, pool, held, c, steps=c.steps, seed=cfg.seed,
-                     eval_every=c.eval_every, progress=bar.update, keep_model=True)
+                     eval_every=c.eval_every, progress=bar.update, keep_model=True,
+                     checkpoint_every=c.checkpoint_every, on_checkpoint=keep)
         save_model_file(main.model.cfg, main.model.state_dict(), st.path("model.pt"))
+        saved.append({"step": len(main.history), "file": "model.pt"})
         samples = _samples(main.model, tok, held[:6], c, cfg.seed)
         mass = {"start": number_mass(start, tok, held), "final": number_mass(main.model, tok,
                                                                              held)}
@@ -514,6 +524,8 @@ def build(run: Run) -> GRPOResult:
             "empty_batches": main.empty_batches, "dropped_stale": main.dropped_stale,
             "rollouts": main.rollouts,
             "evals": main.evals, "verdicts": verdicts,
+            # the policy along the climb (the last is model.pt): self-distillation's sources
+            "checkpoints": saved,
         })
         st.path("history.json").write_text(
             json.dumps({"main": main.history,
