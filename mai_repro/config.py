@@ -253,6 +253,11 @@ class GRPOStageConfig:
                                        "(last third of the steps minus the first third) the "
                                        "notebook asserts")
 
+    @property
+    def final_cap(self) -> int:
+        """The length cap of the last curriculum stage (held-out evaluation samples with it)."""
+        return self.max_new_tokens * 2 ** (self.curriculum_stages - 1)
+
     def check(self) -> list[tuple[str, str]]:
         if self.group_early > self.group:
             return [("group_early", f"must be <= group={self.group}, got {self.group_early}")]

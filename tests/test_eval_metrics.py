@@ -243,3 +243,39 @@ def test_evaluate_checkpoints_one_row(tok, tmp_path):
     assert row["nll.math"] == pytest.approx(
         M.family_nll(model, heldout, tok)["math"]["nll"], rel=1e-5)
     assert 0 < row["nll"] and 0 < row["bpb"]
+    long = np.stack([stream[i * 32:i * 32 + 33] for i in range(2)])
+    rows = M.evaluate_checkpoints({"base": path}, tok, heldout=heldout, problems=PROBLEMS[:3],
+                                  samples=2, max_new_tokens=3, progress=False,
+                                  long_windows=long, cut=16)
+    assert rows[0]["context_gain"] == pytest.approx(
+        M.context_gain(model, long, 16)["gain"], rel=1e-5)
+
+
+class CountsPositions(nn.Module):
+    """Predicts token (position in its input + 1) mod V with logit 10: right on every target of
+    a window 0, 1, 2, ... read whole, wrong after a cut that restarts the positions."""
+
+    def __init__(self, vocab=7):
+        super().__init__()
+        self.vocab = vocab
+        self.p = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        pos = torch.arange(x.shape[1])
+        logits = torch.zeros(*x.shape, self.vocab) + self.p
+        logits[:, pos, (pos + 1) % self.vocab] = 10.0
+        return logits, None
+
+
+def test_context_gain_by_hand():
+    V, L, cut = 7, 8, 4
+    windows = np.stack([np.arange(L + 1) % V] * 2)
+    out = M.context_gain(CountsPositions(V), windows, cut)
+    right = math.log(1 + (V - 1) * math.exp(-10))  # -log softmax of the logit-10 token
+    wrong = math.log(math.exp(10) + V - 1)  # -log softmax of a logit-0 token
+    # positions 4..7 read whole are right; cut at 4 they predict 1, 2, 3, 4 for 5, 6, 0, 1
+    assert out["loss_whole"] == pytest.approx(right, abs=1e-6)  # float32 near 0
+    assert out["loss_cut"] == pytest.approx(wrong, rel=1e-5)
+    assert out["gain"] == pytest.approx(wrong - right, rel=1e-5) and out["gain"] > 9
+    with pytest.raises(ValueError, match="divide"):
+        M.context_gain(CountsPositions(V), windows, 3)

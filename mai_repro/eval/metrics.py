@@ -11,6 +11,7 @@ in eval mode (as the RL climb's own evaluation does). ``docs/evaluation.md`` giv
   :func:`mai_repro.rl.climb.evaluate`, so both give the same accuracy;
 - :func:`answer_entropy`: entropy of the first answer token after the RL prompt;
 - :func:`family_nll`: held-out next-token NLL (nats/token) and bits per byte, per family;
+- :func:`context_gain`: what the context beyond a cut (the pre-training length) is worth;
 - :func:`checkpoints` and :func:`evaluate_checkpoints`: the model files of a run's stages
   (pre-training, mid-training, GRPO) and one row of all the above per model.
 """
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mai_repro.eval.longctx import loss_by_position
 from mai_repro.rl import tasks
 from mai_repro.rl.rollout import sample_groups, stop_ids
 from mai_repro.train.checkpoint import load_model_file
@@ -239,6 +241,25 @@ def family_nll(model: torch.nn.Module, heldout: Mapping[str, np.ndarray], tok, *
     return out
 
 
+# -- long context -----------------------------------------------------------------------------
+
+def context_gain(model: torch.nn.Module, windows: np.ndarray, cut: int, *,
+                 device: str | torch.device | None = None) -> dict[str, float]:
+    """What the context beyond ``cut`` tokens is worth (notebook 08's measure): the mean loss
+    at positions >= ``cut`` of (N, length + 1) windows scored whole, and scored in independent
+    pieces of ``cut`` tokens (the longer context cut away); ``gain`` = cut - whole, in nats
+    per token (> 0: the model uses the long context)."""
+    length = windows.shape[1] - 1
+    if not 0 < cut < length or length % cut:
+        raise ValueError(f"context_gain: cut {cut} must be below and divide the window length "
+                         f"{length}")
+    device = str(device) if device is not None else str(_device(model))
+    with _eval_mode(model):
+        whole = loss_by_position(model, windows, device)[cut:].mean()
+        short = loss_by_position(model, windows, device, context=cut)[cut:].mean()
+    return {"loss_whole": float(whole), "loss_cut": float(short), "gain": float(short - whole)}
+
+
 # -- a run's checkpoints ----------------------------------------------------------------------
 
 def checkpoints(run_dir: Path | str, extra: Mapping[str, Path | str] | None = None
@@ -265,6 +286,7 @@ def evaluate_checkpoints(paths: Mapping[str, Path | str], tok, *,
                          heldout: Mapping[str, np.ndarray], problems: Sequence[tasks.Task],
                          samples: int = 4, max_new_tokens: int, seed: int = 0,
                          max_windows: int = 8, device: str = "cpu",
+                         long_windows: np.ndarray | None = None, cut: int = 0,
                          progress: bool = True) -> list[dict[str, Any]]:
     """One row per model file (label -> path, e.g. from :func:`checkpoints`):
 
@@ -274,7 +296,9 @@ def evaluate_checkpoints(paths: Mapping[str, Path | str], tok, *,
     - ``accuracy``, ``solved_any``, ``length``, ``distinct``, ``pass@k`` for k = 1, 2, 4, 8,
       16 and ``samples``, those at most ``samples`` (:func:`sample_accuracy` at temperature
       1, top-p 0.97, ``samples`` per problem);
-    - ``entropy``: :func:`answer_entropy` at temperature 1.
+    - ``entropy``: :func:`answer_entropy` at temperature 1;
+    - with ``long_windows`` (N, length + 1) and ``cut``: ``context_gain``, the nats per token
+      the context beyond ``cut`` tokens is worth (:func:`context_gain`).
 
     Every model sees the same held-out windows, problems and random numbers. Each model is
     loaded with :func:`mai_repro.train.checkpoint.load_model_file` and dropped after its row.
@@ -300,6 +324,8 @@ def evaluate_checkpoints(paths: Mapping[str, Path | str], tok, *,
                    distinct=ev.distinct)
         row.update({f"pass@{k}": v for k, v in ev.pass_at.items()})
         row["entropy"] = answer_entropy(model, tok, problems)
+        if long_windows is not None:
+            row["context_gain"] = context_gain(model, long_windows, cut)["gain"]
         rows.append(row)
         del model
     return rows

@@ -316,7 +316,7 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
     stream = ProblemStream(pool, seed)
     gen = torch.Generator(device=next(policy.parameters()).device).manual_seed(seed)
     stops = stop_ids(tok)
-    final_cap = c.max_new_tokens * 2 ** (c.curriculum_stages - 1)
+    final_cap = c.final_cap
     result = ClimbResult(name)
     if eval_every:
         result.evals.append({"step": 0, **evaluate(policy, tok, held, c, final_cap, seed,
@@ -538,7 +538,7 @@ def build(run: Run) -> GRPOResult:
 def _samples(model: torch.nn.Module, tok, problems: list[tasks.Task], c: GRPOStageConfig,
              seed: int) -> list[dict[str, Any]]:
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed + 7)
-    cap = c.max_new_tokens * 2 ** (c.curriculum_stages - 1)
+    cap = c.final_cap
     groups = sample_groups(model, tok, problems, 2, cap, temperature=c.temperature,
                            top_p=c.top_p, generator=g, keep_extras=False)
     return [{"prompt": tasks.rl_prompt(gr.task), "answer": gr.task.answer,

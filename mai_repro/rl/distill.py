@@ -214,7 +214,7 @@ def evaluate(model: torch.nn.Module, tok, held: Sequence[tasks.Task], c: GRPOSta
     """The report's protocol (``eval_samples`` samples per problem at the climb's temperature
     and top-p; stage 09's seeds and length cap), pass@k, the first answer token's entropy and
     the diversity of the samples."""
-    cap = c.max_new_tokens * 2 ** (c.curriculum_stages - 1)
+    cap = c.final_cap
     r = ev.sample_accuracy(model, tok, list(held), samples=c.eval_samples, max_new_tokens=cap,
                            temperature=c.temperature, top_p=c.top_p, seed=seed,
                            stops=stop_ids(tok))
@@ -252,7 +252,7 @@ def build(run: Run) -> DistillResult:
     pre = require(run, PRE_RL)
     tok = load_tokenizer(require(run, "tokenizer").path("tokenizer.json"))
     seed = cfg.seed
-    cap = c.max_new_tokens * 2 ** (c.curriculum_stages - 1)
+    cap = c.final_cap
     kept = up.manifest["metrics"].get("checkpoints") or [{"step": up.manifest["metrics"]
                                                           ["steps"], "file": "model.pt"}]
     chosen = spread(kept, d.checkpoints)
@@ -348,7 +348,7 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
                 progress: Callable[[int], None] | None = None, st=None) -> dict[str, Any]:
     """One specialist per task kind, their consolidation by weighted trace distillation, and
     joint RL on every kind (the specialists' steps summed); each evaluated on every kind."""
-    cap = c.max_new_tokens * 2 ** (c.curriculum_stages - 1)
+    cap = c.final_cap
     kinds = list(d.specialists)
     cf = {k: dataclasses.replace(c, kinds=[k]) for k in kinds}
     sets = {k: task_sets(cf[k], seed) for k in kinds}  # (pool, held) per kind
@@ -394,47 +394,54 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
 
 # -- figures ----------------------------------------------------------------------------------
 
+def _se(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy over ``n`` problems (the card's unit)."""
+    return float(np.sqrt(max(p * (1 - p), 0.0) / max(1, n)))
+
+
 def _self_distillation_figure(reference, students, after, losses, sets, st) -> Any:
-    fig, axes = plots.new(1, 3, width=4.2, height=3.4)
-    ax = axes[0]
+    fig, axes = plots.new(2, 2, width=5.0, height=3.2)
+    ax = axes[0, 0]
     for (name, ls), colour in zip(losses.items(), plots.PALETTE, strict=False):
         ax.plot(ls, lw=1, color=colour, label=name.replace("_", " "))
     ax.set(title="student SFT loss (completion tokens)", xlabel="SFT step", ylabel="nats")
     ax.legend(fontsize=8)
-    ax = axes[1]
-    names = list(sets)
-    x = np.arange(len(names))
-    ax.bar(x - 0.2, [students[n]["accuracy"] for n in names], 0.4, color=plots.PALETTE[1],
-           label="after SFT")
-    ax.bar(x + 0.2, [after[n]["accuracy"] for n in names], 0.4, color=plots.OURS,
-           label="after the short climb")
-    for key, ls in (("pre_rl", "--"), ("rl_final", ":")):
-        ax.axhline(reference[key]["accuracy"], color="0.3", ls=ls, lw=1,
-                   label=f"{key.replace('_', ' ')} model")
-    ax.set_xticks(x, [n.replace("_", " ") for n in names])
-    ax.set(title="held-out accuracy (same budget)", ylabel="accuracy")
-    ax.legend(fontsize=7)
-    ax = axes[2]
-    for key, marker in (("entropy", "o"), ("distinct", "s")):
-        ax.plot(names, [students[n][key] for n in names], marker=marker, lw=1,
-                label=f"student {key}")
-    ax.set(title="student entropy (nats) and sample diversity")
-    ax.legend(fontsize=7)
+    short = {"multi_checkpoint": "multi", "final_only": "final"}
+    models = {"pre-RL": reference["pre_rl"], "RL final": reference["rl_final"]}
+    for name in sets:
+        models[f"{short.get(name, name)}\nSFT"] = students[name]
+        models[f"{short.get(name, name)}\n+climb"] = after[name]
+    labels = list(models)
+    x = np.arange(len(labels))
+    colours = ["0.6", "0.3"] + [plots.PALETTE[1], plots.OURS] * len(sets)
+    for ax, key, title in ((axes[0, 1], "accuracy", "held-out accuracy (+- 1 se)"),
+                           (axes[1, 0], "entropy", "first answer token's entropy (nats)"),
+                           (axes[1, 1], "distinct", "distinct samples per problem (share)")):
+        vals = [models[m][key] for m in labels]
+        err = [_se(v, models[m]["n_problems"]) for v, m in zip(vals, labels, strict=True)] \
+            if key == "accuracy" else None
+        ax.bar(x, vals, 0.7, yerr=err, color=colours, capsize=3)
+        ax.set_xticks(x, labels, fontsize=8)
+        top = max(v + (e if err else 0.0) for v, e in zip(vals, err or vals, strict=True))
+        ax.set(title=title, ylim=(0, max(0.05, top * 1.15)))
     return plots.save(fig, st.path("figures", "self_distillation"))
 
 
 def _specialist_figure(spec, st) -> Any:
     acc = spec["metrics"]["accuracy"]
     kinds = spec["metrics"]["kinds"]
+    n = spec["metrics"]["n_eval"]
     names = list(acc)
     fig, ax = plots.new(width=6.4, height=3.4)
     width = 0.8 / len(kinds)
     x = np.arange(len(names))
     for i, (k, colour) in enumerate(zip(kinds, plots.PALETTE, strict=False)):
-        ax.bar(x + (i - (len(kinds) - 1) / 2) * width, [acc[n][k] for n in names], width,
-               color=colour, label=f"held-out {k}")
-    ax.set_xticks(x, names, fontsize=8)
-    ax.set(title="specialists, their consolidation and joint RL", ylabel="accuracy")
+        vals = [acc[m][k] for m in names]
+        ax.bar(x + (i - (len(kinds) - 1) / 2) * width, vals, width, color=colour,
+               yerr=[_se(v, n) for v in vals], capsize=3, label=f"held-out {k}")
+    ax.set_xticks(x, [m.replace("pre_rl", "pre-RL") for m in names], fontsize=8)
+    ax.set(title="specialists, their consolidation and joint RL (+- 1 se)", ylabel="accuracy",
+           ylim=(0, max(0.05, max(acc[m][k] for m in names for k in kinds) * 1.4)))
     ax.legend(fontsize=8)
     return plots.save(fig, st.path("figures", "specialists"))
 
