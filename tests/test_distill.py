@@ -84,12 +84,33 @@ def tok():
     return tk.train(texts, vocab_size=300)
 
 
-def test_sft_lowers_the_loss_on_its_traces_and_returns_dropout_off(tok):
+def tiny_model(tok):
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(
+    return Transformer(ModelConfig(
         vocab_size=tok.vocab_size, n_layers=2, d_model=32, n_heads=2, n_kv_heads=1,
         attn_period=2, window=16, max_seq_len=64, d_ff=64, n_experts=4, top_k=2, d_expert=32,
         d_latent=16, ffn_layout="all_moe"))
+
+
+def test_collect_traces_keeps_exactly_the_verified_completions(tok, monkeypatch):
+    # a stand-in grader that depends on the sampled text: some samples right, some wrong
+    monkeypatch.setattr(tasks, "grade", lambda text, task: sum(text.encode()) % 2 == 0)
+    problems = tasks.generate(6, kinds=("arithmetic",), difficulty=0)
+    model = tiny_model(tok)
+    traces, drawn = distill.collect_traces(model, tok, problems, 4, 3, temperature=1.0,
+                                           top_p=0.97, seed=0, source="step 7")
+    assert drawn == 24 and 0 < len(traces) < 24
+    for t in traces:
+        assert t.source == "step 7" and t.completion
+        assert tasks.grade(tok.decode(list(t.completion)), t.task)
+        assert t.prompt == tuple(tok.encode(tasks.rl_prompt(t.task)))
+    again, _ = distill.collect_traces(model, tok, problems, 4, 3, temperature=1.0,
+                                      top_p=0.97, seed=0, source="step 7")
+    assert again == traces  # the same seed, the same traces
+
+
+def test_sft_lowers_the_loss_on_its_traces_and_returns_dropout_off(tok):
+    model = tiny_model(tok)
     problems = tasks.generate(8, kinds=("arithmetic",), difficulty=0)
     traces = [Trace(t, tuple(tok.encode(tasks.rl_prompt(t))),
                     tuple(tok.encode(f" {t.answer}\n")), "a") for t in problems]

@@ -172,8 +172,17 @@ def test_climb_runs_and_records_every_metric(tok):
     assert [r["cap"] for r in res.history] == [3, 3, 6, 6]  # the cap doubles
     assert [r["w_len"] for r in res.history] == [0.25, 0.25, 0.0, 0.0]  # w_len dropped last
     # the same seed gives the same run
-    again = climb.climb(model, tok, pool, held, cfg.grpo, steps=2, seed=0, schedule_steps=4)
+    kept = []
+
+    def keep(step, policy):
+        kept.append((step, {k: v.clone() for k, v in policy.state_dict().items()}))
+
+    again = climb.climb(model, tok, pool, held, cfg.grpo, steps=2, seed=0, schedule_steps=4,
+                        checkpoint_every=1, on_checkpoint=keep)
     assert again.history[0]["reward"] == res.history[0]["reward"]
+    # a checkpoint every step but the last (the caller saves the final policy itself)
+    assert [s for s, _ in kept] == [1]
+    assert any(not torch.equal(v, model.state_dict()[k]) for k, v in kept[0][1].items())
     assert [r["cap"] for r in again.history] == [3, 3]  # the main run's schedule
     # bfloat16 rollouts against the float32 learner: a real train/inference mismatch
     bf16 = dataclasses.replace(cfg.grpo, rollout_dtype="bfloat16")
