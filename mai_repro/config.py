@@ -292,6 +292,8 @@ class DistillConfig:
     balance_coef: float = spec(1e-2, min=0.0, help="MoE load-balancing weight during the SFT "
                                                     "(report: 1e-2)")
     rl_steps: int = spec(40, min=0, help="GRPO steps of the short climb from each student")
+    rl_lr: float = spec(0.0, min=0.0, max=1.0, help="learning rate of the students' climbs, "
+                                                    "the specialists and joint RL (0 = grpo.lr)")
     specialists: list[Literal["arithmetic", "expression", "linear"]] = spec(
         factory=lambda: ["arithmetic", "linear"], help="one RL specialist per task kind")
     specialist_steps: int = spec(60, min=1, help="GRPO steps of each specialist; joint RL gets "

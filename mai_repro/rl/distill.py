@@ -287,6 +287,7 @@ def build(run: Run) -> DistillResult:
 
         # 2. SFT the pre-RL model on each set, then a short climb from each student
         t = time.time()
+        cr = rl_config(c, d)
         reference = {"pre_rl": evaluate(start, tok, held, c, seed),
                      "rl_final": evaluate(load_model_file(up.path("model.pt"), device), tok,
                                           held, c, seed)}
@@ -297,9 +298,8 @@ def build(run: Run) -> DistillResult:
             save_model_file(model.cfg, model.state_dict(), st.path("students", f"{name}.pt"))
             students[name] = evaluate(model, tok, held, c, seed)
             if d.rl_steps:
-                res = climb(model, tok, pool, held, c, steps=d.rl_steps, seed=seed,
-                            eval_every=d.rl_steps, name=name, progress=bar.update,
-                            keep_model=True)
+                res = climb(model, tok, pool, held, cr, steps=d.rl_steps, seed=seed,
+                            name=name, progress=bar.update, keep_model=True)
                 after[name] = evaluate(res.model, tok, held, c, seed)
                 res.model = None
                 climbs[name] = res
@@ -327,13 +327,19 @@ def build(run: Run) -> DistillResult:
                "rl_final": reference["rl_final"]["accuracy"]},
             "reference": reference, "students": students, "after_climb": after,
             "rl_steps": d.rl_steps, "sft_steps": d.sft_steps,
-            "sft_loss": {k: [v[0], v[-1]] for k, v in losses.items()},
+            "sft_loss": {k: [v[0], v[-1]] if v else [] for k, v in losses.items()},
             "specialists": spec["metrics"],
             "timings_s": timings, "wall_s": time.time() - t0,
         })
         metrics = dict(st.metrics)
     return DistillResult(metrics, {"self_distillation": sd_fig, "specialists": sp_fig}, losses,
                          climbs | spec["climbs"])
+
+
+def rl_config(c: GRPOStageConfig, d: DistillConfig) -> GRPOStageConfig:
+    """Stage 09's climb settings with this stage's learning rate (``distill.rl_lr``, when set):
+    the short climbs here have a fraction of the main climb's steps."""
+    return dataclasses.replace(c, lr=d.rl_lr) if d.rl_lr else c
 
 
 def spread(items: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]]:
@@ -350,7 +356,7 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
     joint RL on every kind (the specialists' steps summed); each evaluated on every kind."""
     cap = c.final_cap
     kinds = list(d.specialists)
-    cf = {k: dataclasses.replace(c, kinds=[k]) for k in kinds}
+    cf = {k: dataclasses.replace(rl_config(c, d), kinds=[k]) for k in kinds}
     sets = {k: task_sets(cf[k], seed) for k in kinds}  # (pool, held) per kind
     held = {k: sets[k][1] for k in kinds}
     models: dict[str, torch.nn.Module] = {"pre_rl": start}
@@ -373,7 +379,7 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
                                     progress=progress)
     joint_pool = [t for k in kinds for t in sets[k][0]]
     random.Random(seed).shuffle(joint_pool)
-    cj = dataclasses.replace(c, kinds=kinds)
+    cj = dataclasses.replace(rl_config(c, d), kinds=kinds)
     res = climb(start, tok, joint_pool, [], cj, steps=d.specialist_steps * len(kinds),
                 seed=seed, name="joint RL", progress=progress, keep_model=True)
     models["joint RL"], res.model = res.model.eval(), None
