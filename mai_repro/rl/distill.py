@@ -236,8 +236,6 @@ def trace_stats(traces: Sequence[Trace]) -> dict[str, Any]:
 class DistillResult:
     metrics: dict[str, Any]
     figures: dict[str, Any]
-    sft_losses: dict[str, list[float]]
-    climbs: dict[str, Any]  # name -> ClimbResult
 
 
 def build(run: Run) -> DistillResult:
@@ -291,7 +289,7 @@ def build(run: Run) -> DistillResult:
         reference = {"pre_rl": evaluate(start, tok, held, c, seed),
                      "rl_final": evaluate(load_model_file(up.path("model.pt"), device), tok,
                                           held, c, seed)}
-        students, losses, after, climbs = {}, {}, {}, {}
+        students, losses, after = {}, {}, {}
         for name, traces in sets.items():
             model, losses[name] = sft(start, traces, d, seed=seed, pad_id=tok.pad_id,
                                       progress=bar.update)
@@ -301,8 +299,6 @@ def build(run: Run) -> DistillResult:
                 res = climb(model, tok, pool, held, cr, steps=d.rl_steps, seed=seed,
                             name=name, progress=bar.update, keep_model=True)
                 after[name] = evaluate(res.model, tok, held, c, seed)
-                res.model = None
-                climbs[name] = res
             else:
                 after[name] = students[name]
         timings["self_distillation"] = time.time() - t
@@ -328,12 +324,11 @@ def build(run: Run) -> DistillResult:
             "reference": reference, "students": students, "after_climb": after,
             "rl_steps": d.rl_steps, "sft_steps": d.sft_steps,
             "sft_loss": {k: [v[0], v[-1]] if v else [] for k, v in losses.items()},
-            "specialists": spec["metrics"],
+            "specialists": spec,
             "timings_s": timings, "wall_s": time.time() - t0,
         })
         metrics = dict(st.metrics)
-    return DistillResult(metrics, {"self_distillation": sd_fig, "specialists": sp_fig}, losses,
-                         climbs | spec["climbs"])
+    return DistillResult(metrics, {"self_distillation": sd_fig, "specialists": sp_fig})
 
 
 def rl_config(c: GRPOStageConfig, d: DistillConfig) -> GRPOStageConfig:
@@ -353,19 +348,19 @@ def spread(items: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]
 def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *, seed: int,
                 progress: Callable[[int], None] | None = None, st=None) -> dict[str, Any]:
     """One specialist per task kind, their consolidation by weighted trace distillation, and
-    joint RL on every kind (the specialists' steps summed); each evaluated on every kind."""
+    joint RL on every kind (the specialists' steps summed); each evaluated on every kind. Returns
+    the manifest's ``specialists`` metrics."""
     cap = c.final_cap
     kinds = list(d.specialists)
     cf = {k: dataclasses.replace(rl_config(c, d), kinds=[k]) for k in kinds}
     sets = {k: task_sets(cf[k], seed) for k in kinds}  # (pool, held) per kind
     held = {k: sets[k][1] for k in kinds}
     models: dict[str, torch.nn.Module] = {"pre_rl": start}
-    climbs, traces = {}, []
+    traces = []
     for k in kinds:
         res = climb(start, tok, sets[k][0], held[k], cf[k], steps=d.specialist_steps,
                     seed=seed, name=f"specialist {k}", progress=progress, keep_model=True)
-        models[f"specialist {k}"], res.model = res.model.eval(), None
-        climbs[f"specialist {k}"] = res
+        models[f"specialist {k}"] = res.model.eval()
         got, _ = collect_traces(models[f"specialist {k}"], tok, sets[k][0], d.trace_samples,
                                 cap, temperature=c.temperature, top_p=c.top_p, seed=seed + 13,
                                 source=k)
@@ -382,20 +377,19 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
     cj = dataclasses.replace(rl_config(c, d), kinds=kinds)
     res = climb(start, tok, joint_pool, [], cj, steps=d.specialist_steps * len(kinds),
                 seed=seed, name="joint RL", progress=progress, keep_model=True)
-    models["joint RL"], res.model = res.model.eval(), None
-    climbs["joint RL"] = res
+    models["joint RL"] = res.model.eval()
     if st is not None:
         save_model_file(models["consolidated"].cfg, models["consolidated"].state_dict(),
                         st.path("students", "consolidated.pt"))
     acc = {name: {k: evaluate(m, tok, held[k], cf[k], seed)["accuracy"] for k in kinds}
            for name, m in models.items()}
-    return {"climbs": climbs, "metrics": {
+    return {
         "kinds": kinds, "steps": d.specialist_steps, "joint_steps": d.specialist_steps
         * len(kinds), "sample_weights": sample_w,
         "sample_weights_used": used_w, "token_weights": d.token_weights or None,
         "verified": {k: len(t) for k, t in zip(kinds, traces, strict=True)},
         "mix": trace_stats(mix), "token_share": token_share(mix, tw),
-        "n_eval": len(held[kinds[0]]), "accuracy": acc}}
+        "n_eval": len(held[kinds[0]]), "accuracy": acc}
 
 
 # -- figures ----------------------------------------------------------------------------------
@@ -434,9 +428,7 @@ def _self_distillation_figure(reference, students, after, losses, sets, st) -> A
 
 
 def _specialist_figure(spec, st) -> Any:
-    acc = spec["metrics"]["accuracy"]
-    kinds = spec["metrics"]["kinds"]
-    n = spec["metrics"]["n_eval"]
+    acc, kinds, n = spec["accuracy"], spec["kinds"], spec["n_eval"]
     names = list(acc)
     fig, ax = plots.new(width=6.4, height=3.4)
     width = 0.8 / len(kinds)
