@@ -19,56 +19,62 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from mai_repro.config import Config, config_hash
+from mai_repro.files import (  # noqa: F401 (re-exported)
+    atomic_write,
+    atomic_write_json,
+    file_hash,
+    project_root,
+)
 
 
 @dataclass(frozen=True)
 class Stage:
     """A registered stage: its notebook, the function that builds it, what its result depends on."""
 
-    name: str
+    name: str  # also its module, mai_repro/stages/<name>.py, and its notebook NN_<name>.ipynb
     notebook: str  # file name under notebooks/
-    builder: str  # "module:function", called as function(run)
     sections: tuple[str, ...]  # config sections whose values shape the result
     upstream: tuple[str, ...] = ()
+
+    @property
+    def module(self) -> str:
+        return f"mai_repro.stages.{self.name}"
+
+    @property
+    def builder(self) -> str:
+        """``module:function``, called as ``function(run)``."""
+        return f"{self.module}:build"
 
 
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
-        Stage("overview", "00_overview.ipynb", "mai_repro.overview:build", ("overview",)),
-        Stage("curation", "01_data_curation.ipynb", "mai_repro.data.curation:build",
-              ("curation",)),
-        Stage("wikipedia", "02_wikipedia_markup.ipynb", "mai_repro.data.wiki:build", ("wiki",)),
-        Stage("tokenizer", "03_tokenizer_and_mixture.ipynb", "mai_repro.data.shards:build",
+        Stage("overview", "00_overview.ipynb", ("overview",)),
+        Stage("curation", "01_curation.ipynb", ("curation",)),
+        Stage("wikipedia", "02_wikipedia.ipynb", ("wiki",)),
+        Stage("tokenizer", "03_tokenizer.ipynb",
               ("tokenizer", "mixture", "model.vocab_size", "pretrain.seq_len", "pretrain.steps",
                "pretrain.batch_size"), upstream=("curation",)),
-        Stage("architecture", "04_moe_architecture.ipynb", "mai_repro.model.probe:build",
-              ("model", "probe")),
-        Stage("ladder", "05_scaling_ladder.ipynb", "mai_repro.train.ladder:build",
-              ("model", "ladder"), upstream=("tokenizer",)),
-        Stage("mixtures", "06_data_mixtures.ipynb", "mai_repro.train.mixsearch:build",
-              ("model", "mixsearch"), upstream=("tokenizer",)),
-        Stage("pretraining", "07_pretraining.ipynb", "mai_repro.train.pretrain:build",
-              ("model", "pretrain"), upstream=("tokenizer",)),
-        Stage("midtraining", "08_midtraining.ipynb", "mai_repro.train.midtrain:build",
-              ("midtrain",), upstream=("pretraining",)),
-        Stage("grpo", "09_grpo.ipynb", "mai_repro.rl.climb:build", ("model", "grpo"),
-              upstream=("midtraining",)),
-        Stage("self_distillation", "10_self_distillation.ipynb", "mai_repro.rl.distill:build",
-              ("distill",), upstream=("grpo",)),
-        Stage("collapse", "11_model_collapse.ipynb", "mai_repro.train.collapse:build",
-              ("model", "collapse"), upstream=("tokenizer",)),
+        Stage("architecture", "04_architecture.ipynb", ("model", "probe")),
+        Stage("ladder", "05_ladder.ipynb", ("model", "ladder"), upstream=("tokenizer",)),
+        Stage("mixtures", "06_mixtures.ipynb", ("model", "mixsearch"), upstream=("tokenizer",)),
+        Stage("pretraining", "07_pretraining.ipynb", ("model", "pretrain"),
+              upstream=("tokenizer",)),
+        Stage("midtraining", "08_midtraining.ipynb", ("midtrain",), upstream=("pretraining",)),
+        Stage("grpo", "09_grpo.ipynb", ("model", "grpo"), upstream=("midtraining",)),
+        Stage("self_distillation", "10_self_distillation.ipynb", ("distill",),
+              upstream=("grpo",)),
+        Stage("collapse", "11_collapse.ipynb", ("model", "collapse"), upstream=("tokenizer",)),
         # reads every stage's manifest that exists and rebuilds none of them (no upstream)
-        Stage("report", "12_report.ipynb", "mai_repro.eval.report:build", (), upstream=()),
+        Stage("report", "12_report.ipynb", (), upstream=()),
     ]
 }
 
@@ -77,13 +83,6 @@ class StageError(RuntimeError):
     """A required stage is missing or stale and may not be rebuilt at this preset."""
 
 
-def project_root() -> Path:
-    """The checkout this package runs from (where pyproject.toml is), else the working dir."""
-    for base in (Path.cwd(), Path(__file__).resolve().parent):
-        for d in (base, *base.parents):
-            if (d / "pyproject.toml").is_file() and (d / "mai_repro").is_dir():
-                return d
-    return Path.cwd()
 
 
 def stage_hash(cfg: Config, name: str) -> str:
@@ -95,50 +94,10 @@ def stage_hash(cfg: Config, name: str) -> str:
     ).hexdigest()[:16]
 
 
-def atomic_write(path: Path, write: Callable[[IO], Any], binary: bool = False) -> None:
-    """Write a file so that readers see the old one or the new one, never a torn one:
-    ``write(f)`` fills a temp file beside ``path``, which is fsynced and renamed over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    def write(f: IO) -> None:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-    atomic_write(path, write)
 
 
-def file_hash(path: Path) -> str:
-    """sha256 of a file, or of a directory's relative paths and file hashes."""
-    path = Path(path)
-    h = hashlib.sha256()
-    if path.is_dir():
-        for p in sorted(q for q in path.rglob("*") if q.is_file()):
-            h.update(str(p.relative_to(path)).encode() + b"\0" + file_hash(p).encode())
-        return h.hexdigest()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def package_versions() -> dict[str, str]:

@@ -26,8 +26,17 @@ import yaml
 
 from mai_repro.data.config import CurationConfig, MixtureConfig, TokenizerConfig, WikiConfig
 from mai_repro.model.config import ModelConfig, ProbeConfig
-from mai_repro.schema import ConfigError, build, merge, spec, stable_hash, to_dict
-from mai_repro.train.config import LadderConfig, MixSearchConfig
+from mai_repro.rl.config import DistillConfig, GRPOStageConfig
+from mai_repro.schema import (  # noqa: F401 (resolve_device re-exported)
+    ConfigError,
+    build,
+    merge,
+    resolve_device,
+    spec,
+    stable_hash,
+    to_dict,
+)
+from mai_repro.train.config import LadderConfig, MixSearchConfig, PretrainConfig
 
 PRESETS = ("smoke", "laptop", "gpu", "cluster")
 
@@ -42,70 +51,6 @@ class OverviewConfig:
                                                     "GPU-days estimate")
 
 
-@dataclass(frozen=True)
-class PretrainConfig:
-    """Pre-training loop settings (notebook 07; steps, batch and length also shape 03's plan)."""
-
-    steps: int = spec(200, min=1, help="optimizer steps")
-    batch_size: int = spec(16, min=1, help="sequences per optimizer step")
-    seq_len: int = spec(256, min=8, help="tokens per sequence")
-    lr: float = spec(3e-3, min=0.0, max=1.0, help="peak learning rate")
-    warmup_steps: int = spec(20, min=0, help="linear warm-up steps")
-    weight_decay: float = spec(0.1, min=0.0, help="AdamW weight decay")
-    grad_clip: float = spec(1.0, min=0.0, help="gradient-norm clip (0 = off)")
-    schedule: Literal["cosine", "wsd"] = spec("cosine", help="after warm-up: cosine decay, or "
-                                                             "warmup-stable-decay")
-    min_lr_ratio: float = spec(0.1, min=0.0, max=1.0, help="final lr as a share of the peak")
-    decay_frac: float = spec(0.2, min=0.0, max=1.0, help="wsd: share of steps spent decaying")
-    micro_batch: int = spec(0, min=0, help="sequences per forward pass per process; the rest "
-                                           "by gradient accumulation (0 = no accumulation)")
-    compile: bool = spec(False, help="torch.compile the model (GPU presets)")
-    eval_every: int = spec(50, min=1, help="steps between per-family held-out evaluations")
-    eval_seqs: int = spec(16, min=1, help="held-out sequences per family in each evaluation")
-    ckpt_every: int = spec(50, min=1, help="steps between checkpoints")
-    ckpt_keep: int = spec(3, min=1, help="checkpoints kept on disk (the newest)")
-    ckpt_mode: Literal["sync", "async"] = spec("async", help="async: copy to host, write in "
-                                                             "a background thread")
-    faults: str = spec("", help="failures injected by the supervisor, e.g. "
-                                "'kill@120,raise@180,hang@240' (empty = none)")
-    hang_timeout: float = spec(30.0, min=1.0, help="seconds without a heartbeat that count "
-                                                   "as a hang")
-    bad_batches: str = spec("", help="data batches (by index in the stream; = step until a "
-                                     "roll-back) replaced by random tokens: planted spikes, "
-                                     "e.g. '100,200-202'")
-    spike_z: float = spec(6.0, min=0.0, help="loss z-score over the window that is a spike")
-    spike_window: int = spec(50, min=2, help="accepted steps the spike statistics cover")
-    spike_max_skips: int = spec(3, min=1, help="spikes in a row that trigger a roll-back")
-    spike_grad_norm: bool = spec(False, help="also treat a gradient-norm z-score above "
-                                             "spike_z as a spike (noisier early in training)")
-    parallel: Literal["ddp", "fsdp"] = spec("ddp", help="data parallelism under torchrun: DDP "
-                                                        "or FSDP2 (fully_shard)")
-    peak_tflops: float = spec(0.0, min=0.0, help="peak TFLOP/s of one device for MFU (0 = "
-                                                 "known GPU's BF16 peak, or a measured CPU "
-                                                 "matmul peak)")
-
-    def check(self) -> list[tuple[str, str]]:
-        errors = []
-        for item in filter(None, (x.strip() for x in self.faults.split(","))):
-            if not re.fullmatch(r"(kill|raise|hang)@\d+", item):
-                errors.append(("faults", f"got {item!r}, expected kind@step with kind one of "
-                                         f"kill, raise, hang"))
-        try:
-            parse_steps(self.bad_batches)
-        except ValueError as e:
-            errors.append(("bad_batches", str(e)))
-        return errors
-
-
-def parse_steps(text: str) -> list[int]:
-    """``"100,200-202"`` -> ``[100, 200, 201, 202]``."""
-    out: list[int] = []
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
-        if not m or (m[2] and int(m[2]) < int(m[1])):
-            raise ValueError(f"got {item!r}, expected a step or a range like 200-202")
-        out.extend(range(int(m[1]), int(m[2] or m[1]) + 1))
-    return sorted(set(out))
 
 
 @dataclass(frozen=True)
@@ -187,136 +132,8 @@ class CollapseConfig:
                                               "AI-content detector")
 
 
-@dataclass(frozen=True)
-class GRPOStageConfig:
-    """The RL climb with GRPO and MAI's stabilisers (notebook 09; RECIPE.md section 6)."""
-
-    kinds: list[Literal["arithmetic", "expression", "linear"]] = spec(
-        factory=lambda: ["arithmetic"], help="task kinds of the training pool and the eval")
-    difficulties: list[int] = spec(factory=lambda: [0], help="difficulties mixed in the "
-                                                             "training pool")
-    eval_difficulty: int = spec(0, min=0, help="difficulty of the held-out evaluation tasks")
-    n_train: int = spec(200, min=1, help="training problems per difficulty")
-    n_eval: int = spec(64, min=1, help="held-out evaluation problems")
-    eval_samples: int = spec(4, min=1, help="samples per held-out problem")
-    eval_every: int = spec(10, min=1, help="optimizer steps between held-out evaluations")
-    steps: int = spec(100, min=1, help="optimizer steps of the main climb")
-    problems: int = spec(8, min=1, help="problems per rollout batch (after the filters)")
-    draw: int = spec(16, min=1, help="problems drawn per sampling round")
-    max_rounds: int = spec(4, min=1, help="sampling rounds at most per rollout batch")
-    group: int = spec(8, min=2, help="G: rollouts per kept problem")
-    group_early: int = spec(4, min=1, help="G_early: rollouts drawn before the early exit")
-    early_lo: float = spec(0.05, min=0.0, max=1.0, help="early exit: keep if pass rate >= this")
-    early_hi: float = spec(0.8, min=0.0, max=1.0, help="early exit: keep if pass rate <= this")
-    keep_lo: float = spec(0.1, min=0.0, max=1.0, help="pass-rate filter: lower bound")
-    keep_hi: float = spec(0.8, min=0.0, max=1.0, help="pass-rate filter: upper bound")
-    max_new_tokens: int = spec(4, min=1, help="rollout length cap of the first curriculum "
-                                              "stage (doubled each stage)")
-    curriculum_stages: int = spec(2, min=1, help="length-curriculum stages (steps split evenly)")
-    temperature: float = spec(1.0, min=0.01, help="sampling temperature (rollouts and eval)")
-    top_p: float = spec(0.97, min=0.0, max=1.0, help="nucleus sampling threshold")
-    lr: float = spec(1e-4, min=0.0, max=1.0, help="AdamW learning rate (constant)")
-    grad_clip: float = spec(1.0, min=0.0, help="gradient-norm clip (0 = off); the norm "
-                                               "recorded is before clipping")
-    micro_batch: int = spec(0, min=0, help="rows per forward pass; the rest by gradient "
-                                           "accumulation (0 = one pass)")
-    updates_per_batch: int = spec(2, min=1, help="gradient steps on each rollout batch")
-    sync_every: int = spec(1, min=1, help="optimizer steps between inference-weight updates")
-    max_staleness: int = spec(8, min=0, help="rollouts sampled more than this many weight "
-                                             "updates ago are dropped")
-    rollout_dtype: Literal["float32", "bfloat16"] = spec(
-        "float32", help="inference-side weights and compute (the learner is float32)")
-    eps: float = spec(0.2, min=0.0, max=0.99, help="clip: [1 - eps, (1 - eps)^-1 + k]")
-    r_min: float = spec(0.5, min=0.0, help="outer ratio clip, lower")
-    r_max: float = spec(2.0, min=1.0, help="outer ratio clip, upper")
-    entropy_target: float = spec(0.5, min=0.0, help="H*: target token entropy (nats)")
-    entropy_delta: float = spec(0.02, min=0.0, help="k step per optimizer step")
-    k_max: float = spec(0.5, min=0.0, help="largest widening of the upper clip bound")
-    w_lang: float = spec(0.1, min=0.0, help="weight of the language reward")
-    w_len: float = spec(0.25, min=0.0, help="weight of the length penalty (dropped in the "
-                                            "last curriculum stage)")
-    balance_coef: float = spec(1e-5, min=0.0, help="MoE load-balancing loss weight during RL")
-    threads: int = spec(0, min=0, help="torch CPU threads during the climb (0 = unchanged; 1 "
-                                       "is fastest for small models on shared cores)")
-    ablations: list[Literal["outer_clip", "entropy_control", "top_p_mask", "routing_replay"]] \
-        = spec(factory=lambda: ["outer_clip", "entropy_control", "top_p_mask",
-                                "routing_replay"],
-               help="stabilisers switched off one at a time, same seeds")
-    ablation_steps: int = spec(30, min=1, help="optimizer steps of each ablation run")
-    checkpoint_every: int = spec(0, min=0, help="optimizer steps between climb checkpoints "
-                                                "kept for self-distillation (0 = final only)")
-    min_gain: float = spec(0.2, min=-1.0, max=1.0, help="held-out accuracy gain over the "
-                                                        "starting checkpoint the notebook "
-                                                        "asserts")
-    min_reward_gain: float = spec(0.0, min=-2.0, max=2.0,
-                                  help="rise of the mean task reward of all rollouts drawn "
-                                       "(last third of the steps minus the first third) the "
-                                       "notebook asserts")
-
-    @property
-    def final_cap(self) -> int:
-        """The length cap of the last curriculum stage (held-out evaluation samples with it)."""
-        return self.max_new_tokens * 2 ** (self.curriculum_stages - 1)
-
-    def check(self) -> list[tuple[str, str]]:
-        if self.group_early > self.group:
-            return [("group_early", f"must be <= group={self.group}, got {self.group_early}")]
-        if self.early_lo > self.early_hi or self.keep_lo > self.keep_hi:
-            return [("keep_lo", "each pass-rate window needs lo <= hi")]
-        if not self.difficulties or any(d < 0 for d in self.difficulties):
-            return [("difficulties", f"needs at least one difficulty >= 0, got "
-                                     f"{self.difficulties}")]
-        if not self.kinds:
-            return [("kinds", "needs at least one task kind")]
-        if self.r_min >= 1.0 - self.eps:
-            return [("r_min", f"must be below the inner bound 1 - eps = {1 - self.eps}, got "
-                              f"{self.r_min}")]
-        return []
 
 
-@dataclass(frozen=True)
-class DistillConfig:
-    """Self-distillation from RL checkpoints and specialist consolidation (notebook 10;
-    RECIPE.md section 6)."""
-
-    checkpoints: int = spec(3, min=1, help="climb checkpoints the multi-checkpoint student's "
-                                           "traces come from (evenly spaced, the last is final)")
-    trace_samples: int = spec(4, min=1, help="samples per training problem when collecting "
-                                             "traces (temperature 1, top-p of the climb)")
-    traces: int = spec(128, min=1, help="verified traces per student: the same budget for "
-                                        "multi-checkpoint and final-only")
-    sft_steps: int = spec(60, min=1, help="SFT optimizer steps of each student")
-    sft_batch: int = spec(32, min=1, help="traces per SFT step")
-    sft_lr: float = spec(3e-4, min=0.0, max=1.0, help="SFT learning rate (constant)")
-    dropout: float = spec(0.15, min=0.0, max=0.9, help="dropout during the SFT (report: 0.15)")
-    balance_coef: float = spec(1e-2, min=0.0, help="MoE load-balancing weight during the SFT "
-                                                    "(report: 1e-2)")
-    rl_steps: int = spec(40, min=0, help="GRPO steps of the short climb from each student")
-    rl_lr: float = spec(0.0, min=0.0, max=1.0, help="learning rate of the students' climbs, "
-                                                    "the specialists and joint RL (0 = grpo.lr)")
-    specialists: list[Literal["arithmetic", "expression", "linear"]] = spec(
-        factory=lambda: ["arithmetic", "linear"], help="one RL specialist per task kind")
-    specialist_steps: int = spec(60, min=1, help="GRPO steps of each specialist; joint RL gets "
-                                                 "their sum")
-    sample_weights: list[float] = spec(factory=list, help="share of the consolidation traces "
-                                                          "from each specialist ([] = equal)")
-    token_weights: list[float] = spec(factory=list, help="share of the consolidation SFT loss "
-                                                         "from each specialist ([] = as sampled)")
-    min_gain: float = spec(0.0, min=-1.0, max=1.0, help="accuracy the multi-checkpoint student's "
-                                                        "climb must gain over the pre-RL model "
-                                                        "(asserted in the notebook)")
-
-    def check(self) -> list[tuple[str, str]]:
-        n = len(self.specialists)
-        if n < 2 or len(set(self.specialists)) != n:
-            return [("specialists", f"needs two or more distinct task kinds, got "
-                                    f"{self.specialists}")]
-        for key in ("sample_weights", "token_weights"):
-            w = getattr(self, key)
-            if w and (len(w) != n or any(x < 0 for x in w) or sum(w) <= 0):
-                return [(key, f"needs {n} non-negative weights (one per specialist) with a "
-                              f"positive sum, or [] ; got {w}")]
-        return []
 
 
 @dataclass(frozen=True)
@@ -415,14 +232,6 @@ def config_hash(cfg: Config, sections: tuple[str, ...] | None = None) -> str:
         d = picked
     return stable_hash(d)
 
-
-def resolve_device(device: str) -> str:
-    """``auto`` picks CUDA when present, else CPU; any other value is returned as it is."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 __all__ = ["Config", "ConfigError", "ModelConfig", "OverviewConfig", "PretrainConfig",

@@ -10,11 +10,12 @@ fields (e.g. heads divisible by KV heads); each pair is (field name, message).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 
@@ -186,4 +187,33 @@ def describe(cls: type, path: str = "") -> list[tuple[str, str, Any, str]]:
     return rows
 
 
-__all__ = ["ConfigError", "spec", "build", "to_dict", "merge", "stable_hash", "describe"]
+__all__ = ["ConfigError", "spec", "build", "to_dict", "merge", "stable_hash", "describe",
+           "resolve_device", "cpu_threads"]
+
+
+# -- small shared helpers ---------------------------------------------------------------------
+
+def resolve_device(device: str) -> str:
+    """``auto`` picks CUDA when present, else CPU; any other value is returned as it is."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``n`` inside the block (0: unchanged), then restored.
+    Small matrices gain nothing from a second thread, and on shared cores a thread waiting for
+    a busy sibling stalls every parallel kernel."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+

@@ -87,7 +87,7 @@ def test_require_rebuilds_a_stale_stage(tmp_path, monkeypatch):
 def test_require_keeps_a_current_stage(tmp_path, monkeypatch):
     run = Run(load("smoke"), tmp_path)
     first = require(run, "overview").manifest["finished_at"]
-    monkeypatch.setattr("mai_repro.overview.build", lambda run: pytest.fail("rebuilt"))
+    monkeypatch.setattr("mai_repro.stages.overview.build", lambda run: pytest.fail("rebuilt"))
     assert require(run, "overview").manifest["finished_at"] == first
 
 
@@ -120,7 +120,7 @@ def test_require_unknown_stage(tmp_path):
 
 
 def test_builder_that_writes_no_manifest_is_an_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("mai_repro.overview.build", lambda run: None)
+    monkeypatch.setattr("mai_repro.stages.overview.build", lambda run: None)
     with pytest.raises(StageError, match="wrote no current manifest"):
         require(Run(load("smoke"), tmp_path), "overview")
 

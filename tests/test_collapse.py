@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mai_repro.train.collapse import REGIMES, distinct_n, tail_stats, training_set
+from mai_repro.stages.collapse import REGIMES, distinct_n, tail_stats, training_set
 
 
 def rows(tag: int, n: int = 20, t: int = 5) -> np.ndarray:

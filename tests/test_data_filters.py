@@ -125,8 +125,8 @@ def test_minhash_estimate_on_real_documents():
 
 def test_planted_excluded_documents_never_reach_the_clean_corpus():
     from mai_repro import config
-    from mai_repro.data.curation import shard_job
     from mai_repro.data.steps import finish
+    from mai_repro.stages.curation import shard_job
 
     cfg = config.load("smoke").curation
     fine = [doc(id=f"ok{i}", text=PROSE * 3 + f" Item {i}.") for i in range(4)]

@@ -1,4 +1,4 @@
-"""The curation detector: windowed scoring and generation (mai_repro.data.detector)."""
+"""The curation detector: windowed scoring and generation (mai_repro.eval.detector)."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 from mai_repro.data import ai_content as ai
 from mai_repro.data import bytelevel as bl
-from mai_repro.data import detector as det
+from mai_repro.eval import detector as det
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 20, 57])
@@ -91,7 +91,7 @@ def test_generation_continues_prompts_to_the_requested_lengths():
 
 
 def test_saved_detector_scores_the_same(tmp_path):
-    from mai_repro.data import detector as det
+    from mai_repro.eval import detector as det
 
     s = det.DetectorSettings(seq_len=32, prompt_len=8, score_bytes=64, d_model=32, steps=2,
                              batch_size=2)

@@ -8,11 +8,11 @@ import torch
 
 import mai_repro.config as C
 from mai_repro.data import tokenizer as tk
-from mai_repro.eval import report
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer
 from mai_repro.rl import distill, tasks
 from mai_repro.rl.distill import Trace
+from mai_repro.stages import report
 
 TASK = tasks.Task("t", "arithmetic", 0, "Compute 1 + 1.", 2)
 

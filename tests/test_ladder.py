@@ -11,7 +11,7 @@ from mai_repro import artifacts, config
 from mai_repro.data.config import FAMILIES
 from mai_repro.model.accounting import forward_flops_per_token
 from mai_repro.schema import to_dict
-from mai_repro.train import ladder
+from mai_repro.stages import ladder
 from mai_repro.train.config import ABLATIONS, report_objective
 
 VOCAB = 64

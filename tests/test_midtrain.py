@@ -12,7 +12,7 @@ from mai_repro.data.shards import FamilyShard, pack
 from mai_repro.model.attention import KVCache, attention_mask, local_attention, rope_tables
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer
-from mai_repro.train import midtrain
+from mai_repro.stages import midtraining as midtrain
 
 
 def test_mix_is_the_reports_mapped_onto_our_families():

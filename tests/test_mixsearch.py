@@ -6,7 +6,7 @@ from test_ladder import tiny_cfg, write_synthetic_tokenizer_stage
 
 from mai_repro import artifacts
 from mai_repro.data.config import FAMILIES
-from mai_repro.train import mixsearch
+from mai_repro.stages import mixtures as mixsearch
 
 
 def test_mixtures_are_anchored_floored_and_seeded():

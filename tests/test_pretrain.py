@@ -12,11 +12,12 @@ import torch
 import torch.multiprocessing as mp
 
 from mai_repro import config
+from mai_repro.stages.pretraining import make_trainer
 from mai_repro.train import checkpoint as ck
 from mai_repro.train import distributed
 from mai_repro.train.checkpoint import load_model_file
 from mai_repro.train.faults import Fault, supervise
-from mai_repro.train.pretrain import Trainer, read_events
+from mai_repro.train.trainer import read_events
 
 T = 16  # tokens per sequence
 
@@ -38,7 +39,7 @@ def make_cfg(model=None, **pretrain):
 
 
 def trainer(cfg, out, **kw):
-    return Trainer(cfg, synthetic(64, 0), synthetic(8, 1), {"code": 0.5, "math": 0.5}, out,
+    return make_trainer(cfg, synthetic(64, 0), synthetic(8, 1), {"code": 0.5, "math": 0.5}, out,
                    progress=False, **kw)
 
 

@@ -1,4 +1,4 @@
-"""The report card (mai_repro.eval.report): verdicts from fake manifests, never a number for a
+"""The report card (mai_repro.stages.report): verdicts from fake manifests, never a number for a
 stage that was not run, and nothing rebuilt."""
 
 import math
@@ -7,8 +7,8 @@ import re
 from mai_repro import plots
 from mai_repro.artifacts import STAGES, Run, atomic_write_json, project_root
 from mai_repro.config import load
-from mai_repro.eval import report
-from mai_repro.eval.report import HELD, NO_VERDICT, NOT_HELD, NOT_RUN
+from mai_repro.stages import report
+from mai_repro.stages.report import HELD, NO_VERDICT, NOT_HELD, NOT_RUN
 from mai_repro.train.config import ABLATIONS
 
 BY_ID = {f.id: f for f in report.FINDINGS}
@@ -194,7 +194,7 @@ def test_build_reads_and_rebuilds_nothing(tmp_path):
 def test_report_stage_is_registered_without_upstream():
     rep = STAGES["report"]
     assert rep.upstream == () and rep.sections == ()
-    assert rep.notebook == "12_report.ipynb" and rep.builder == "mai_repro.eval.report:build"
+    assert rep.notebook == "12_report.ipynb" and rep.builder == "mai_repro.stages.report:build"
     assert set(report.card_stages()) == set(STAGES) - {"report"}
     assert "self_distillation" in report.card_stages()
     assert report.card_stages()[0] == "overview" and report.card_stages()[-1] == "collapse"

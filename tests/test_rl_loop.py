@@ -12,6 +12,7 @@ from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer
 from mai_repro.rl import climb, rollout, tasks
 from mai_repro.rl.grpo import EntropyController, GRPOConfig, group_advantages, grpo_loss
+from mai_repro.stages import grpo as grpo_stage
 
 
 @pytest.fixture(scope="module")
@@ -214,9 +215,9 @@ def test_entropy_ablation_verdict_needs_a_real_gap():
         return climb.ClimbResult("x", history=[{"entropy": e} for e in entropies])
 
     main = run([0.61] * 8)  # 2.39 nats below H*: a gap of more than 0.239 is needed
-    tie = climb.ablation_verdicts(main, {"entropy_control": run([0.606] * 8)}, c)
-    gap = climb.ablation_verdicts(main, {"entropy_control": run([0.30] * 8)}, c)
-    above = climb.ablation_verdicts(main, {"entropy_control": run([0.90] * 8)}, c)
+    tie = grpo_stage.ablation_verdicts(main, {"entropy_control": run([0.606] * 8)}, c)
+    gap = grpo_stage.ablation_verdicts(main, {"entropy_control": run([0.30] * 8)}, c)
+    above = grpo_stage.ablation_verdicts(main, {"entropy_control": run([0.90] * 8)}, c)
     assert not tie["entropy_control"]["held"]
     assert gap["entropy_control"]["held"]
     assert not above["entropy_control"]["held"]

@@ -12,6 +12,7 @@ from mai_repro.data import tokenizer as tk
 from mai_repro.data.bytelevel import stdlib_sources
 from mai_repro.data.corpus import iter_clean, write_clean
 from mai_repro.data.loader import from_stage
+from mai_repro.stages import tokenizer as tokenizer_stage
 
 FAMS = ("code", "stem", "math")
 SEED, FRACTION, SEQ = 0, 0.25, 32
@@ -123,11 +124,11 @@ def test_stage_end_to_end(tmp_path):
     run = artifacts.Run(cfg, tmp_path)
     with run.stage("curation") as st:  # a stand-in for notebook 01's output
         write_stdlib_corpus(st.dir)
-    result = sh.build(run)
+    result = tokenizer_stage.build(run)
     assert run.status("tokenizer") == "complete"
     m = run.read_manifest("tokenizer")["metrics"]
     assert m["heldout_roundtrip"]["failed"] == 0 and m["heldout_roundtrip"]["checked"] > 0
-    assert m["loader_share_max_abs_err"] < sh.SHARE_TOLERANCE
+    assert m["loader_share_max_abs_err"] < tokenizer_stage.SHARE_TOLERANCE
     assert m["dtype"] == "uint16" and m["vocab_size"] <= 512
     # Families the corpus lacks get no tokens; the planner says where their share went.
     assert m["planned_tokens"] == pytest.approx(cfg.pretrain.steps * cfg.pretrain.batch_size * 32)

@@ -2,7 +2,7 @@
 
 Each function takes a :class:`~mai_repro.data.documents.Document` (and thresholds) and returns
 the document, possibly changed, or a :class:`~mai_repro.data.steps.Removal` naming the rule.
-They are wrapped into pipeline steps by mai_repro.data.curation.
+They are wrapped into pipeline steps by mai_repro.stages.curation.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ MANIFEST_FIELDS = ("id", "family", "source", "version", "path", "license", "date
 def default_data_dir() -> Path:
     """The checkout's data/ folder, wherever the caller runs from (nbval runs notebooks from
     a copy in runs/)."""
-    from mai_repro.artifacts import project_root
+    from mai_repro.files import project_root
 
     return project_root() / "data"
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,20 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from mai_repro import plots
-from mai_repro.artifacts import Run, require
-from mai_repro.config import DistillConfig, GRPOStageConfig, resolve_device
-from mai_repro.eval import metrics as ev
 from mai_repro.model.transformer import Transformer, with_config
+from mai_repro.rl import evaluate as ev
 from mai_repro.rl import tasks
-from mai_repro.rl.climb import climb, cpu_threads, task_sets
+from mai_repro.rl.config import DistillConfig, GRPOStageConfig
 from mai_repro.rl.rollout import sample_groups, stop_ids
-from mai_repro.train.checkpoint import load_model_file, save_model_file
 from mai_repro.train.loop import make_optimizer
-
-STAGE = "self_distillation"
-UPSTREAM = "grpo"
-PRE_RL = "midtraining"
 
 
 @dataclass(frozen=True)
@@ -232,105 +223,6 @@ def trace_stats(traces: Sequence[Trace]) -> dict[str, Any]:
 
 # -- the stage --------------------------------------------------------------------------------
 
-@dataclass
-class DistillResult:
-    metrics: dict[str, Any]
-    figures: dict[str, Any]
-
-
-def build(run: Run) -> DistillResult:
-    """Stage 10: self-distillation (multi-checkpoint vs final-only) and consolidation."""
-    from tqdm.auto import tqdm
-
-    from mai_repro.data.tokenizer import load as load_tokenizer
-
-    cfg, c, d = run.cfg, run.cfg.grpo, run.cfg.distill
-    device = resolve_device(cfg.device)
-    up = require(run, UPSTREAM)
-    pre = require(run, PRE_RL)
-    tok = load_tokenizer(require(run, "tokenizer").path("tokenizer.json"))
-    seed = cfg.seed
-    cap = c.final_cap
-    kept = up.manifest["metrics"].get("checkpoints") or [{"step": up.manifest["metrics"]
-                                                          ["steps"], "file": "model.pt"}]
-    chosen = spread(kept, d.checkpoints)
-    n_sft = 3  # two students and the consolidated model
-    n_rl = 2 * d.rl_steps + 2 * d.specialist_steps * len(d.specialists)  # + joint RL
-    t0 = time.time()
-    with cpu_threads(c.threads), run.stage(STAGE) as st:
-        st.add_input("pre_rl_model", pre.path("model.pt"))
-        for ck in chosen:
-            st.add_input(f"checkpoint_{ck['step']}", up.path(ck["file"]))
-        start = load_model_file(pre.path("model.pt"), device)
-        pool, held = task_sets(c, seed)
-        bar = tqdm(total=n_sft * d.sft_steps + n_rl, desc="self-distillation", leave=False)
-        timings: dict[str, float] = {}
-
-        # 1. traces from each chosen checkpoint (the same problems and seeds for each)
-        t = time.time()
-        per_ckpt: dict[int, list[Trace]] = {}
-        drawn = 0
-        for ck in chosen:
-            model = load_model_file(up.path(ck["file"]), device)
-            per_ckpt[ck["step"]], n = collect_traces(
-                model, tok, pool, d.trace_samples, cap, temperature=c.temperature,
-                top_p=c.top_p, seed=seed + 11, source=f"step {ck['step']}")
-            drawn += n
-        final_step = chosen[-1]["step"]
-        budget = min(d.traces, len(per_ckpt[final_step]),
-                     sum(len(v) for v in per_ckpt.values()))
-        sets = {"multi_checkpoint": round_robin(list(per_ckpt.values()), budget, seed),
-                "final_only": round_robin([per_ckpt[final_step]], budget, seed)}
-        timings["traces"] = time.time() - t
-
-        # 2. SFT the pre-RL model on each set, then a short climb from each student
-        t = time.time()
-        cr = rl_config(c, d)
-        reference = {"pre_rl": evaluate(start, tok, held, c, seed),
-                     "rl_final": evaluate(load_model_file(up.path("model.pt"), device), tok,
-                                          held, c, seed)}
-        students, losses, after = {}, {}, {}
-        for name, traces in sets.items():
-            model, losses[name] = sft(start, traces, d, seed=seed, pad_id=tok.pad_id,
-                                      progress=bar.update)
-            save_model_file(model.cfg, model.state_dict(), st.path("students", f"{name}.pt"))
-            students[name] = evaluate(model, tok, held, c, seed)
-            if d.rl_steps:
-                res = climb(model, tok, pool, held, cr, steps=d.rl_steps, seed=seed,
-                            name=name, progress=bar.update, keep_model=True)
-                after[name] = evaluate(res.model, tok, held, c, seed)
-            else:
-                after[name] = students[name]
-        timings["self_distillation"] = time.time() - t
-
-        # 3. specialists, their consolidation, and joint RL
-        t = time.time()
-        spec = specialists(start, tok, c, d, seed=seed, progress=bar.update, st=st)
-        timings["specialists"] = time.time() - t
-        bar.close()
-
-        sd_fig = _self_distillation_figure(reference, students, after, losses, sets, st)
-        sp_fig = _specialist_figure(spec, st)
-        st.metrics.update({
-            "n_eval": len(held), "eval_samples": c.eval_samples,
-            "checkpoints": [ck["step"] for ck in chosen],
-            "traces": {"budget": budget, "drawn_per_checkpoint": drawn // len(chosen),
-                       "verified": {str(k): len(v) for k, v in per_ckpt.items()},
-                       **{name: trace_stats(ts) for name, ts in sets.items()}},
-            # the finding of the report card: held-out accuracy after each student's climb
-            "accuracy": {name: after[name]["accuracy"] for name in sets}
-            | {"pre_rl": reference["pre_rl"]["accuracy"],
-               "rl_final": reference["rl_final"]["accuracy"]},
-            "reference": reference, "students": students, "after_climb": after,
-            "rl_steps": d.rl_steps, "sft_steps": d.sft_steps,
-            "sft_loss": {k: [v[0], v[-1]] if v else [] for k, v in losses.items()},
-            "specialists": spec,
-            "timings_s": timings, "wall_s": time.time() - t0,
-        })
-        metrics = dict(st.metrics)
-    return DistillResult(metrics, {"self_distillation": sd_fig, "specialists": sp_fig})
-
-
 def rl_config(c: GRPOStageConfig, d: DistillConfig) -> GRPOStageConfig:
     """Stage 09's climb settings with this stage's learning rate (``distill.rl_lr``, when set):
     the short climbs here have a fraction of the main climb's steps."""
@@ -344,107 +236,3 @@ def spread(items: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]
     idx = sorted({round((len(items) - 1) * (i + 1) / n) for i in range(n)})
     return [items[i] for i in idx]
 
-
-def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *, seed: int,
-                progress: Callable[[int], None] | None = None, st=None) -> dict[str, Any]:
-    """One specialist per task kind, their consolidation by weighted trace distillation, and
-    joint RL on every kind (the specialists' steps summed); each evaluated on every kind. Returns
-    the manifest's ``specialists`` metrics."""
-    cap = c.final_cap
-    kinds = list(d.specialists)
-    cf = {k: dataclasses.replace(rl_config(c, d), kinds=[k]) for k in kinds}
-    sets = {k: task_sets(cf[k], seed) for k in kinds}  # (pool, held) per kind
-    held = {k: sets[k][1] for k in kinds}
-    models: dict[str, torch.nn.Module] = {"pre_rl": start}
-    traces = []
-    for k in kinds:
-        res = climb(start, tok, sets[k][0], held[k], cf[k], steps=d.specialist_steps,
-                    seed=seed, name=f"specialist {k}", progress=progress, keep_model=True)
-        models[f"specialist {k}"] = res.model.eval()
-        got, _ = collect_traces(models[f"specialist {k}"], tok, sets[k][0], d.trace_samples,
-                                cap, temperature=c.temperature, top_p=c.top_p, seed=seed + 13,
-                                source=k)
-        traces.append(got)
-    sample_w = list(d.sample_weights or [1.0] * len(kinds))
-    # a specialist that solved none of its problems has no traces: its share goes to the rest
-    used_w = [w if got else 0.0 for w, got in zip(sample_w, traces, strict=True)]
-    mix = weighted_mix(traces, used_w, d.traces, seed) if sum(used_w) > 0 else []
-    tw = token_weights(mix, kinds, d.token_weights or None)
-    models["consolidated"], _ = sft(start, mix, d, seed=seed, pad_id=tok.pad_id, weights=tw,
-                                    progress=progress)
-    joint_pool = [t for k in kinds for t in sets[k][0]]
-    random.Random(seed).shuffle(joint_pool)
-    cj = dataclasses.replace(rl_config(c, d), kinds=kinds)
-    res = climb(start, tok, joint_pool, [], cj, steps=d.specialist_steps * len(kinds),
-                seed=seed, name="joint RL", progress=progress, keep_model=True)
-    models["joint RL"] = res.model.eval()
-    if st is not None:
-        save_model_file(models["consolidated"].cfg, models["consolidated"].state_dict(),
-                        st.path("students", "consolidated.pt"))
-    acc = {name: {k: evaluate(m, tok, held[k], cf[k], seed)["accuracy"] for k in kinds}
-           for name, m in models.items()}
-    return {
-        "kinds": kinds, "steps": d.specialist_steps, "joint_steps": d.specialist_steps
-        * len(kinds), "sample_weights": sample_w,
-        "sample_weights_used": used_w, "token_weights": d.token_weights or None,
-        "verified": {k: len(t) for k, t in zip(kinds, traces, strict=True)},
-        "mix": trace_stats(mix), "token_share": token_share(mix, tw),
-        "n_eval": len(held[kinds[0]]), "accuracy": acc}
-
-
-# -- figures ----------------------------------------------------------------------------------
-
-def _se(p: float, n: int) -> float:
-    """Binomial standard error of an accuracy over ``n`` problems (the card's unit)."""
-    return float(np.sqrt(max(p * (1 - p), 0.0) / max(1, n)))
-
-
-def _self_distillation_figure(reference, students, after, losses, sets, st) -> Any:
-    fig, axes = plots.new(2, 2, width=5.0, height=3.2)
-    ax = axes[0, 0]
-    for (name, ls), colour in zip(losses.items(), plots.PALETTE, strict=False):
-        ax.plot(ls, lw=1, color=colour, label=name.replace("_", " "))
-    ax.set(title="student SFT loss (completion tokens)", xlabel="SFT step", ylabel="nats")
-    ax.legend(fontsize=8)
-    short = {"multi_checkpoint": "multi", "final_only": "final"}
-    models = {"pre-RL": reference["pre_rl"], "RL final": reference["rl_final"]}
-    for name in sets:
-        models[f"{short.get(name, name)}\nSFT"] = students[name]
-        models[f"{short.get(name, name)}\n+climb"] = after[name]
-    labels = list(models)
-    x = np.arange(len(labels))
-    colours = ["0.6", "0.3"] + [plots.PALETTE[1], plots.OURS] * len(sets)
-    for ax, key, title in ((axes[0, 1], "accuracy", "held-out accuracy (+- 1 se)"),
-                           (axes[1, 0], "entropy", "first answer token's entropy (nats)"),
-                           (axes[1, 1], "distinct", "distinct samples per problem (share)")):
-        vals = [models[m][key] for m in labels]
-        err = [_se(v, models[m]["n_problems"]) for v, m in zip(vals, labels, strict=True)] \
-            if key == "accuracy" else None
-        ax.bar(x, vals, 0.7, yerr=err, color=colours, capsize=3)
-        ax.set_xticks(x, labels, fontsize=8)
-        top = max(v + (e if err else 0.0) for v, e in zip(vals, err or vals, strict=True))
-        ax.set(title=title, ylim=(0, max(0.05, top * 1.15)))
-    return plots.save(fig, st.path("figures", "self_distillation"))
-
-
-def _specialist_figure(spec, st) -> Any:
-    acc, kinds, n = spec["accuracy"], spec["kinds"], spec["n_eval"]
-    names = list(acc)
-    fig, ax = plots.new(width=6.4, height=3.4)
-    width = 0.8 / len(kinds)
-    x = np.arange(len(names))
-    for i, (k, colour) in enumerate(zip(kinds, plots.PALETTE, strict=False)):
-        vals = [acc[m][k] for m in names]
-        ax.bar(x + (i - (len(kinds) - 1) / 2) * width, vals, width, color=colour,
-               yerr=[_se(v, n) for v in vals], capsize=3, label=f"held-out {k}")
-    ax.set_xticks(x, [m.replace("pre_rl", "pre-RL") for m in names], fontsize=8)
-    ax.set(title="specialists, their consolidation and joint RL (+- 1 se)", ylabel="accuracy",
-           ylim=(0, max(0.05, max(acc[m][k] for m in names for k in kinds) * 1.4)))
-    ax.legend(fontsize=8)
-    return plots.save(fig, st.path("figures", "specialists"))
-
-
-def load_student(run: Run, name: str = "multi_checkpoint") -> Transformer:
-    """A student of stage 10 (``multi_checkpoint``, ``final_only`` or ``consolidated``)."""
-    return load_model_file(require(run, STAGE).path("students", f"{name}.pt"),
-                           resolve_device(run.cfg.device))

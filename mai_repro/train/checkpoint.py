@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mai_repro.artifacts import atomic_write
+from mai_repro.files import atomic_write
 
 CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
 

@@ -1,13 +1,15 @@
-"""Config sections of the scaling ladder (notebook 05) and the mixture search (notebook 06).
+"""Config sections of training: pre-training (notebook 07), the scaling ladder (05) and the
+mixture search (06).
 
 Both train many small models through the same loop (``mai_repro.train.loop``) on the
 ``tokenizer`` stage's shards. A *rung* is one model size: ``widths[i]`` x ``depths[i]``, the
-other widths scaled from ``model`` in proportion (see ``mai_repro.train.ladder.rung_model``),
+other widths scaled from ``model`` in proportion (see ``mai_repro.stages.ladder.rung_model``),
 trained on ``tokens_per_param`` tokens per non-embedding active parameter.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -99,3 +101,69 @@ class MixSearchConfig(SweepConfig):
         elif sum(self.objective.values()) <= 0 or min(self.objective.values()) < 0:
             errors.append(("objective", "weights must be >= 0 and not all zero"))
         return errors
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Pre-training loop settings (notebook 07; steps, batch and length also shape 03's plan)."""
+
+    steps: int = spec(200, min=1, help="optimizer steps")
+    batch_size: int = spec(16, min=1, help="sequences per optimizer step")
+    seq_len: int = spec(256, min=8, help="tokens per sequence")
+    lr: float = spec(3e-3, min=0.0, max=1.0, help="peak learning rate")
+    warmup_steps: int = spec(20, min=0, help="linear warm-up steps")
+    weight_decay: float = spec(0.1, min=0.0, help="AdamW weight decay")
+    grad_clip: float = spec(1.0, min=0.0, help="gradient-norm clip (0 = off)")
+    schedule: Literal["cosine", "wsd"] = spec("cosine", help="after warm-up: cosine decay, or "
+                                                             "warmup-stable-decay")
+    min_lr_ratio: float = spec(0.1, min=0.0, max=1.0, help="final lr as a share of the peak")
+    decay_frac: float = spec(0.2, min=0.0, max=1.0, help="wsd: share of steps spent decaying")
+    micro_batch: int = spec(0, min=0, help="sequences per forward pass per process; the rest "
+                                           "by gradient accumulation (0 = no accumulation)")
+    compile: bool = spec(False, help="torch.compile the model (GPU presets)")
+    eval_every: int = spec(50, min=1, help="steps between per-family held-out evaluations")
+    eval_seqs: int = spec(16, min=1, help="held-out sequences per family in each evaluation")
+    ckpt_every: int = spec(50, min=1, help="steps between checkpoints")
+    ckpt_keep: int = spec(3, min=1, help="checkpoints kept on disk (the newest)")
+    ckpt_mode: Literal["sync", "async"] = spec("async", help="async: copy to host, write in "
+                                                             "a background thread")
+    faults: str = spec("", help="failures injected by the supervisor, e.g. "
+                                "'kill@120,raise@180,hang@240' (empty = none)")
+    hang_timeout: float = spec(30.0, min=1.0, help="seconds without a heartbeat that count "
+                                                   "as a hang")
+    bad_batches: str = spec("", help="data batches (by index in the stream; = step until a "
+                                     "roll-back) replaced by random tokens: planted spikes, "
+                                     "e.g. '100,200-202'")
+    spike_z: float = spec(6.0, min=0.0, help="loss z-score over the window that is a spike")
+    spike_window: int = spec(50, min=2, help="accepted steps the spike statistics cover")
+    spike_max_skips: int = spec(3, min=1, help="spikes in a row that trigger a roll-back")
+    spike_grad_norm: bool = spec(False, help="also treat a gradient-norm z-score above "
+                                             "spike_z as a spike (noisier early in training)")
+    parallel: Literal["ddp", "fsdp"] = spec("ddp", help="data parallelism under torchrun: DDP "
+                                                        "or FSDP2 (fully_shard)")
+    peak_tflops: float = spec(0.0, min=0.0, help="peak TFLOP/s of one device for MFU (0 = "
+                                                 "known GPU's BF16 peak, or a measured CPU "
+                                                 "matmul peak)")
+
+    def check(self) -> list[tuple[str, str]]:
+        errors = []
+        for item in filter(None, (x.strip() for x in self.faults.split(","))):
+            if not re.fullmatch(r"(kill|raise|hang)@\d+", item):
+                errors.append(("faults", f"got {item!r}, expected kind@step with kind one of "
+                                         f"kill, raise, hang"))
+        try:
+            parse_steps(self.bad_batches)
+        except ValueError as e:
+            errors.append(("bad_batches", str(e)))
+        return errors
+
+
+def parse_steps(text: str) -> list[int]:
+    """``"100,200-202"`` -> ``[100, 200, 201, 202]``."""
+    out: list[int] = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        if not m or (m[2] and int(m[2]) < int(m[1])):
+            raise ValueError(f"got {item!r}, expected a step or a range like 200-202")
+        out.extend(range(int(m[1]), int(m[2] or m[1]) + 1))
+    return sorted(set(out))

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mai_repro.artifacts import atomic_write_json
+from mai_repro.files import atomic_write_json
 
 FAULTS_ENV = "MAI_REPRO_FAULTS"
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mai_repro.artifacts import atomic_write_json
+from mai_repro.files import atomic_write_json
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 

@@ -151,7 +151,7 @@ def sweep_job(key: str, mcfg: ModelConfig, weights: dict[str, float], tokens: in
               device: str) -> Job:
     """A :func:`train_run` job with the sweep's shared settings."""
     threads = max(1, (os.cpu_count() or 1) // effective_workers(sweep.workers))
-    return Job(key, "mai_repro.train.ladder:train_run", {
+    return Job(key, "mai_repro.stages.ladder:train_run", {
         "model": to_dict(mcfg), "weights": dict(weights), "tokens": tokens,
         "batch_size": sweep.batch_size, "seq_len": sweep.seq_len, "lr": sweep.lr,
         "warmup_frac": sweep.warmup_frac, "seed": seed, "shard_dir": str(shard_dir),

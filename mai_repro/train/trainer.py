@@ -1,4 +1,4 @@
-"""Pre-training: the main run of a preset, resumable, supervised and data-parallel.
+"""The pre-training trainer: the main run of a preset, resumable and data-parallel.
 
 :class:`Trainer` owns one run's model, optimizer, data loader, spike detector and checkpoints.
 Each optimizer step:
@@ -20,52 +20,37 @@ a restart continues bitwise (CPU, deterministic algorithms). Run it
 - as the stage of notebook 07 (:func:`build`): a child process under
   :func:`~mai_repro.train.faults.supervise`, with the preset's failures injected; goodput
   comes from the event log;
-- from a shell, one process or many: ``torchrun --nproc_per_node N -m mai_repro.train.pretrain
+- from a shell, one process or many: ``torchrun --nproc_per_node N -m mai_repro.stages.pretraining
   --preset gpu`` (DDP; ``-p pretrain.parallel=fsdp`` for FSDP2). It resumes from the newest
   checkpoint of the same config when there is one.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
 import json
 import math
-import os
 import random
-import shutil
-import statistics
-import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mai_repro import config as config_mod
-from mai_repro import plots
-from mai_repro.artifacts import Run, StageOutputs, project_root, require
-from mai_repro.config import Config, config_hash, parse_steps, resolve_device
 from mai_repro.data.loader import Loader
-from mai_repro.data.shards import open_shards
-from mai_repro.model.accounting import count_params, forward_flops_per_token
+from mai_repro.model.accounting import forward_flops_per_token
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer
-from mai_repro.schema import to_dict
 from mai_repro.train import checkpoint as ck
 from mai_repro.train import distributed
-from mai_repro.train.checkpoint import load_model_file
+from mai_repro.train.config import PretrainConfig, parse_steps
 from mai_repro.train.distributed import Dist
-from mai_repro.train.faults import maybe_fail, parse_faults, supervise, write_heartbeat
-from mai_repro.train.goodput import GoodputBreakdown, from_events, kept_steps
+from mai_repro.train.faults import maybe_fail, write_heartbeat
 from mai_repro.train.loop import lm_loss, lr_at, make_optimizer, split_output
 from mai_repro.train.spikes import SpikeDetector
 
-STAGE = "pretraining"
 # Dense BF16 peaks (TFLOP/s) of GPUs we know, matched against torch.cuda.get_device_name().
 GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
@@ -131,25 +116,6 @@ def read_events(path: Path | str) -> list[dict]:
                 out.append(json.loads(line))
     return out
 
-
-def model_config(cfg: Config) -> ModelConfig:
-    """The preset's model, with room for the pre-training sequence length."""
-    return dataclasses.replace(cfg.model, max_seq_len=max(cfg.model.max_seq_len,
-                                                          cfg.pretrain.seq_len))
-
-
-TRAJECTORY = ("steps", "batch_size", "seq_len", "lr", "warmup_steps", "weight_decay",
-              "grad_clip", "schedule", "min_lr_ratio", "decay_frac")
-
-
-def run_hash(cfg: Config) -> str:
-    """What a checkpoint must match to be resumed: the model, the data, the seed and the
-    settings that shape the optimisation. Parallelism, micro-batches, evaluation, checkpoint
-    and fault settings may change between restarts (checkpoints hold full, unsharded state)."""
-    return config_hash(cfg, ("model", "tokenizer", "mixture", "curation",
-                             *(f"pretrain.{k}" for k in TRAJECTORY)))
-
-
 # --------------------------------------------------------------------------------------------
 # The trainer.
 
@@ -157,13 +123,14 @@ class Trainer:
     """One pre-training run (see the module doc). ``train``/``heldout``: family -> (N, T+1)
     token arrays; ``weights``: the mixture over families."""
 
-    def __init__(self, cfg: Config, train: Mapping[str, np.ndarray],
+    def __init__(self, p: PretrainConfig, mcfg: ModelConfig, seed: int, run_hash: str,
+                 train: Mapping[str, np.ndarray],
                  heldout: Mapping[str, np.ndarray], weights: Mapping[str, float],
                  out_dir: Path | str, *, dist: Dist | None = None, device: str = "cpu",
                  progress: bool = True):
-        p = self.p = cfg.pretrain
+        self.p = p
         dist = dist or Dist()
-        self.cfg, self.dist, self.device, self.progress = cfg, dist, device, progress
+        self.seed, self.dist, self.device, self.progress = seed, dist, device, progress
         if p.batch_size % dist.world_size:
             raise ValueError(f"pretrain.batch_size {p.batch_size} is not divisible by the "
                              f"{dist.world_size} processes")
@@ -172,17 +139,17 @@ class Trainer:
         if self.rows % self.micro:
             raise ValueError(f"pretrain.micro_batch {p.micro_batch} does not divide the "
                              f"{self.rows} sequences per process")
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        random.seed(cfg.seed)
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
         if not device.startswith("cuda"):
             torch.use_deterministic_algorithms(True)
-        self.mcfg = model_config(cfg)
+        self.mcfg = mcfg
         self.model = Transformer(self.mcfg).to(device)
         self.net = distributed.wrap(self.model, dist, p.parallel)
         self.fwd = torch.compile(self.net) if p.compile else self.net
         self.opt = make_optimizer(self.net, p.lr, p.weight_decay)
-        self.loader = Loader(train, weights, p.batch_size, cfg.seed)
+        self.loader = Loader(train, weights, p.batch_size, seed)
         self.heldout = {f: np.asarray(s[: p.eval_seqs], dtype=np.int64)
                         for f, s in heldout.items() if len(s)}
         self.spikes = SpikeDetector(window=p.spike_window, z_threshold=p.spike_z,
@@ -192,7 +159,7 @@ class Trainer:
         self.ckpt = ck.CheckpointManager(self.out / "checkpoints", keep=p.ckpt_keep,
                                          mode=p.ckpt_mode)
         self.log = EventLog(self.out / "events.jsonl" if dist.main else None)
-        self.hash = run_hash(cfg)
+        self.hash = run_hash
         self.step = 0
         self.tokens_per_step = p.batch_size * p.seq_len
         self.flops_per_token = 3 * forward_flops_per_token(self.mcfg, p.seq_len)["total"]
@@ -266,7 +233,7 @@ class Trainer:
         batch, _, _ = self.loader.next_with_families()
         planted = index in self.bad
         if planted:
-            batch = random_batch(tuple(batch.shape), self.mcfg.vocab_size, self.cfg.seed,
+            batch = random_batch(tuple(batch.shape), self.mcfg.vocab_size, self.seed,
                                  index)
         rows = batch[self.dist.rank * self.rows:(self.dist.rank + 1) * self.rows]
         micros = rows.split(self.micro)
@@ -384,263 +351,3 @@ class Trainer:
                 ck.save_model_file(self.mcfg, model_sd, self.out / "model.pt")
             self.log.write("done", step=self.step)
 
-
-def open_stage_shards(stage: StageOutputs | Path) -> tuple[dict, dict, dict]:
-    """(train arrays, held-out arrays, plan weights) of a ``tokenizer`` stage."""
-    stage_dir = Path(getattr(stage, "dir", stage))
-    plan = json.loads((stage_dir / "plan.json").read_text())
-    train = {f: s.seqs for f, s in open_shards(stage_dir / "shards", "train").items()}
-    heldout = {f: s.seqs for f, s in open_shards(stage_dir / "shards", "heldout").items()}
-    return train, heldout, plan["weights"]
-
-
-def load_model(run: Run, device: str = "cpu") -> Transformer:
-    """The pre-trained model of a run (rebuilt at small presets when missing)."""
-    return load_model_file(require(run, STAGE).path("model.pt"), device)
-
-
-# --------------------------------------------------------------------------------------------
-# The command line (one process, or one rank of a torchrun launch).
-
-def main(argv: list[str] | None = None) -> int:
-    from mai_repro.pipeline import parse_assignment
-
-    ap = argparse.ArgumentParser(prog="python -m mai_repro.train.pretrain",
-                                 description="Pre-train the preset's model (resumes from the "
-                                             "newest checkpoint of the same config).")
-    ap.add_argument("--preset", default="laptop", help="preset name or YAML file")
-    ap.add_argument("--run-dir", default=None, help="default: runs/<preset>")
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--device", default=None)
-    ap.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override, e.g. -p pretrain.steps=100 (repeatable)")
-    ap.add_argument("--heartbeat", default=None, help="file to write the step to (supervisor)")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        overrides = dict(parse_assignment(a) for a in args.param)
-        cfg = config_mod.load(args.preset, overrides, seed=args.seed, device=args.device)
-    except (ValueError, config_mod.ConfigError) as e:
-        ap.error(str(e))
-    dist, device = distributed.init(resolve_device(cfg.device))
-    try:
-        run = Run(cfg, args.run_dir)
-        if dist.main:
-            require(run, "tokenizer")
-        distributed.barrier(dist)
-        train, heldout, weights = open_stage_shards(run.stage_dir("tokenizer"))
-        trainer = Trainer(cfg, train, heldout, weights, run.stage_dir(STAGE), dist=dist,
-                          device=device, progress=not args.no_progress)
-        resumed = trainer.resume()
-        if dist.main:
-            print(f"pre-training {cfg.preset}: {dist.world_size} process(es) on {device}, "
-                  f"{'resuming at step ' + str(resumed) if resumed is not None else 'from scratch'}",
-                  flush=True)
-        try:
-            trainer.fit(heartbeat=args.heartbeat)
-        finally:  # on an exception, let a background checkpoint write finish (or fail) first
-            with contextlib.suppress(Exception):
-                trainer.ckpt.wait()
-    finally:
-        distributed.shutdown(dist)
-    return 0
-
-
-# --------------------------------------------------------------------------------------------
-# Stage 07: the supervised main run, its goodput and figures.
-
-@dataclass
-class PretrainResult:
-    events: list[dict]
-    failures: list[dict]
-    goodput: GoodputBreakdown
-    metrics: dict[str, Any]
-    figures: dict[str, Path]
-
-
-def checkpoint_stalls(model: torch.nn.Module, directory: Path, repeats: int = 3
-                      ) -> dict[str, float]:
-    """Mean time the training loop waits per checkpoint, sync vs async, on this model."""
-    opt = make_optimizer(model, 1e-3, 0.0)
-    out = {}
-    for mode in ("sync", "async"):
-        mgr = ck.CheckpointManager(directory / mode, keep=1, mode=mode)
-        for i in range(repeats):
-            mgr.save(ck.checkpoint_state(model, opt, i))
-            time.sleep(0.05)  # training would run here while the async write proceeds
-        mgr.wait()
-        out[mode] = statistics.mean(mgr.stall_s)
-        shutil.rmtree(directory / mode, ignore_errors=True)
-    return out
-
-
-def _figures(events: list[dict], failures: list[dict], gp: GoodputBreakdown, st
-             ) -> dict[str, Path]:
-    kept = kept_steps(events)
-    steps = [e for e in events if e["event"] == "step"]
-    kept_ids = {id(e) for e in kept}
-    redone = [e for e in steps if id(e) not in kept_ids]
-    figs: dict[str, Path] = {}
-
-    fig, ax = plots.new(width=7.5, height=3.8)
-    ax.plot([e["step"] for e in kept], [e["loss"] for e in kept], color=plots.OURS, lw=1,
-            label="training loss (kept steps)")
-    if redone:
-        ax.scatter([e["step"] for e in redone], [e["loss"] for e in redone], s=6,
-                   color="0.6", label="steps redone after a failure or roll-back", zorder=2)
-    for e in steps:
-        if e["action"] != "ok":
-            ax.scatter(e["step"], e["loss"], marker="x", s=50, color=plots.REPORT, zorder=3,
-                       label=f"spike: {e['action']}")
-    for f in failures:
-        ax.axvline(f["step"], color=plots.PALETTE[2], ls="--", lw=1)
-        ax.annotate(f["kind"], (f["step"], 1.0), xycoords=("data", "axes fraction"),
-                    rotation=90, va="top", ha="right", fontsize=8, color=plots.PALETTE[2])
-    handles, labels = ax.get_legend_handles_labels()
-    uniq = dict(zip(labels, handles, strict=True))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=8)
-    ax.set(title="pre-training loss with injected failures (dashed) and planted spikes",
-           xlabel="optimizer step", ylabel="nats per token")
-    figs["loss"] = plots.save(fig, st.path("figures", "loss"))
-
-    fig, ax = plots.new(width=7.5, height=2.2)
-    left = 0.0
-    ax.barh(0, gp.ideal_s, color=plots.OURS, label=f"ideal {gp.ideal_s:.1f} s")
-    left = gp.ideal_s
-    for (name, sec), colour in zip(gp.parts_s.items(), plots.PALETTE[1:], strict=False):
-        ax.barh(0, sec, left=left, color=colour, label=f"{name} {sec:.1f} s")
-        left += sec
-    ax.set(yticks=[], xlabel="seconds of wall clock",
-           title=f"goodput {gp.goodput:.1%}: ideal time and where the rest went")
-    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.45))
-    figs["goodput"] = plots.save(fig, st.path("figures", "goodput"))
-
-    evals = [e for e in events if e["event"] == "eval"]
-    last_eval = {e["step"]: e for e in evals}
-    evals = [last_eval[s] for s in sorted(last_eval)]
-    fig, axes = plots.new(1, 3, width=4.4, height=3.4)
-    for family in (evals[0]["nll"] if evals else {}):
-        axes[0].plot([e["step"] for e in evals], [e["nll"][family] for e in evals],
-                     marker="o", ms=3, label=family)
-    axes[0].set(title="held-out loss by family", xlabel="step", ylabel="nats per token")
-    axes[0].legend(fontsize=8)
-    ok = [e for e in kept if not e.get("warmup")]
-    axes[1].plot([e["step"] for e in ok], [e["tokens_per_s"] for e in ok], lw=1,
-                 color=plots.OURS)
-    axes[1].set(title="throughput", xlabel="step", ylabel="tokens / s")
-    if ok and ok[0]["mfu"] is not None:
-        ax2 = axes[1].twinx()
-        ax2.plot([e["step"] for e in ok], [100 * e["mfu"] for e in ok], lw=0.6,
-                 color=plots.PALETTE[1], alpha=0.7)
-        ax2.set_ylabel("MFU (%)", color=plots.PALETTE[1])
-    with_load = [e for e in kept if e.get("load")]
-    if with_load:
-        share = np.array([np.asarray(e["load"])[0] / max(np.sum(e["load"][0]), 1)
-                          for e in with_load]).T
-        im = axes[2].imshow(share, aspect="auto", cmap="viridis", vmin=0,
-                            extent=(with_load[0]["step"], with_load[-1]["step"],
-                                    share.shape[0] - 0.5, -0.5))
-        axes[2].grid(False)
-        fig.colorbar(im, ax=axes[2], label="share of token-slots")
-    axes[2].set(title="expert load, first MoE layer", xlabel="step", ylabel="expert")
-    figs["curves"] = plots.save(fig, st.path("figures", "curves"))
-    return figs
-
-
-def _failures(sup_events: list[dict], events: list[dict]) -> list[dict]:
-    """Each failure with its kind and the last step the child had finished."""
-    out = []
-    for e in sup_events:
-        if e["event"] != "failure":
-            continue
-        cause = e["cause"]
-        kind = "kill -9" if "SIGKILL" in cause else "hang" if "hang" in cause else "exception"
-        before = [s["step"] + 1 for s in events if s["event"] == "step" and s["t"] <= e["t"]
-                  and s.get("rolled_back_to") is None]
-        out.append({"kind": kind, "cause": cause, "t": e["t"],
-                    "step": before[-1] if before else 0})
-    return out
-
-
-def build(run: Run) -> PretrainResult:
-    """Stage 07: the preset's pre-training under the supervisor, with injected failures."""
-    cfg, p = run.cfg, run.cfg.pretrain
-    import yaml
-    from tqdm.auto import tqdm
-
-    tok = require(run, "tokenizer")
-    with run.stage(STAGE) as st:
-        for stale in ("checkpoints", "events.jsonl", "heartbeat.json", "model.pt",
-                      "child.log", "supervisor.json"):
-            path = st.dir / stale
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        cfg_file = st.path("config.yaml")
-        cfg_file.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        st.add_input("shards", tok.path("shards"))
-        cmd = [sys.executable, "-m", "mai_repro.train.pretrain", "--preset", str(cfg_file),
-               "--run-dir", str(run.dir), "--heartbeat", str(st.path("heartbeat.json")),
-               "--no-progress"]
-        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(project_root()),
-                                                           os.environ.get("PYTHONPATH")]))}
-        bar = tqdm(total=p.steps, desc="pre-training (supervised)", leave=False)
-
-        def on_poll(step: int) -> None:
-            if step >= 0 and step != bar.n:
-                bar.n = step
-                bar.refresh()
-
-        faults = parse_faults(p.faults)
-        report = supervise(cmd, st.path("heartbeat.json"), faults,
-                           hang_timeout=p.hang_timeout, env=env,
-                           log=st.path("supervisor.json"), output=st.path("child.log"),
-                           on_poll=on_poll, max_restarts=len(faults) + 3)
-        bar.close()
-        if report.exit_code != 0:
-            tail = st.path("child.log").read_text()[-3000:]
-            raise RuntimeError(f"pre-training failed after {report.restarts} restarts "
-                               f"(exit code {report.exit_code}); end of child.log:\n{tail}")
-        events = read_events(st.path("events.jsonl"))
-        timeline = sorted(events + report.events, key=lambda e: e["t"])
-        gp = from_events(timeline)
-        failures = _failures(report.events, events)
-        model = load_model_file(st.path("model.pt"))
-        stalls = checkpoint_stalls(model, st.dir / "stall_probe")
-        kept = kept_steps(events)
-        steady = [e for e in kept if not e.get("warmup")]
-        evals = {e["step"]: e["nll"] for e in events if e["event"] == "eval"}
-        final_nll = evals[max(evals)] if evals else {}
-        first_nll = evals[min(evals)] if evals else {}
-        spikes = [e for e in events if e["event"] == "step" and e["action"] != "ok"]
-        planted = sorted({e["step"] for e in events if e["event"] == "step" and e["planted"]})
-        params = count_params(model.cfg)
-        mfus = [e["mfu"] for e in steady if e["mfu"] is not None]
-        starts = [e for e in events if e["event"] == "start"]
-        st.metrics.update({
-            "steps": p.steps, "tokens": p.steps * p.batch_size * p.seq_len,
-            "total_params": params.total, "active_params": params.active,
-            "final_loss": float(np.mean([e["loss"] for e in kept[-10:]])),
-            "heldout_nll_first": first_nll, "heldout_nll_final": final_nll,
-            "tokens_per_s": statistics.median(e["tokens_per_s"] for e in steady),
-            "mfu": statistics.median(mfus) if mfus else None,
-            "peak_flops": starts[0]["peak_flops"] if starts else None,
-            "peak_source": starts[0]["peak_source"] if starts else None,
-            "goodput": gp.goodput, "ideal_s": gp.ideal_s, "actual_s": gp.actual_s,
-            "overhead_s": gp.parts_s,
-            "failures": [{k: f[k] for k in ("kind", "step", "cause")} for f in failures],
-            "restarts": report.restarts,
-            "planted_bad_steps": planted,
-            "spikes": [{"step": e["step"], "action": e["action"], "loss": e["loss"],
-                        "planted": e["planted"]} for e in spikes],
-            "rollbacks": sum(e["event"] == "rollback" for e in events),
-            "steps_executed": sum(e["event"] == "step" for e in events),
-            "checkpoint_stall_s": stalls,
-            "final_load_cv": next((e["load_cv"] for e in reversed(kept)
-                                   if e["load_cv"] is not None), None),
-        })
-        figures = _figures(events, failures, gp, st)
-        metrics = dict(st.metrics)
-    return PretrainResult(events, failures, gp, metrics, figures)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -123,7 +123,7 @@ def detector_phase(docs: list[Document], cfg: CurationConfig, seed: int, progres
                    ) -> tuple[dict[str, Removal], DetectorReport]:
     """Train the detector on human-era documents, evaluate it, and decide removals among the
     documents that date provenance cannot clear."""
-    from mai_repro.data import detector
+    from mai_repro.eval import detector
 
     human = [d for d in docs if ai_content.is_human_era(d.date, cfg.human_era_before)]
     if len(human) < 8:
@@ -282,7 +282,7 @@ def build(run: Run, progress: bool = True) -> CurationResult:
             kept += shard_kept
             ledger.merge(shard_ledger)
         removals, det = detector_phase(kept, cfg, run.cfg.seed, progress)
-        from mai_repro.data import detector
+        from mai_repro.eval import detector
 
         detector.save_models(det.models, det.evaluation.threshold, st.path("detector.pt"))
         kept = apply_removals(kept, removals, "ai_detector", ledger)

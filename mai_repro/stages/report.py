@@ -574,7 +574,7 @@ def consolidation_rule(acc: Mapping[str, Mapping[str, Any]], kinds: list[str], n
 
 
 def _share_tolerance() -> float:
-    from mai_repro.data.shards import SHARE_TOLERANCE
+    from mai_repro.stages.tokenizer import SHARE_TOLERANCE
 
     return SHARE_TOLERANCE
 

@@ -8,7 +8,7 @@ code-heavy mix won at scale; the curves crossed). Here:
 - ``n_mixtures`` mixtures over our five families: anchors first (the report's shares, a
   STEM-heavy mix, a uniform mix), then Dirichlet draws; every weight at least ``min_weight``;
 - each trained at every scale of ``mixsearch.widths`` x ``depths`` (the ladder's rung models,
-  same tokens-per-parameter rule) through :func:`mai_repro.train.ladder.train_run`, plus the
+  same tokens-per-parameter rule) through :func:`mai_repro.stages.ladder.train_run`, plus the
   report mixture again with another seed per scale: the seed noise of the objective;
 - rank agreement of each scale with the largest (Kendall, Spearman with bootstrap intervals,
   top-1 agreement, pairwise flips), the best small-scale vs the best large-scale mixture
@@ -32,7 +32,7 @@ from mai_repro import plots
 from mai_repro.artifacts import Run, require
 from mai_repro.config import resolve_device
 from mai_repro.data.config import FAMILIES
-from mai_repro.train.ladder import run_tokens, rung_model, start_method, sweep_job
+from mai_repro.stages.ladder import run_tokens, rung_model, start_method, sweep_job
 from mai_repro.train.scaling import RankAgreement, fit_mixture_regression, rank_agreement
 from mai_repro.train.sweep import run_sweep
 

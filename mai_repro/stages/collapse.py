@@ -30,9 +30,9 @@ import torch
 from mai_repro import plots
 from mai_repro.artifacts import Run, StageError, require
 from mai_repro.config import resolve_device
-from mai_repro.data import detector
 from mai_repro.data.shards import open_shards
 from mai_repro.data.tokenizer import load as load_tokenizer
+from mai_repro.eval import detector
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.generation import generate
 from mai_repro.model.transformer import Transformer
@@ -156,8 +156,8 @@ def _detector_file(run: Run) -> Any:
     path = require(run, "curation").path("detector.pt")
     if not path.is_file():
         if not run.cfg.auto_rebuild:
-            raise StageError(f"{path} is missing: re-run notebooks/01_data_curation.ipynb")
-        from mai_repro.data import curation
+            raise StageError(f"{path} is missing: re-run notebooks/01_curation.ipynb")
+        from mai_repro.stages import curation
 
         curation.build(run)
     return path

@@ -1,0 +1,141 @@
+"""Config sections of post-training: the GRPO climb (notebook 09) and self-distillation (10)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mai_repro.schema import spec
+
+
+@dataclass(frozen=True)
+class GRPOStageConfig:
+    """The RL climb with GRPO and MAI's stabilisers (notebook 09; RECIPE.md section 6)."""
+
+    kinds: list[Literal["arithmetic", "expression", "linear"]] = spec(
+        factory=lambda: ["arithmetic"], help="task kinds of the training pool and the eval")
+    difficulties: list[int] = spec(factory=lambda: [0], help="difficulties mixed in the "
+                                                             "training pool")
+    eval_difficulty: int = spec(0, min=0, help="difficulty of the held-out evaluation tasks")
+    n_train: int = spec(200, min=1, help="training problems per difficulty")
+    n_eval: int = spec(64, min=1, help="held-out evaluation problems")
+    eval_samples: int = spec(4, min=1, help="samples per held-out problem")
+    eval_every: int = spec(10, min=1, help="optimizer steps between held-out evaluations")
+    steps: int = spec(100, min=1, help="optimizer steps of the main climb")
+    problems: int = spec(8, min=1, help="problems per rollout batch (after the filters)")
+    draw: int = spec(16, min=1, help="problems drawn per sampling round")
+    max_rounds: int = spec(4, min=1, help="sampling rounds at most per rollout batch")
+    group: int = spec(8, min=2, help="G: rollouts per kept problem")
+    group_early: int = spec(4, min=1, help="G_early: rollouts drawn before the early exit")
+    early_lo: float = spec(0.05, min=0.0, max=1.0, help="early exit: keep if pass rate >= this")
+    early_hi: float = spec(0.8, min=0.0, max=1.0, help="early exit: keep if pass rate <= this")
+    keep_lo: float = spec(0.1, min=0.0, max=1.0, help="pass-rate filter: lower bound")
+    keep_hi: float = spec(0.8, min=0.0, max=1.0, help="pass-rate filter: upper bound")
+    max_new_tokens: int = spec(4, min=1, help="rollout length cap of the first curriculum "
+                                              "stage (doubled each stage)")
+    curriculum_stages: int = spec(2, min=1, help="length-curriculum stages (steps split evenly)")
+    temperature: float = spec(1.0, min=0.01, help="sampling temperature (rollouts and eval)")
+    top_p: float = spec(0.97, min=0.0, max=1.0, help="nucleus sampling threshold")
+    lr: float = spec(1e-4, min=0.0, max=1.0, help="AdamW learning rate (constant)")
+    grad_clip: float = spec(1.0, min=0.0, help="gradient-norm clip (0 = off); the norm "
+                                               "recorded is before clipping")
+    micro_batch: int = spec(0, min=0, help="rows per forward pass; the rest by gradient "
+                                           "accumulation (0 = one pass)")
+    updates_per_batch: int = spec(2, min=1, help="gradient steps on each rollout batch")
+    sync_every: int = spec(1, min=1, help="optimizer steps between inference-weight updates")
+    max_staleness: int = spec(8, min=0, help="rollouts sampled more than this many weight "
+                                             "updates ago are dropped")
+    rollout_dtype: Literal["float32", "bfloat16"] = spec(
+        "float32", help="inference-side weights and compute (the learner is float32)")
+    eps: float = spec(0.2, min=0.0, max=0.99, help="clip: [1 - eps, (1 - eps)^-1 + k]")
+    r_min: float = spec(0.5, min=0.0, help="outer ratio clip, lower")
+    r_max: float = spec(2.0, min=1.0, help="outer ratio clip, upper")
+    entropy_target: float = spec(0.5, min=0.0, help="H*: target token entropy (nats)")
+    entropy_delta: float = spec(0.02, min=0.0, help="k step per optimizer step")
+    k_max: float = spec(0.5, min=0.0, help="largest widening of the upper clip bound")
+    w_lang: float = spec(0.1, min=0.0, help="weight of the language reward")
+    w_len: float = spec(0.25, min=0.0, help="weight of the length penalty (dropped in the "
+                                            "last curriculum stage)")
+    balance_coef: float = spec(1e-5, min=0.0, help="MoE load-balancing loss weight during RL")
+    threads: int = spec(0, min=0, help="torch CPU threads during the climb (0 = unchanged; 1 "
+                                       "is fastest for small models on shared cores)")
+    ablations: list[Literal["outer_clip", "entropy_control", "top_p_mask", "routing_replay"]] \
+        = spec(factory=lambda: ["outer_clip", "entropy_control", "top_p_mask",
+                                "routing_replay"],
+               help="stabilisers switched off one at a time, same seeds")
+    ablation_steps: int = spec(30, min=1, help="optimizer steps of each ablation run")
+    checkpoint_every: int = spec(0, min=0, help="optimizer steps between climb checkpoints "
+                                                "kept for self-distillation (0 = final only)")
+    min_gain: float = spec(0.2, min=-1.0, max=1.0, help="held-out accuracy gain over the "
+                                                        "starting checkpoint the notebook "
+                                                        "asserts")
+    min_reward_gain: float = spec(0.0, min=-2.0, max=2.0,
+                                  help="rise of the mean task reward of all rollouts drawn "
+                                       "(last third of the steps minus the first third) the "
+                                       "notebook asserts")
+
+    @property
+    def final_cap(self) -> int:
+        """The length cap of the last curriculum stage (held-out evaluation samples with it)."""
+        return self.max_new_tokens * 2 ** (self.curriculum_stages - 1)
+
+    def check(self) -> list[tuple[str, str]]:
+        if self.group_early > self.group:
+            return [("group_early", f"must be <= group={self.group}, got {self.group_early}")]
+        if self.early_lo > self.early_hi or self.keep_lo > self.keep_hi:
+            return [("keep_lo", "each pass-rate window needs lo <= hi")]
+        if not self.difficulties or any(d < 0 for d in self.difficulties):
+            return [("difficulties", f"needs at least one difficulty >= 0, got "
+                                     f"{self.difficulties}")]
+        if not self.kinds:
+            return [("kinds", "needs at least one task kind")]
+        if self.r_min >= 1.0 - self.eps:
+            return [("r_min", f"must be below the inner bound 1 - eps = {1 - self.eps}, got "
+                              f"{self.r_min}")]
+        return []
+
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Self-distillation from RL checkpoints and specialist consolidation (notebook 10;
+    RECIPE.md section 6)."""
+
+    checkpoints: int = spec(3, min=1, help="climb checkpoints the multi-checkpoint student's "
+                                           "traces come from (evenly spaced, the last is final)")
+    trace_samples: int = spec(4, min=1, help="samples per training problem when collecting "
+                                             "traces (temperature 1, top-p of the climb)")
+    traces: int = spec(128, min=1, help="verified traces per student: the same budget for "
+                                        "multi-checkpoint and final-only")
+    sft_steps: int = spec(60, min=1, help="SFT optimizer steps of each student")
+    sft_batch: int = spec(32, min=1, help="traces per SFT step")
+    sft_lr: float = spec(3e-4, min=0.0, max=1.0, help="SFT learning rate (constant)")
+    dropout: float = spec(0.15, min=0.0, max=0.9, help="dropout during the SFT (report: 0.15)")
+    balance_coef: float = spec(1e-2, min=0.0, help="MoE load-balancing weight during the SFT "
+                                                    "(report: 1e-2)")
+    rl_steps: int = spec(40, min=0, help="GRPO steps of the short climb from each student")
+    rl_lr: float = spec(0.0, min=0.0, max=1.0, help="learning rate of the students' climbs, "
+                                                    "the specialists and joint RL (0 = grpo.lr)")
+    specialists: list[Literal["arithmetic", "expression", "linear"]] = spec(
+        factory=lambda: ["arithmetic", "linear"], help="one RL specialist per task kind")
+    specialist_steps: int = spec(60, min=1, help="GRPO steps of each specialist; joint RL gets "
+                                                 "their sum")
+    sample_weights: list[float] = spec(factory=list, help="share of the consolidation traces "
+                                                          "from each specialist ([] = equal)")
+    token_weights: list[float] = spec(factory=list, help="share of the consolidation SFT loss "
+                                                         "from each specialist ([] = as sampled)")
+    min_gain: float = spec(0.0, min=-1.0, max=1.0, help="accuracy the multi-checkpoint student's "
+                                                        "climb must gain over the pre-RL model "
+                                                        "(asserted in the notebook)")
+
+    def check(self) -> list[tuple[str, str]]:
+        n = len(self.specialists)
+        if n < 2 or len(set(self.specialists)) != n:
+            return [("specialists", f"needs two or more distinct task kinds, got "
+                                    f"{self.specialists}")]
+        for key in ("sample_weights", "token_weights"):
+            w = getattr(self, key)
+            if w and (len(w) != n or any(x < 0 for x in w) or sum(w) <= 0):
+                return [(key, f"needs {n} non-negative weights (one per specialist) with a "
+                              f"positive sum, or [] ; got {w}")]
+        return []

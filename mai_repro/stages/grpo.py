@@ -1,0 +1,258 @@
+"""Stage ``grpo`` (notebook 09): the main climb, its ablations with verdicts, figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mai_repro import plots
+from mai_repro.artifacts import Run, require
+from mai_repro.config import GRPOStageConfig
+from mai_repro.model.transformer import Transformer
+from mai_repro.rl import tasks
+from mai_repro.rl.climb import (
+    ClimbResult,
+    Stabilisers,
+    climb,
+    number_mass,
+    task_sets,
+)
+from mai_repro.rl.rollout import (
+    sample_groups,
+)
+from mai_repro.schema import cpu_threads, resolve_device
+from mai_repro.train.checkpoint import load_model_file, save_model_file
+
+STAGE = "grpo"
+UPSTREAM = "midtraining"
+
+
+@dataclass
+class GRPOResult:
+    main: ClimbResult
+    ablations: dict[str, ClimbResult]
+    figures: dict[str, Any]
+    metrics: dict[str, Any]
+    samples: list[dict[str, Any]]
+
+
+def mean_over(history: list[dict], key: str, first: int | None = None,
+              last: int | None = None) -> float:
+    rows = history[:first] if first else history[-last:] if last else history
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def ablation_verdicts(main: ClimbResult, ablations: dict[str, ClimbResult], c: GRPOStageConfig
+                      ) -> dict[str, dict[str, Any]]:
+    """Per ablation: what was measured against the same steps of the main run, and whether the
+    report's claim held here."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, ab in ablations.items():
+        n = len(ab.history)
+        base = main.history[:n]
+        if name == "outer_clip":
+            b = max((r["grad_norm"] for r in base), default=math.nan)
+            a = max((r["grad_norm"] for r in ab.history), default=math.nan)
+            out[name] = {"measure": "largest gradient norm", "with": b, "without": a,
+                         "claim": "without the outer clip the gradient norm spikes",
+                         "held": bool(a > 2 * b)}
+        elif name == "entropy_control":
+            q = max(1, n // 4)
+            b, a = mean_over(base, "entropy", last=q), mean_over(ab.history, "entropy", last=q)
+            out[name] = {"measure": f"mean entropy of the last {q} steps (H* = "
+                                    f"{c.entropy_target})", "with": b, "without": a,
+                         "claim": "without adaptive entropy control entropy falls further "
+                                  "below H*",
+                         # a difference under a tenth of the main run's distance from H*
+                         # is a tie, not a finding
+                         "held": bool(b - a > 0.1 * abs(b - c.entropy_target))}
+        elif name == "top_p_mask":
+            b, a = mean_over(base, "ratio_mean"), mean_over(ab.history, "ratio_mean")
+            mass = mean_over(ab.history, "nucleus_mass")
+            out[name] = {"measure": "mean ratio pi_theta / pi_old", "with": b, "without": a,
+                         "nucleus_mass": mass,
+                         "claim": "without top-p masking the ratio is biased below 1 by the "
+                                  "mass outside the nucleus",
+                         "held": bool(abs(a - 1) > 2 * abs(b - 1) and abs(a - mass)
+                                      < abs(a - 1))}
+        elif name == "routing_replay":
+            b, a = mean_over(base, "mismatch_max"), mean_over(ab.history, "mismatch_max")
+            out[name] = {"measure": "largest train/inference |log-prob diff| of a batch "
+                                    "(mean over batches)", "with": b, "without": a,
+                         "mean_with": mean_over(base, "mismatch"),
+                         "mean_without": mean_over(ab.history, "mismatch"),
+                         "claim": "without routing replay the learner's log-probs drift from "
+                                  "the inference ones",
+                         "held": bool(a > 1.5 * b and a > 1e-3)}
+        out[name]["steps"] = n
+        out[name]["accuracy_with"] = _acc_at(main, n)
+        out[name]["accuracy_without"] = ab.evals[-1]["accuracy"] if ab.evals else None
+    return out
+
+
+def _acc_at(result: ClimbResult, step: int) -> float | None:
+    rows = [e for e in result.evals if e["step"] <= step]
+    return rows[-1]["accuracy"] if rows else None
+
+
+
+
+def build(run: Run) -> GRPOResult:
+    """Stage 09: the climb from the mid-trained checkpoint, then the ablations."""
+    from tqdm.auto import tqdm
+
+    from mai_repro.data.tokenizer import load as load_tokenizer
+
+    cfg, c = run.cfg, run.cfg.grpo
+    device = resolve_device(cfg.device)
+    up = require(run, UPSTREAM)
+    tok_stage = require(run, "tokenizer")
+    with cpu_threads(c.threads), run.stage(STAGE) as st:
+        st.add_input("start_model", up.path("model.pt"))
+        tok = load_tokenizer(tok_stage.path("tokenizer.json"))
+        start = load_model_file(up.path("model.pt"), device)
+        pool, held = task_sets(c, cfg.seed)
+        total = c.steps + c.ablation_steps * len(c.ablations)
+        bar = tqdm(total=total, desc="GRPO steps", leave=False)
+        saved: list[dict[str, Any]] = []
+
+        def keep(step: int, policy: Transformer) -> None:
+            name = f"checkpoints/step_{step:06d}.pt"
+            save_model_file(policy.cfg, policy.state_dict(), st.path(name))
+            saved.append({"step": step, "file": name})
+
+        main = climb(start, tok, pool, held, c, steps=c.steps, seed=cfg.seed,
+                     eval_every=c.eval_every, progress=bar.update, keep_model=True,
+                     checkpoint_every=c.checkpoint_every, on_checkpoint=keep)
+        save_model_file(main.model.cfg, main.model.state_dict(), st.path("model.pt"))
+        saved.append({"step": len(main.history), "file": "model.pt"})
+        samples = _samples(main.model, tok, held[:6], c, cfg.seed)
+        mass = {"start": number_mass(start, tok, held), "final": number_mass(main.model, tok,
+                                                                             held)}
+        main.model = None
+        ablations = {}
+        for name in c.ablations:
+            ablations[name] = climb(start, tok, pool, held, c, steps=c.ablation_steps,
+                                    seed=cfg.seed, s=Stabilisers().without(name),
+                                    eval_every=c.ablation_steps, name=f"no {name}",
+                                    progress=bar.update, schedule_steps=c.steps)
+        bar.close()
+        verdicts = ablation_verdicts(main, ablations, c)
+        figures = _figures(main, ablations, verdicts, c, st)
+        acc0, acc1 = main.evals[0]["accuracy"], main.evals[-1]["accuracy"]
+        third = max(1, len(main.history) // 3)
+        st.metrics.update({
+            "task": {"kinds": list(c.kinds), "train_difficulties": list(c.difficulties),
+                     "eval_difficulty": c.eval_difficulty, "n_train_pool": len(pool),
+                     "n_eval": len(held), "eval_samples": c.eval_samples},
+            "steps": len(main.history), "accuracy_start": acc0, "accuracy_final": acc1,
+            "accuracy_best": max(e["accuracy"] for e in main.evals),
+            "accuracy_gain": acc1 - acc0, "number_mass": mass,
+            # the task reward of every rollout drawn (before the filters select groups)
+            "reward_first_third": mean_over(main.history, "pass_rate_drawn", first=third),
+            "reward_last_third": mean_over(main.history, "pass_rate_drawn", last=third),
+            "reward_gain": mean_over(main.history, "pass_rate_drawn", last=third)
+            - mean_over(main.history, "pass_rate_drawn", first=third),
+            "main_wall_s": main.wall_s,
+            "ablation_wall_s": {k: v.wall_s for k, v in ablations.items()},
+            "empty_batches": main.empty_batches, "dropped_stale": main.dropped_stale,
+            "rollouts": main.rollouts,
+            "evals": main.evals, "verdicts": verdicts,
+            # the policy along the climb (the last is model.pt): self-distillation's sources
+            "checkpoints": saved,
+        })
+        st.path("history.json").write_text(
+            json.dumps({"main": main.history,
+                                      **{k: v.history for k, v in ablations.items()}}))
+        metrics = dict(st.metrics)
+    return GRPOResult(main, ablations, figures, metrics, samples)
+
+
+@torch.no_grad()
+def _samples(model: torch.nn.Module, tok, problems: list[tasks.Task], c: GRPOStageConfig,
+             seed: int) -> list[dict[str, Any]]:
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed + 7)
+    cap = c.final_cap
+    groups = sample_groups(model, tok, problems, 2, cap, temperature=c.temperature,
+                           top_p=c.top_p, generator=g, keep_extras=False)
+    return [{"prompt": tasks.rl_prompt(gr.task), "answer": gr.task.answer,
+             "completions": gr.texts, "correct": gr.correct} for gr in groups]
+
+
+def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
+             verdicts: dict[str, dict], c: GRPOStageConfig, st) -> dict[str, Any]:
+    h = main.history
+    fig, ax = plots.new(width=6.4, height=3.6)
+    ex = [e["step"] for e in main.evals]
+    ax.plot(ex, [e["accuracy"] for e in main.evals], marker="o", ms=3, color=plots.OURS,
+            label=f"held-out accuracy ({c.eval_samples} samples per problem, T="
+                  f"{c.temperature}, top-p {c.top_p})")
+    ax.axhline(main.evals[0]["accuracy"], color="0.4", ls="--", lw=1,
+               label="starting checkpoint")
+    ax.axhline(main.evals[0]["accuracy"] + c.min_gain, color=plots.REPORT, ls=":", lw=1,
+               label=f"start + {c.min_gain:.0%}")
+    ax.set(title="the climb: held-out accuracy", xlabel="optimizer step", ylabel="accuracy",
+           ylim=(0, max(0.05, max(e["accuracy"] for e in main.evals) * 1.15)))
+    ax.legend(fontsize=8)
+    climb_fig = plots.save(fig, st.path("figures", "climb"))
+
+    panels = [("reward", ["reward", "r_task"], "reward (total, task)"),
+              ("pass rate", ["pass_rate_drawn", "pass_rate_kept"], "pass rate (drawn, kept)"),
+              ("entropy", ["entropy"], f"entropy (H* = {c.entropy_target})"),
+              ("k", ["k"], "entropy controller k"),
+              ("clip", ["clip_low", "clip_high", "outer_clip", "neg_high"],
+               "clip fraction per branch"),
+              ("grad", ["grad_norm"], "gradient norm (before clipping)"),
+              ("ratio", ["ratio_mean", "ratio_min", "ratio_max"], "ratio r (mean, min, max)"),
+              ("length", ["length"], "response length (tokens)"),
+              ("mismatch", ["mismatch", "mismatch_max"],
+               "train/inference |log-prob diff| (mean, max)")]
+    fig, axes = plots.new(3, 3, width=3.6, height=2.6)
+    for ax, (_, keys, title) in zip(axes.ravel(), panels, strict=True):
+        for key, colour in zip(keys, plots.PALETTE, strict=False):
+            pts = [(r["step"], r[key]) for r in h if r[key] is not None]  # mismatch: some steps
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1, color=colour, label=key)
+        if title.startswith("entropy ("):
+            ax.axhline(c.entropy_target, color=plots.REPORT, ls=":", lw=1, label="H*")
+        if len(keys) > 1:
+            ax.legend(fontsize=7)
+        ax.set(title=title, xlabel="step")
+    metrics_fig = plots.save(fig, st.path("figures", "metrics"))
+
+    spec = {"outer_clip": ("grad_norm", "gradient norm", None),
+            "entropy_control": ("entropy", "entropy (nats)", c.entropy_target),
+            "top_p_mask": ("ratio_mean", "mean ratio", None),
+            "routing_replay": ("mismatch_max", "largest |log-prob diff| of a batch", None)}
+    names = list(ablations)
+    fig, axes = plots.new(1, max(1, len(names)), width=3.8, height=3.2, squeeze=False)
+    for ax, name in zip(axes[0], names, strict=False):
+        key, label, ref = spec[name]
+        n = len(ablations[name].history)
+        for res, colour, lab in ((main, plots.OURS, "all stabilisers"),
+                                 (ablations[name], plots.REPORT, f"no {name}")):
+            rows = [r for r in res.history[:n] if r[key] is not None]
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], lw=1.2, color=colour,
+                    label=lab)
+        if ref is not None:
+            ax.axhline(ref, color="0.4", ls=":", lw=1, label="H*")
+        if name == "top_p_mask":
+            rows = ablations[name].history
+            ax.plot([r["step"] for r in rows], [r["nucleus_mass"] for r in rows], lw=1,
+                    ls="--", color="0.3", label="kept nucleus mass")
+        v = verdicts[name]
+        ax.set(title=f"no {name}: claim {'held' if v['held'] else 'did NOT hold'}",
+               xlabel="step", ylabel=label)
+        ax.legend(fontsize=7)
+    ablation_fig = plots.save(fig, st.path("figures", "ablations"))
+    return {"climb": climb_fig, "metrics": metrics_fig, "ablations": ablation_fig}
+
+
+def load_model(run: Run) -> Transformer:
+    """The policy after the climb (``<run_dir>/grpo/model.pt``)."""
+    return load_model_file(require(run, STAGE).path("model.pt"), resolve_device(run.cfg.device))
