@@ -24,7 +24,7 @@ from mai_repro import config
 from mai_repro.model.accounting import count_params, forward_flops_per_token
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer
-from mai_repro.train.loop import make_optimizer, train_step
+from mai_repro.train.loop import lm_step, make_optimizer
 
 
 def dense_twin(cfg: ModelConfig) -> ModelConfig:
@@ -53,9 +53,7 @@ def measure(cfg: ModelConfig, batch: int, seq: int, device: str, steps: int, war
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with amp:
-            train_step(fwd, opt, data)
-        if isinstance(model, Transformer):
-            model.update_balance()
+            lm_step(fwd, opt, data)  # the library's one step (MoE balancing included)
         if device == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mai_repro.config import Config, config_hash
+from mai_repro.config import Config, config_hash, resolve_device
 from mai_repro.files import (  # noqa: F401 (re-exported)
     atomic_write,
     atomic_write_json,
@@ -43,6 +43,7 @@ class Stage:
     notebook: str  # file name under notebooks/
     sections: tuple[str, ...]  # config sections whose values shape the result
     upstream: tuple[str, ...] = ()
+    report_section: str = ""  # what of the MAI-Thinking-1 report (RECIPE.md) it reproduces
 
     @property
     def module(self) -> str:
@@ -57,24 +58,36 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
-        Stage("overview", "00_overview.ipynb", ("overview",)),
-        Stage("curation", "01_curation.ipynb", ("curation",)),
-        Stage("wikipedia", "02_wikipedia.ipynb", ("wiki",)),
+        Stage("overview", "00_overview.ipynb", ("overview",),
+              report_section="the whole report"),
+        Stage("curation", "01_curation.ipynb", ("curation",),
+              report_section="1 Data: sources, AI-content removal, filters, dedup"),
+        Stage("wikipedia", "02_wikipedia.ipynb", ("wiki",),
+              report_section="1 Data: Wikipedia as raw markup"),
         Stage("tokenizer", "03_tokenizer.ipynb",
               ("tokenizer", "mixture", "model.vocab_size", "pretrain.seq_len", "pretrain.steps",
-               "pretrain.batch_size"), upstream=("curation",)),
-        Stage("architecture", "04_architecture.ipynb", ("model", "probe")),
-        Stage("ladder", "05_ladder.ipynb", ("model", "ladder"), upstream=("tokenizer",)),
-        Stage("mixtures", "06_mixtures.ipynb", ("model", "mixsearch"), upstream=("tokenizer",)),
+               "pretrain.batch_size"), upstream=("curation",),
+              report_section="1 Data: composition and epochs"),
+        Stage("architecture", "04_architecture.ipynb", ("model", "probe"),
+              report_section="2 Architecture: periodic attention, LatentMoE, zero-init"),
+        Stage("ladder", "05_ladder.ipynb", ("model", "ladder"), upstream=("tokenizer",),
+              report_section="3 Scaling ladder and Efficiency Gain"),
+        Stage("mixtures", "06_mixtures.ipynb", ("model", "mixsearch"), upstream=("tokenizer",),
+              report_section="1 Mixture search, rank non-invariance"),
         Stage("pretraining", "07_pretraining.ipynb", ("model", "pretrain"),
-              upstream=("tokenizer",)),
-        Stage("midtraining", "08_midtraining.ipynb", ("midtrain",), upstream=("pretraining",)),
-        Stage("grpo", "09_grpo.ipynb", ("model", "grpo"), upstream=("midtraining",)),
+              upstream=("tokenizer",),
+              report_section="5 Infrastructure: checkpoints, restarts, goodput"),
+        Stage("midtraining", "08_midtraining.ipynb", ("midtrain",), upstream=("pretraining",),
+              report_section="4 Mid-training with context extension"),
+        Stage("grpo", "09_grpo.ipynb", ("model", "grpo"), upstream=("midtraining",),
+              report_section="6 The RL climb (GRPO) and its stabilisers"),
         Stage("self_distillation", "10_self_distillation.ipynb", ("distill",),
-              upstream=("grpo",)),
-        Stage("collapse", "11_collapse.ipynb", ("model", "collapse"), upstream=("tokenizer",)),
+              upstream=("grpo",), report_section="6 Self-distillation, specialists"),
+        Stage("collapse", "11_collapse.ipynb", ("model", "collapse"), upstream=("tokenizer",),
+              report_section="1 Why no synthetic data"),
         # reads every stage's manifest that exists and rebuilds none of them (no upstream)
-        Stage("report", "12_report.ipynb", (), upstream=()),
+        Stage("report", "12_report.ipynb", (), upstream=(),
+              report_section="7 Evaluation: the report card"),
     ]
 }
 
@@ -217,6 +230,16 @@ class Run:
 
     def require(self, name: str) -> StageOutputs:
         return require(self, name)
+
+
+def load_model(run: Run, stage: str, *path: str, device: str | None = None) -> Any:
+    """The one model loader: a stage's model file (``model.pt``, or ``*path`` inside the stage
+    folder, e.g. ``"students", "final_only.pt"``), the stage rebuilt at small presets when
+    missing; on ``device`` (default: the run's)."""
+    from mai_repro.train.checkpoint import load_model_file
+
+    return load_model_file(require(run, stage).path(*(path or ("model.pt",))),
+                           device or resolve_device(run.cfg.device))
 
 
 def require(run: Run, name: str) -> StageOutputs:

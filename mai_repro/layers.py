@@ -40,6 +40,9 @@ RANKS: dict[str, int] = {
     "stages": 8, "pipeline": 9,
 }
 
+# The packages that hold components (no stage code): what a stage is built from.
+COMPONENT_UNITS = ("model", "data", "train", "rl", "eval")
+
 
 def unit_of(module: str) -> str | None:
     """``mai_repro.data.shards`` -> ``data``; None for the package itself."""
@@ -62,13 +65,25 @@ def _counted_imports(tree: ast.AST) -> list[str]:
             out.extend(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             out.append(node.module)
-            if node.module == PACKAGE:  # from mai_repro import plots
-                out.extend(f"{PACKAGE}.{a.name}" for a in node.names)
+            if node.module.split(".")[0] == PACKAGE:  # the names may be modules: import plots
+                out.extend(f"{node.module}.{a.name}" for a in node.names)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
     visit(tree)
     return out
+
+
+def imported_modules(path: Path) -> list[str]:
+    """The ``mai_repro`` modules a file imports (as :func:`import_graph` counts them)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def is_module(name: str) -> bool:
+        base = root.joinpath(*name.split("."))
+        return base.with_suffix(".py").is_file()
+
+    tree = ast.parse(Path(path).read_text(), str(path))
+    return sorted({m for m in _counted_imports(tree) if is_module(m)})
 
 
 def import_graph(root: Path) -> dict[str, dict[str, list[str]]]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mai_repro.train import checkpoint as ck
-from mai_repro.train.loop import make_optimizer, train_step
+from mai_repro.train.loop import lm_step, make_optimizer
 
 
 def make(seed=0):
@@ -26,7 +26,7 @@ def batch_from_rngs():
 def run(model, opt, steps):
     losses = []
     for _ in range(steps):
-        losses.append(train_step(model, opt, batch_from_rngs())[0])
+        losses.append(lm_step(model, opt, batch_from_rngs())[0])
     return losses
 
 

@@ -47,6 +47,7 @@ from mai_repro.rl.rollout import (
     stop_ids,
 )
 from mai_repro.train.loop import make_optimizer
+from mai_repro.train.step import LossOut, train_step
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,10 @@ def loss_config(c: GRPOStageConfig, s: Stabilisers) -> GRPOConfig:
     return GRPOConfig(eps=c.eps, r_min=0.0, r_max=math.inf)
 
 
+STAT_NAMES = ("loss", "entropy", "clip_low_frac", "clip_high_frac", "outer_clip_frac",
+              "neg_high_frac", "ratio_mean", "nucleus_mass")
+
+
 def optimizer_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
                    batch: LearnerBatch, controller: EntropyController, lcfg: GRPOConfig,
                    s: Stabilisers, *, micro_batch: int = 0, grad_clip: float = 0.0,
@@ -131,44 +136,38 @@ def optimizer_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
     gradient is the token-level loss of the whole batch. The entropy controller moves k once,
     after the optimizer step, with the entropy of the whole batch.
     """
-    policy.train()
-    optimizer.zero_grad(set_to_none=True)
     device = next(policy.parameters()).device
     total = batch.mask.sum().clamp_min(1)
     rows = len(batch)
     step = micro_batch if micro_batch > 0 else rows
     k = controller.k if s.entropy_control else 0.0
-    acc: dict[str, float] = {}
+    micros = [mb for mb in (batch.rows(slice(i, i + step)) for i in range(0, rows, step))
+              if float(mb.mask.sum() / total) > 0]
     lo, hi, diffs = math.inf, -math.inf, []
-    for start in range(0, rows, step):
-        mb = batch.rows(slice(start, start + step))
-        w = float(mb.mask.sum() / total)
-        if w == 0:
-            continue
+
+    def loss_fn(mb: LearnerBatch) -> LossOut:
+        nonlocal lo, hi
         logits, aux = completion_logits(policy, _to(mb, device), replay=s.routing_replay)
         out = grpo_loss(logits / temperature, mb.actions.to(device), mb.old_logp.to(device),
                         mb.advantages.to(device), mb.mask.to(device), lcfg, k=k,
                         nucleus=None if mb.nucleus is None else mb.nucleus.to(device),
                         top_p_mask=s.top_p_mask)
-        ((out.loss + aux) * w).backward()
-        for name in ("loss", "entropy", "clip_low_frac", "clip_high_frac", "outer_clip_frac",
-                     "neg_high_frac", "ratio_mean", "nucleus_mass"):
-            value = getattr(out, name)
-            value = value.detach() if isinstance(value, torch.Tensor) else value
-            acc[name] = acc.get(name, 0.0) + w * float(value)
         lo, hi = min(lo, out.ratio_min), max(hi, out.ratio_max)
         if measure_mismatch:
             m = mb.mask.to(device)
             diffs.append((out.logp - mb.old_logp.to(device)).abs()[m].cpu())
-    params = [p for p in policy.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
-    optimizer.step()
-    if hasattr(policy, "update_balance"):
-        policy.update_balance()
+        stats = {name: float(v.detach() if isinstance(v, torch.Tensor) else v)
+                 for name in STAT_NAMES for v in [getattr(out, name)]}
+        # each micro-batch's token-mean loss weighted by its share of the batch's tokens
+        return LossOut(out.loss + aux, out.loss, weight=float(mb.mask.sum() / total),
+                       stats=stats)
+
+    r = train_step(policy, optimizer, micros, loss_fn, grad_clip=grad_clip)
+    acc = r.stats
     if s.entropy_control:
         controller.update(acc["entropy"])  # once per optimizer step
     d = torch.cat(diffs) if diffs else None
-    return StepStats(acc["loss"], acc["entropy"], k, float(norm), acc["clip_low_frac"],
+    return StepStats(acc["loss"], acc["entropy"], k, r.grad_norm, acc["clip_low_frac"],
                      acc["clip_high_frac"], acc["outer_clip_frac"], acc["neg_high_frac"],
                      acc["ratio_mean"], lo, hi, acc["nucleus_mass"],
                      None if d is None else float(d.mean()),

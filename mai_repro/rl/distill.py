@@ -41,7 +41,8 @@ from mai_repro.rl import evaluate as ev
 from mai_repro.rl import tasks
 from mai_repro.rl.config import DistillConfig, GRPOStageConfig
 from mai_repro.rl.rollout import sample_groups, stop_ids
-from mai_repro.train.loop import make_optimizer
+from mai_repro.train.loop import make_optimizer, token_nll
+from mai_repro.train.step import LossOut, train_step
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,13 @@ def sft(start: Transformer, traces: Sequence[Trace], d: DistillConfig, *, seed: 
     With no traces there is nothing to learn: the copy is returned unchanged (no losses)."""
     if not traces:
         return with_config(start, start.cfg).eval(), []
+
+    def sft_loss(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> LossOut:
+        x, y, w = batch  # completion tokens carry their token weight, the prompt none
+        out = model(x)
+        loss = token_nll(out.logits, y, w)
+        return LossOut(loss + out.aux_loss, loss)
+
     weights = list(weights) if weights is not None else [1.0] * len(traces)
     cfg = dataclasses.replace(start.cfg, dropout=d.dropout, aux_loss_coef=d.balance_coef)
     model = with_config(start, cfg).float().train()
@@ -182,16 +190,8 @@ def sft(start: Transformer, traces: Sequence[Trace], d: DistillConfig, *, seed: 
         idx, order = order[: d.sft_batch], order[d.sft_batch:]
         x, y, w = sft_batch([traces[i] for i in idx], [weights[i] for i in idx], pad_id)
         x, y, w = x.to(device), y.to(device), w.to(device)
-        out = model(x)
-        nll = torch.nn.functional.cross_entropy(out.logits.float().transpose(1, 2), y,
-                                                reduction="none")
-        loss = (nll * w).sum() / w.sum().clamp_min(1e-9)
-        opt.zero_grad(set_to_none=True)
-        (loss + out.aux_loss).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        model.update_balance()
-        losses.append(float(loss.detach()))
+        r = train_step(model, opt, [(x, y, w)], sft_loss, grad_clip=1.0)
+        losses.append(r.loss)
         if progress is not None:
             progress(1)
     plain = dataclasses.replace(start.cfg, dropout=0.0)

@@ -38,7 +38,7 @@ from mai_repro.model.accounting import (
 )
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer
-from mai_repro.train.loop import lr_at, make_optimizer, train_step
+from mai_repro.train.loop import Schedule, lm_step, make_optimizer
 
 
 def layer_table(cfg: ModelConfig) -> list[dict[str, Any]]:
@@ -120,12 +120,9 @@ def run_probe(cfg: ModelConfig, zero_init: bool, texts: list[str], probe, seed: 
         run.load_final = load.numpy()
 
     record(0)
+    schedule = Schedule(probe.lr, warmup=max(1, probe.steps // 10), total=probe.steps)
     for step in tqdm(range(probe.steps), desc=run.name, disable=not progress, leave=False):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, peak=probe.lr, warmup=max(1, probe.steps // 10),
-                            total=probe.steps)
-        loss, _ = train_step(model, opt, next(data).to(device))
-        model.update_balance()
+        loss, _ = lm_step(model, opt, next(data).to(device), lr=schedule(step))
         run.loss.append(loss)
         if (step + 1) % probe.record_every == 0 or step + 1 == probe.steps:
             record(step + 1)

@@ -251,8 +251,3 @@ def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
         ax.legend(fontsize=7)
     ablation_fig = plots.save(fig, st.path("figures", "ablations"))
     return {"climb": climb_fig, "metrics": metrics_fig, "ablations": ablation_fig}
-
-
-def load_model(run: Run) -> Transformer:
-    """The policy after the climb (``<run_dir>/grpo/model.pt``)."""
-    return load_model_file(require(run, STAGE).path("model.pt"), resolve_device(run.cfg.device))

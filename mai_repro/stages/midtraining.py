@@ -51,7 +51,7 @@ from mai_repro.eval import longctx
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer, with_config
 from mai_repro.train.checkpoint import load_model_file, save_model_file
-from mai_repro.train.loop import lr_at, make_optimizer, train_step
+from mai_repro.train.loop import Schedule, lm_step, make_optimizer
 
 STAGE = "midtraining"
 # The report's three mid-training shares, mapped onto our families.
@@ -227,21 +227,18 @@ def train_run(model: Transformer, positions: str, m: MidtrainConfig,
         fams = {f: w for f, w in windows[context].items() if len(w) and weights.get(f, 0) > 0}
         loader = Loader(fams, {f: weights[f] for f in fams}, batch, seed=seed + 101 * (k + 1))
         opt = make_optimizer(model, m.lr, m.weight_decay)
+        schedule = Schedule(m.lr, m.warmup_steps, steps, min_ratio=m.min_lr_ratio)
         losses: list[float] = []
         bar = tqdm(range(steps), desc=f"{desc}stage {k + 1} ({context} tokens)",
                    disable=not progress, leave=False)
         t0, activations = time.time(), 0.0
         with cuda_peak(device) as peak:
             for step in bar:
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, peak=m.lr, warmup=m.warmup_steps, total=steps,
-                                        min_ratio=m.min_lr_ratio)
                 measure = saved_activations(model) if step == 0 else contextlib.nullcontext({})
                 with measure as act:  # activation memory of the stage's first step
-                    loss, _ = train_step(model, opt, next(loader).to(device),
-                                         grad_clip=m.grad_clip)
+                    loss, _ = lm_step(model, opt, next(loader).to(device), lr=schedule(step),
+                                      grad_clip=m.grad_clip)
                 activations = act.get("mib", activations)
-                model.update_balance()
                 losses.append(loss)
                 bar.set_postfix(loss=f"{loss:.3f}")
         wall = time.time() - t0
@@ -266,9 +263,6 @@ class MidtrainResult:
     figures: dict[str, Path]
 
 
-def load_model(run: Run, device: str = "cpu") -> Transformer:
-    """The mid-trained model of a run (rebuilt at small presets when missing)."""
-    return load_model_file(require(run, STAGE).path("model.pt"), device)
 
 
 def _summary(label: str, ev: Mapping[str, Any], lengths: list[int], pre_len: int,

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from mai_repro import plots, reference
-from mai_repro.artifacts import Run, project_root
+from mai_repro.artifacts import STAGES, Run, project_root
 from mai_repro.data.mixture import MixturePlan, plan_mixture, rounding_interval
+from mai_repro.layers import COMPONENT_UNITS, imported_modules
 from mai_repro.model.accounting import (
     ParamBreakdown,
     count_params,
@@ -27,27 +28,6 @@ from mai_repro.train.goodput import GoodputBreakdown, from_goodput_and_overhead
 
 HOUR = 3600.0
 
-# notebook -> report section -> library modules. The map of the whole reproduction.
-ROADMAP = [
-    ("00_overview", "the whole report", "model.accounting, data.mixture, train.goodput"),
-    ("01_curation", "1 Data: sources, AI-content removal, filters, dedup",
-     "data.readers, data.filters, data.dedup, data.ai_content"),
-    ("02_wikipedia", "1 Data: Wikipedia as raw markup", "data.readers, data.wiki"),
-    ("03_tokenizer", "1 Data: composition and epochs",
-     "data.tokenizer, data.mixture, data.shards"),
-    ("04_architecture", "2 Architecture: periodic attention, LatentMoE, zero-init",
-     "model.attention, model.moe, model.transformer"),
-    ("05_ladder", "3 Scaling ladder and Efficiency Gain", "train.ladder"),
-    ("06_mixtures", "1 Mixture search, rank non-invariance", "train.ladder, data.mixture"),
-    ("07_pretraining", "5 Infrastructure: checkpoints, restarts, goodput",
-     "train.loop, train.checkpoint, train.goodput"),
-    ("08_midtraining", "4 Mid-training with context extension", "train.loop, eval.longctx"),
-    ("09_grpo", "6 The RL climb (GRPO) and its stabilisers",
-     "rl.tasks, rl.rollout, rl.grpo, rl.rewards, rl.climb"),
-    ("10_self_distillation", "6 Self-distillation, specialists", "rl.distill"),
-    ("11_collapse", "1 Why no synthetic data", "train.loop, data.ai_content"),
-    ("12_report", "7 Evaluation: the report card", "eval.report"),
-]
 
 # The training phases of the report's section 4, in order.
 REPORT_PHASES = ("pre-training", "mid-training 1", "mid-training 2")
@@ -67,11 +47,22 @@ class OverviewResult:
 
 
 def roadmap() -> list[dict[str, str]]:
-    """The notebook map, with whether each notebook exists in this checkout yet."""
-    nb_dir = project_root() / "notebooks"
-    return [{"notebook": nb, "report section": sec, "library (mai_repro.)": lib,
-             "present": "yes" if (nb_dir / f"{nb}.ipynb").exists() else "not yet"}
-            for nb, sec, lib in ROADMAP]
+    """The map of the reproduction, generated from the stage registry
+    (:data:`mai_repro.artifacts.STAGES`): each notebook, the part of the report it reproduces,
+    its stage module and the component modules that module uses (read from its imports)."""
+    root = project_root()
+    rows = []
+    for stage in STAGES.values():
+        path = root / "mai_repro" / "stages" / f"{stage.name}.py"
+        used = sorted({m.removeprefix("mai_repro.") for m in imported_modules(path)
+                       if m.split(".")[1:2] and m.split(".")[1] in COMPONENT_UNITS})
+        rows.append({"notebook": stage.notebook.removesuffix(".ipynb"),
+                     "report section": stage.report_section,
+                     "stage module": f"stages.{stage.name}",
+                     "uses (mai_repro.)": ", ".join(used),
+                     "present": "yes" if (root / "notebooks" / stage.notebook).exists()
+                     else "not yet"})
+    return rows
 
 
 def compute_table(active_params: float, n_gpus: int, peak_flops: float, mfu: float

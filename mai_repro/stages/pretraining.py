@@ -36,7 +36,6 @@ from mai_repro.config import Config, config_hash, resolve_device
 from mai_repro.data.shards import open_shards
 from mai_repro.model.accounting import count_params
 from mai_repro.model.config import ModelConfig
-from mai_repro.model.transformer import Transformer
 from mai_repro.schema import to_dict
 from mai_repro.train import checkpoint as ck
 from mai_repro.train import distributed
@@ -76,9 +75,6 @@ def open_stage_shards(stage: StageOutputs | Path) -> tuple[dict, dict, dict]:
     return train, heldout, plan["weights"]
 
 
-def load_model(run: Run, device: str = "cpu") -> Transformer:
-    """The pre-trained model of a run (rebuilt at small presets when missing)."""
-    return load_model_file(require(run, STAGE).path("model.pt"), device)
 
 
 def make_trainer(cfg: Config, train: Mapping[str, np.ndarray], heldout: Mapping[str, np.ndarray],

@@ -236,9 +236,3 @@ def _specialist_figure(spec, st) -> Any:
            ylim=(0, max(0.05, max(acc[m][k] for m in names for k in kinds) * 1.4)))
     ax.legend(fontsize=8)
     return plots.save(fig, st.path("figures", "specialists"))
-
-
-def load_student(run: Run, name: str = "multi_checkpoint") -> Transformer:
-    """A student of stage 10 (``multi_checkpoint``, ``final_only`` or ``consolidated``)."""
-    return load_model_file(require(run, STAGE).path("students", f"{name}.pt"),
-                           resolve_device(run.cfg.device))

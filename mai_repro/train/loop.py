@@ -1,7 +1,8 @@
-"""The language-model training step and a plain loop around it.
+"""The next-token loss, the learning-rate schedule, and a plain loop around the one step.
 
-One implementation of the next-token loss and of an optimizer step, shared by every stage
-that trains a model (the curation detector's small LMs, pre-training, ladders, SFT). Batches
+One implementation of the next-token loss (:func:`lm_loss`), of held-out NLL (:func:`eval_loss`)
+and of the schedule (:func:`lr_at`), shared by every stage that trains a language model; the
+optimizer step itself is :func:`mai_repro.train.step.train_step`. Batches
 are (B, T+1) token ids: inputs are ``[:, :-1]``, targets ``[:, 1:]``. A model returns logits,
 or a tuple/object whose first item is logits and which may carry an auxiliary loss
 (MoE load balancing) as ``aux_loss``.
@@ -9,13 +10,16 @@ or a tuple/object whose first item is logits and which may carry an auxiliary lo
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from mai_repro.train.step import LossOut, train_step
 
 
 def split_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -37,6 +41,13 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor,
         return loss.mean()
     m = mask.reshape(-1).float()
     return (loss * m).sum() / m.sum().clamp_min(1.0)
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy averaged with per-token ``weights`` (0 = ignored): the loss of
+    supervised fine-tuning on completions, where each source may carry its own token weight."""
+    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+    return (nll * weights).sum() / weights.sum().clamp_min(1e-9)
 
 
 def lr_at(step: int, *, peak: float, warmup: int, total: int, min_ratio: float = 0.1,
@@ -75,20 +86,41 @@ class History:
     lr: list[float] = field(default_factory=list)
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor,
-               *, grad_clip: float = 1.0, mask: torch.Tensor | None = None
-               ) -> tuple[float, float]:
-    """One optimizer step on a (B, T+1) batch; returns (loss, gradient norm before clipping)."""
-    model.train()
-    logits, aux = split_output(model(batch[:, :-1]))
-    loss = lm_loss(logits, batch[:, 1:], None if mask is None else mask[:, 1:])
-    total = loss if aux is None else loss + aux
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                          grad_clip if grad_clip > 0 else float("inf"))
-    optimizer.step()
-    return loss.item(), float(norm)
+def lm_loss_fn(model: torch.nn.Module) -> Callable[[torch.Tensor], LossOut]:
+    """The next-token loss of ``model`` on a (B, T+1) micro-batch, for :func:`train_step`:
+    the objective adds the model's auxiliary loss (MoE load balancing) when it has one."""
+
+    def loss_fn(batch: torch.Tensor) -> LossOut:
+        logits, aux = split_output(model(batch[:, :-1]))
+        loss = lm_loss(logits, batch[:, 1:])
+        return LossOut(loss if aux is None else loss + aux, loss)
+
+    return loss_fn
+
+
+def lm_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor, *,
+            lr: float | None = None, grad_clip: float = 1.0) -> tuple[float, float]:
+    """One optimizer step of the next-token loss on a (B, T+1) batch through the one
+    :func:`~mai_repro.train.step.train_step`; returns (loss, gradient norm before clipping)."""
+    r = train_step(model, optimizer, [batch], lm_loss_fn(model), lr=lr, grad_clip=grad_clip)
+    return r.loss, r.grad_norm
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate of every step of a run (:func:`lr_at` with these settings)."""
+
+    peak: float
+    warmup: int
+    total: int
+    min_ratio: float = 0.1
+    schedule: str = "cosine"
+    decay_frac: float = 0.2
+
+    def __call__(self, step: int) -> float:
+        return lr_at(step, peak=self.peak, warmup=self.warmup, total=self.total,
+                     min_ratio=self.min_ratio, schedule=self.schedule,
+                     decay_frac=self.decay_frac)
 
 
 def train_lm(model: torch.nn.Module, batches: Iterator[torch.Tensor], *, steps: int,
@@ -100,12 +132,12 @@ def train_lm(model: torch.nn.Module, batches: Iterator[torch.Tensor], *, steps: 
 
     model.to(device)
     opt = make_optimizer(model, lr, weight_decay)
+    schedule = Schedule(lr, warmup, steps)
     hist = History()
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, peak=lr, warmup=warmup, total=steps)
-        loss, norm = train_step(model, opt, next(batches).to(device), grad_clip=grad_clip)
+        loss, norm = lm_step(model, opt, next(batches).to(device), lr=schedule(step),
+                             grad_clip=grad_clip)
         hist.loss.append(loss)
         hist.grad_norm.append(norm)
         hist.lr.append(opt.param_groups[0]["lr"])
@@ -115,14 +147,18 @@ def train_lm(model: torch.nn.Module, batches: Iterator[torch.Tensor], *, steps: 
 
 
 @torch.no_grad()
-def eval_loss(model: torch.nn.Module, batches: list[torch.Tensor],
-              device: str | torch.device = "cpu") -> float:
-    """Mean next-token loss over the given batches (token-weighted)."""
+def eval_loss(model: torch.nn.Module, batches: Iterable[torch.Tensor],
+              device: str | torch.device = "cpu", autocast: bool = False) -> float:
+    """Held-out NLL: the mean next-token loss over the given (B, T+1) batches, token-weighted
+    (bf16 autocast on CUDA when ``autocast``)."""
     model.eval()
     total, count = 0.0, 0
+    cuda = torch.device(device).type == "cuda"
     for batch in batches:
         batch = batch.to(device)
-        logits, _ = split_output(model(batch[:, :-1]))
+        with torch.autocast("cuda", dtype=torch.bfloat16) if autocast and cuda else \
+                contextlib.nullcontext():
+            logits, _ = split_output(model(batch[:, :-1]))
         n = batch[:, 1:].numel()
         total += lm_loss(logits, batch[:, 1:]).item() * n
         count += n

@@ -48,8 +48,9 @@ from mai_repro.train import distributed
 from mai_repro.train.config import PretrainConfig, parse_steps
 from mai_repro.train.distributed import Dist
 from mai_repro.train.faults import maybe_fail, write_heartbeat
-from mai_repro.train.loop import lm_loss, lr_at, make_optimizer, split_output
+from mai_repro.train.loop import Schedule, eval_loss, lm_loss_fn, make_optimizer
 from mai_repro.train.spikes import SpikeDetector
+from mai_repro.train.step import train_step
 
 # Dense BF16 peaks (TFLOP/s) of GPUs we know, matched against torch.cuda.get_device_name().
 GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
@@ -149,6 +150,8 @@ class Trainer:
         self.net = distributed.wrap(self.model, dist, p.parallel)
         self.fwd = torch.compile(self.net) if p.compile else self.net
         self.opt = make_optimizer(self.net, p.lr, p.weight_decay)
+        self.schedule = Schedule(p.lr, p.warmup_steps, p.steps, min_ratio=p.min_lr_ratio,
+                                 schedule=p.schedule, decay_frac=p.decay_frac)
         self.loader = Loader(train, weights, p.batch_size, seed)
         self.heldout = {f: np.asarray(s[: p.eval_seqs], dtype=np.int64)
                         for f, s in heldout.items() if len(s)}
@@ -211,57 +214,33 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _balance(self) -> torch.Tensor:
-        """Sum the expert load over ranks, update the routing biases; returns the load."""
-        moes = self.model.moe_layers
-        if not moes:
-            return torch.zeros(0)
-        for m in moes:
-            distributed.sum_(m.load, self.dist)
-        load = torch.stack([m.load.detach().float().cpu() for m in moes])
-        self.model.update_balance()
-        return load
-
     def train_step(self) -> dict[str, Any]:
+        """One step through :func:`mai_repro.train.step.train_step`; the spike detector vetoes
+        the update through its ``accept`` hook and may roll back afterwards."""
         p, step = self.p, self.step
-        lr = lr_at(step, peak=p.lr, warmup=p.warmup_steps, total=p.steps,
-                   min_ratio=p.min_lr_ratio, schedule=p.schedule, decay_frac=p.decay_frac)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        lr = self.schedule(step)
         t0 = time.perf_counter()
         index = self.loader.step  # the batch's index in the data stream (never rewound)
         batch, _, _ = self.loader.next_with_families()
         planted = index in self.bad
         if planted:
-            batch = random_batch(tuple(batch.shape), self.mcfg.vocab_size, self.seed,
-                                 index)
+            batch = random_batch(tuple(batch.shape), self.mcfg.vocab_size, self.seed, index)
         rows = batch[self.dist.rank * self.rows:(self.dist.rank + 1) * self.rows]
-        micros = rows.split(self.micro)
-        self.net.train()
-        self.opt.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), device=self.device)
-        for i, mb in enumerate(micros):
-            mb = mb.to(self.device, non_blocking=True)
-            quiet = self.dist.active and self.p.parallel == "ddp" and i < len(micros) - 1
-            with (self.net.no_sync() if quiet else contextlib.nullcontext()), self._amp():
-                logits, aux = split_output(self.fwd(mb[:, :-1]))
-                loss = lm_loss(logits, mb[:, 1:])
-                total = loss if aux is None else loss + aux
-            (total / len(micros)).backward()
-            loss_sum += loss.detach()
-        loss_val = float(distributed.mean(loss_sum / len(micros), self.dist))
-        norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(),
-                                              p.grad_clip if p.grad_clip > 0 else math.inf)
-        norm_val = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-        action = self.spikes.check(loss_val, norm_val if p.spike_grad_norm else None)
-        load = None
-        if action == "ok":
-            self.opt.step()
-            load = self._balance()
-        else:
-            self.opt.zero_grad(set_to_none=True)
-            for m in self.model.moe_layers:
-                m.load.zero_()
+        loss_fn = lm_loss_fn(self.fwd)
+        verdict: dict[str, Any] = {}
+
+        def accept(loss_sum: torch.Tensor, norm: float) -> bool:
+            loss = float(distributed.mean(loss_sum / len(micros), self.dist))
+            verdict.update(loss=loss, action=self.spikes.check(
+                loss, norm if p.spike_grad_norm else None))
+            return verdict["action"] == "ok"
+
+        micros = [mb.to(self.device, non_blocking=True) for mb in rows.split(self.micro)]
+        ddp = self.dist.active and p.parallel == "ddp"
+        r = train_step(self.net, self.opt, micros, loss_fn, lr=lr, grad_clip=p.grad_clip,
+                       autocast=True, no_sync=self.net.no_sync if ddp else None, accept=accept,
+                       reduce_load=lambda t: distributed.sum_(t, self.dist))
+        action, load = verdict["action"], r.load
         rolled_to = None
         if action == "rollback":
             rolled_to = self.rollback()
@@ -271,8 +250,8 @@ class Trainer:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         tokens_s = self.tokens_per_step / dt
-        return {"step": step, "batch": index, "loss": loss_val, "grad_norm": norm_val, "lr": lr, "dt": dt,
-                "tokens_per_s": tokens_s,
+        return {"step": step, "batch": index, "loss": verdict["loss"], "grad_norm": r.grad_norm,
+                "lr": lr, "dt": dt, "tokens_per_s": tokens_s,
                 "mfu": self.flops_per_token * tokens_s / (self.peak * self.dist.world_size)
                 if self.peak else None,
                 "action": action, "planted": planted, "rolled_back_to": rolled_to,
@@ -295,17 +274,9 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Held-out next-token loss per family (nats per token)."""
         self.net.eval()
-        out = {}
-        for family, seqs in self.heldout.items():
-            total, n = 0.0, 0
-            for chunk in torch.from_numpy(seqs).split(self.micro):
-                chunk = chunk.to(self.device)
-                with self._amp():
-                    logits, _ = split_output(self.fwd(chunk[:, :-1]))
-                total += lm_loss(logits, chunk[:, 1:]).item() * chunk[:, 1:].numel()
-                n += chunk[:, 1:].numel()
-            out[family] = total / n
-        return out
+        return {family: eval_loss(self.fwd, torch.from_numpy(seqs).split(self.micro),
+                                  self.device, autocast=True)
+                for family, seqs in self.heldout.items()}
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self, heartbeat: Path | str | None = None, stop_at: int | None = None) -> None:
