@@ -113,3 +113,26 @@ def test_config_hash_of_single_keys():
     assert config_hash(a, keys) != config_hash(load("smoke", {"model.vocab_size": 999}), keys)
     with pytest.raises(KeyError, match="model.nope"):
         config_hash(a, ("model.nope",))
+
+
+def _leaves(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+@pytest.mark.parametrize("preset", config.PRESETS)
+def test_every_preset_key_maps_to_a_field_with_that_value(preset):
+    import yaml
+
+    with open(config.preset_path(preset)) as f:
+        raw = yaml.safe_load(f)
+    loaded = config.to_dict(config.load(preset))
+    for key, value in _leaves(raw):
+        node = loaded
+        for part in key.split("."):
+            assert part in node, f"{preset}.yaml: {key} is not a config field"
+            node = node[part]
+        assert node == value or (isinstance(value, int) and node == float(value)), key

@@ -109,3 +109,13 @@ class ProbeConfig:
     lr: float = spec(3e-3, min=0.0, max=1.0, help="peak learning rate")
     record_every: int = spec(10, min=1, help="measure expert load every this many steps")
     corpus_bytes: int = spec(2_000_000, min=10_000, help="bytes of standard-library source")
+
+
+@dataclass(frozen=True)
+class OverviewConfig:
+    """Assumptions of the MAI-scale arithmetic in notebook 00 (the report states neither)."""
+
+    gpu_peak_tflops: float = spec(2500.0, min=1.0, help="dense BF16 peak of one GPU in TFLOP/s "
+                                                        "(GB200: about 2,500)")
+    mfu: float = spec(0.40, min=0.01, max=1.0, help="model-FLOPs utilisation assumed for the "
+                                                    "GPU-days estimate")

@@ -167,3 +167,82 @@ def parse_steps(text: str) -> list[int]:
             raise ValueError(f"got {item!r}, expected a step or a range like 200-202")
         out.extend(range(int(m[1]), int(m[2] or m[1]) + 1))
     return sorted(set(out))
+
+
+@dataclass(frozen=True)
+class MidtrainConfig:
+    """Mid-training with context extension (notebook 08): stages of growing context."""
+
+    contexts: list[int] = spec(factory=lambda: [1024, 4096],
+                               help="context length of each stage (the report: 4x per stage)")
+    steps: list[int] = spec(factory=lambda: [40, 30], help="optimizer steps of each stage")
+    tokens_per_step: int = spec(4096, min=8, help="tokens per optimizer step: the batch of a "
+                                                  "stage is this // its context (at least 1)")
+    lr: float = spec(1e-3, min=0.0, max=1.0, help="peak learning rate of each stage")
+    warmup_steps: int = spec(5, min=0, help="linear warm-up steps at the start of each stage")
+    min_lr_ratio: float = spec(0.1, min=0.0, max=1.0, help="final lr of a stage as a share of "
+                                                           "the peak (cosine)")
+    weight_decay: float = spec(0.1, min=0.0, help="AdamW weight decay")
+    grad_clip: float = spec(1.0, min=0.0, help="gradient-norm clip (0 = off)")
+    code: float = spec(0.55, min=0.0, max=1.0, help="mix share of code (the report: 55%)")
+    stem_math: float = spec(0.35, min=0.0, max=1.0, help="mix share of STEM and math (35%)")
+    background: float = spec(0.10, min=0.0, max=1.0, help="mix share of general and "
+                                                          "multilingual text (10%)")
+    positions: Literal["base", "pi", "none"] = spec(
+        "base", help="RoPE of the local layers per stage: base raised NTK-style, position "
+                     "interpolation, or unchanged (the recipe kept as model.pt)")
+    compare: list[str] = spec(factory=lambda: ["pi"], help="other position treatments "
+                                                           "trained the same way, to compare")
+    min_doc: int = spec(0, min=0, help="only documents at least this long start a training "
+                                       "window (0 = the pre-training length)")
+    eval_seqs: int = spec(16, min=1, help="held-out windows for the loss by position")
+    probe_depths: list[float] = spec(factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9],
+                                     help="where the key is planted, as a share of the length")
+    probe_trials: int = spec(8, min=1, help="passkey sequences per length and depth")
+    key_len: int = spec(4, min=1, help="random tokens in the planted key")
+    min_gain: float = spec(0.0, min=-1.0, max=1.0,
+                           help="retrieval-accuracy gain at the final context over the "
+                                "pre-trained model that notebook 08 asserts")
+
+    def check(self) -> list[tuple[str, str]]:
+        if len(self.steps) != len(self.contexts) or not self.contexts:
+            return [("steps", f"needs one entry per context ({len(self.contexts)}), got "
+                              f"{len(self.steps)}")]
+        if any(c < 8 for c in self.contexts) or list(self.contexts) != sorted(self.contexts):
+            return [("contexts", f"must grow stage by stage, each >= 8, got {self.contexts}")]
+        if any(s < 1 for s in self.steps):
+            return [("steps", f"every stage needs at least one step, got {self.steps}")]
+        bad = [c for c in self.compare if c not in ("base", "pi", "none")]
+        if bad or self.positions in self.compare:
+            return [("compare", f"allowed: base, pi, none, other than positions="
+                                f"{self.positions!r}; got {self.compare}")]
+        if any(not 0.0 <= d <= 1.0 for d in self.probe_depths):
+            return [("probe_depths", f"each must be in [0, 1], got {self.probe_depths}")]
+        if self.code + self.stem_math + self.background <= 0:
+            return [("code", "the mix shares must not all be zero")]
+        return []
+
+
+@dataclass(frozen=True)
+class CollapseConfig:
+    """Recursive training on a model's own samples (notebook 11)."""
+
+    generations: int = spec(4, min=1, help="generations trained on samples, after generation 0")
+    n_seqs: int = spec(256, min=8, help="sequences in the real dataset and in each generation's "
+                                        "sample")
+    seq_len: int = spec(128, min=8, help="tokens per sequence (at most the shards' length)")
+    steps: int = spec(100, min=1, help="optimizer steps per generation (from scratch)")
+    batch_size: int = spec(16, min=1, help="sequences per step")
+    lr: float = spec(3e-3, min=0.0, max=1.0, help="peak learning rate")
+    eval_seqs: int = spec(128, min=4, help="held-out human sequences for perplexity")
+    temperature: float = spec(1.0, min=0.0, help="sampling temperature (1 = the model's own "
+                                                 "distribution)")
+    real_fraction: float = spec(0.1, min=0.0, max=1.0, help="share of real data kept by the "
+                                                            "keep_real regime")
+    rare_below: float = spec(1e-4, min=0.0, max=1.0, help="a token is rare when its frequency "
+                                                          "in the human corpus is below this")
+    d_model: int = spec(0, min=0, help="model width for these runs (0 = the preset model's); "
+                                       "FFN, expert and latent widths follow it")
+    n_layers: int = spec(0, min=0, help="layers for these runs (0 = the preset model's)")
+    detector_seqs: int = spec(64, min=1, help="samples per generation scored by notebook 01's "
+                                              "AI-content detector")
