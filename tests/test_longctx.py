@@ -1,5 +1,7 @@
 """Long-context data and probes (mai_repro.eval.longctx) against hand-built cases."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,37 @@ def test_passkey_accuracy_of_an_induction_oracle_and_a_blind_model():
     blind = longctx.retrieval_grid(Bigram(128), filler, [40, 80], [0.5], pk, trials=3)
     assert blind.accuracy.max() < 0.5
     np.testing.assert_allclose(blind.nats, 0.0, atol=1e-6)  # the first key is never used
+
+
+class _Copier(torch.nn.Module):
+    """Predicts, at each position, the token that followed the previous occurrence of the
+    current token (a perfect induction head), else uniform."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab = vocab
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        B, T = x.shape
+        logits = torch.zeros(B, T, self.vocab)
+        for b in range(B):
+            for t in range(T):
+                prev = (x[b, :t] == x[b, t]).nonzero()
+                if len(prev) and prev[-1, 0] + 1 < T:
+                    logits[b, t, x[b, prev[-1, 0] + 1]] = 20.0
+        return logits
+
+
+def test_induction_score_separates_a_copier_from_a_bigram_free_model():
+    from mai_repro.eval.longctx import induction_score
+
+    uniform = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 50))
+    torch.nn.init.zeros_(uniform[1].weight)
+    torch.nn.init.zeros_(uniform[1].bias)
+    u = induction_score(uniform, 50, half_len=16, n_seqs=4)
+    assert u.first == pytest.approx(math.log(50), rel=1e-5) and u.ratio == pytest.approx(1.0)
+    c = induction_score(_Copier(1000), 1000, half_len=16, n_seqs=4)
+    assert c.ratio < 0.1 and c.first > 2.0
+    again = induction_score(_Copier(1000), 1000, half_len=16, n_seqs=4)
+    assert again == c  # its own generator: the same sequences every time

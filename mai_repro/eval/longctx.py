@@ -203,3 +203,44 @@ def retrieval_grid(model: torch.nn.Module, filler: np.ndarray, lengths: Sequence
             _, without = passkey_scores(model, control, pk.key_len, device)
             nats[i, j] = without - with_key
     return Retrieval(acc, nats)
+
+
+@dataclass(frozen=True)
+class InductionScore:
+    """Next-token loss (nats) on the first and on the second copy of repeated random tokens."""
+
+    first: float
+    second: float
+
+    @property
+    def ratio(self) -> float:
+        """second / first: about 1 without a copying circuit, near 0 with one."""
+        return self.second / self.first if self.first > 0 else float("nan")
+
+
+@torch.no_grad()
+def induction_score(model: torch.nn.Module, vocab_size: int, *, half_len: int = 32,
+                    n_seqs: int = 16, seed: int = 0, low: int = 0,
+                    device: str | torch.device = "cpu") -> InductionScore:
+    """The induction test of the in-context-learning literature (Olsson et al., 2022): random
+    token sequences of ``half_len`` tokens (ids in ``[low, vocab_size)``, from their own
+    generator, so no global random state moves), each repeated once; the mean loss on
+    predicting the second copy against the first. A model that has learned to copy (an
+    induction head: find the earlier occurrence of the current token, predict what followed)
+    is far better on the second copy; a bigram model is not."""
+    g = torch.Generator().manual_seed(seed)
+    half = torch.randint(low, vocab_size, (n_seqs, half_len), generator=g)
+    seqs = torch.cat([half, half], dim=1).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        logits, _ = split_output(model(seqs[:, :-1]))
+    finally:
+        model.train(was_training)
+    nll = F.cross_entropy(logits.float().transpose(1, 2), seqs[:, 1:], reduction="none")
+    # position t predicts token t + 1: the first copy is predicted at 0 .. half_len - 2 (its
+    # first token has no context), the second copy at half_len .. 2 * half_len - 2 (its first
+    # token, at half_len - 1, can only be a guess)
+    first = nll[:, : half_len - 1].mean()
+    second = nll[:, half_len:].mean()
+    return InductionScore(float(first), float(second))

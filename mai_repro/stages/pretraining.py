@@ -34,6 +34,8 @@ from mai_repro import plots
 from mai_repro.artifacts import Run, StageOutputs, project_root, require
 from mai_repro.config import Config, config_hash, resolve_device
 from mai_repro.data.shards import open_shards
+from mai_repro.data.tokenizer import SPECIALS
+from mai_repro.eval.longctx import induction_score
 from mai_repro.model.accounting import count_params
 from mai_repro.model.config import ModelConfig
 from mai_repro.schema import to_dict
@@ -79,9 +81,20 @@ def open_stage_shards(stage: StageOutputs | Path) -> tuple[dict, dict, dict]:
 
 def make_trainer(cfg: Config, train: Mapping[str, np.ndarray], heldout: Mapping[str, np.ndarray],
                  weights: Mapping[str, float], out_dir: Path | str, **kw: Any) -> Trainer:
-    """The preset's :class:`Trainer` (keyword arguments: ``dist``, ``device``, ``progress``)."""
-    return Trainer(cfg.pretrain, model_config(cfg), cfg.seed, run_hash(cfg), train, heldout,
-                   weights, out_dir, **kw)
+    """The preset's :class:`Trainer` (keyword arguments: ``dist``, ``device``, ``progress``),
+    with the induction score as a probe at each evaluation."""
+    p = cfg.pretrain
+    probes = {}
+    if p.induction_seqs:
+        def induction(model: torch.nn.Module) -> dict[str, float]:
+            s = induction_score(model, cfg.model.vocab_size, half_len=max(2, p.seq_len // 2),
+                                n_seqs=p.induction_seqs, seed=cfg.seed, low=len(SPECIALS),
+                                device=next(model.parameters()).device)
+            return {"first": s.first, "second": s.second, "ratio": s.ratio}
+
+        probes["induction"] = induction
+    return Trainer(p, model_config(cfg), cfg.seed, run_hash(cfg), train, heldout, weights,
+                   out_dir, probes=probes, **kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,6 +242,19 @@ def _figures(events: list[dict], failures: list[dict], gp: GoodputBreakdown, st
         fig.colorbar(im, ax=axes[2], label="share of token-slots")
     axes[2].set(title="expert load, first MoE layer", xlabel="step", ylabel="expert")
     figs["curves"] = plots.save(fig, st.path("figures", "curves"))
+
+    ind = [e for e in evals if "induction" in e]
+    if ind:
+        fig, ax = plots.new(width=6.4, height=3.6)
+        steps_ = [e["step"] for e in ind]
+        ax.plot(steps_, [e["induction"]["first"] for e in ind], marker="o", ms=3,
+                color=plots.PALETTE[1], label="first copy (nothing to copy from)")
+        ax.plot(steps_, [e["induction"]["second"] for e in ind], marker="o", ms=3,
+                color=plots.OURS, label="second copy (copy from the first)")
+        ax.set(title="induction: loss on repeated random tokens", xlabel="step",
+               ylabel="nats per token")
+        ax.legend(fontsize=8)
+        figs["induction"] = plots.save(fig, st.path("figures", "induction"))
     return figs
 
 
@@ -300,6 +326,9 @@ def build(run: Run) -> PretrainResult:
         params = count_params(model.cfg)
         mfus = [e["mfu"] for e in steady if e["mfu"] is not None]
         starts = [e for e in events if e["event"] == "start"]
+        last_eval = {e["step"]: e for e in events if e["event"] == "eval" and "induction" in e}
+        induction = [{"step": k, "tokens": k * p.batch_size * p.seq_len, **last_eval[k]["induction"]}
+                     for k in sorted(last_eval)]
         st.metrics.update({
             "steps": p.steps, "tokens": p.steps * p.batch_size * p.seq_len,
             "total_params": params.total, "active_params": params.active,
@@ -321,6 +350,10 @@ def build(run: Run) -> PretrainResult:
             "checkpoint_stall_s": stalls,
             "final_load_cv": next((e["load_cv"] for e in reversed(kept)
                                    if e["load_cv"] is not None), None),
+            # the induction score at each evaluation: loss on the second copy of repeated
+            # random tokens over the first (copying has formed when it is well below 1)
+            "induction": induction,
+            "induction_ratio_final": induction[-1]["ratio"] if induction else None,
         })
         figures = _figures(events, failures, gp, st)
         metrics = dict(st.metrics)

@@ -123,6 +123,8 @@ class PretrainConfig:
     compile: bool = spec(False, help="torch.compile the model (GPU presets)")
     eval_every: int = spec(50, min=1, help="steps between per-family held-out evaluations")
     eval_seqs: int = spec(16, min=1, help="held-out sequences per family in each evaluation")
+    induction_seqs: int = spec(16, min=0, help="repeated random sequences of the induction "
+                                               "score at each evaluation (0 = off)")
     ckpt_every: int = spec(50, min=1, help="steps between checkpoints")
     ckpt_keep: int = spec(3, min=1, help="checkpoints kept on disk (the newest)")
     ckpt_mode: Literal["sync", "async"] = spec("async", help="async: copy to host, write in "

@@ -32,7 +32,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +128,10 @@ class Trainer:
                  train: Mapping[str, np.ndarray],
                  heldout: Mapping[str, np.ndarray], weights: Mapping[str, float],
                  out_dir: Path | str, *, dist: Dist | None = None, device: str = "cpu",
-                 progress: bool = True):
+                 progress: bool = True,
+                 probes: Mapping[str, Callable[[torch.nn.Module], dict]] | None = None):
         self.p = p
+        self.probes = dict(probes or {})  # name -> model -> dict, logged at each evaluation
         dist = dist or Dist()
         self.seed, self.dist, self.device, self.progress = seed, dist, device, progress
         if p.batch_size % dist.world_size:
@@ -308,7 +310,8 @@ class Trainer:
             beat()
             if rec["rolled_back_to"] is None:
                 if self.step % p.eval_every == 0 or self.step == p.steps:
-                    self.log.write("eval", step=self.step, nll=self.evaluate())
+                    self.log.write("eval", step=self.step, nll=self.evaluate(),
+                                   **{name: fn(self.fwd) for name, fn in self.probes.items()})
                     beat()
                 if self.step % p.ckpt_every == 0 or self.step == p.steps:
                     self.save()
