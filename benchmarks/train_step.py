@@ -17,6 +17,7 @@ import dataclasses
 import json
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -36,26 +37,39 @@ def dense_twin(cfg: ModelConfig) -> ModelConfig:
     return dataclasses.replace(cfg, ffn_layout="all_dense", d_ff=d_ff)
 
 
-def measure(cfg: ModelConfig, batch: int, seq: int, device: str, steps: int, warmup: int,
-            compile_: bool, peak: float) -> dict:
+def autocast(device: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (fp32 master weights), nothing on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else \
+        contextlib.nullcontext()
+
+
+def make_step(cfg: ModelConfig, batch: int, seq: int, device: str, compile_: bool
+              ) -> tuple[Callable[[], None], Transformer]:
+    """A closure running one optimizer step of a fresh model of ``cfg`` on a fixed random
+    batch, and the model (for its parameter count; reused by benchmarks/gpu_check.py)."""
     torch.manual_seed(0)
     model = Transformer(cfg).to(device)
     opt = make_optimizer(model, 1e-4, 0.1)
-    fwd = model
-    if compile_:
-        fwd = torch.compile(model)
+    fwd = torch.compile(model) if compile_ else model
     data = torch.randint(0, cfg.vocab_size, (batch, seq + 1), device=device)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else \
-        contextlib.nullcontext()
+
+    def step() -> None:
+        with autocast(device):
+            train_step(fwd, opt, data)
+        model.update_balance()
+
+    return step, model
+
+
+def measure(cfg: ModelConfig, batch: int, seq: int, device: str, steps: int, warmup: int,
+            compile_: bool, peak: float) -> dict:
+    step, _ = make_step(cfg, batch, seq, device, compile_)
     times = []
     for i in range(warmup + steps):
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with amp:
-            train_step(fwd, opt, data)
-        if isinstance(model, Transformer):
-            model.update_balance()
+        step()
         if device == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:
@@ -71,6 +85,22 @@ def measure(cfg: ModelConfig, batch: int, seq: int, device: str, steps: int, war
             if device == "cuda" else None}
 
 
+def measure_pair(moe_cfg: ModelConfig, batch: int, seq: int, device: str, steps: int,
+                 warmup: int, compile_: bool, peak: float) -> dict:
+    """The MoE model and its dense twin, measured in the same run; one JSON-ready dict."""
+    moe_cfg = dataclasses.replace(moe_cfg, max_seq_len=seq)
+    dense_cfg = dense_twin(moe_cfg)
+    results = {}
+    for name, c in (("dense", dense_cfg), ("moe", moe_cfg)):
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        results[name] = measure(c, batch, seq, device, steps, warmup, compile_, peak)
+    return {"compile": compile_, "batch": batch, "seq": seq, "dense_d_ff": dense_cfg.d_ff,
+            "attn_impl": moe_cfg.attn_impl, "results": results,
+            "moe_over_dense_tokens_per_s": round(results["moe"]["tokens_per_s"]
+                                                 / results["dense"]["tokens_per_s"], 3)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="gpu")
@@ -84,23 +114,11 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = config.load(args.preset, device=device)
     seq = args.seq or cfg.pretrain.seq_len
-    moe_cfg = dataclasses.replace(cfg.model, max_seq_len=seq)
-    dense_cfg = dense_twin(moe_cfg)
-    peak = args.peak_tflops * 1e12
-    results = {}
-    for name, c in (("dense", dense_cfg), ("moe", moe_cfg)):
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        results[name] = measure(c, args.batch, seq, device, args.steps, args.warmup,
-                                args.compile, peak)
+    pair = measure_pair(cfg.model, args.batch, seq, device, args.steps, args.warmup,
+                        args.compile, args.peak_tflops * 1e12)
     print(json.dumps({
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "torch": torch.__version__, "preset": args.preset, "compile": args.compile,
-        "batch": args.batch, "seq": seq, "dense_d_ff": dense_cfg.d_ff,
-        "results": results,
-        "moe_over_dense_tokens_per_s": round(results["moe"]["tokens_per_s"]
-                                             / results["dense"]["tokens_per_s"], 3),
-    }, indent=2))
+        "torch": torch.__version__, "preset": args.preset, **pair}, indent=2))
 
 
 if __name__ == "__main__":
