@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 NBVAL_DIR := runs/nbval
 
-.PHONY: install reproduce test lint unit notebooks lab figures strip clean help
+.PHONY: install reproduce test lint unit notebooks gpucheck-dry lab figures strip clean help
 
 help:
 	@echo "make reproduce  - set up .venv and run every notebook at the laptop preset (runs/laptop/)"
@@ -40,7 +40,12 @@ notebooks: install
 	$(PY) -m mai_repro.pipeline --preset smoke --prepare $(NBVAL_DIR)
 	$(PY) -m pytest --nbval-lax -p no:cacheprovider $(NBVAL_DIR)
 
-test: lint unit notebooks
+# The prepared GPU check (benchmarks/gpu_check.py) in its CPU dry mode: tiny shapes, notebook 00
+# only, the same JSON keys as on a GPU; keeps the check from rotting between device sessions.
+gpucheck-dry: install
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh runs/gpucheck-dry --dry
+
+test: lint unit notebooks gpucheck-dry
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/
@@ -52,4 +57,4 @@ strip: install
 	$(VENV)/bin/nbstripout notebooks/*.ipynb
 
 clean:
-	rm -rf runs/smoke runs/nbval .pytest_cache .ruff_cache
+	rm -rf runs/smoke runs/nbval runs/gpucheck-dry .pytest_cache .ruff_cache

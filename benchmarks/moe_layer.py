@@ -49,6 +49,56 @@ def time_fwd_bwd(module: torch.nn.Module, x: torch.Tensor, iters: int, warmup: i
     return statistics.median(times)
 
 
+def measure_moe_layer(tokens: int = 32768, width: int = 768, experts: int = 64, top_k: int = 8,
+                      expert_width: int = 384, latent_ratio: int = 4, iters: int = 20,
+                      warmup: int = 5, skip_loop: bool = False, device: str | None = None
+                      ) -> dict:
+    """Times every variant against the dense MLP in one run; the JSON-ready result (also used
+    by benchmarks/gpu_check.py). bf16 on CUDA, fp32 on CPU."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    torch.manual_seed(0)
+
+    base = ModelConfig(d_model=width, n_experts=experts, top_k=top_k, d_expert=expert_width,
+                       d_latent=width // latent_ratio, n_heads=max(1, width // 64),
+                       n_kv_heads=1)
+    variants = {
+        "latent_grouped": dataclasses.replace(base, moe_impl="grouped"),
+        "latent_loop": dataclasses.replace(base, moe_impl="loop"),
+        "standard_grouped": dataclasses.replace(base, d_latent=None, moe_impl="grouped"),
+    }
+    if skip_loop:
+        del variants["latent_loop"]
+    active = moe_layer_params(base)[1]
+    dense_hidden = round(active / (3 * width))
+    x = torch.randn(1, tokens, width, device=device, dtype=dtype, requires_grad=True)
+
+    results = {"dense_mlp": time_fwd_bwd(SwiGLU(width, dense_hidden).to(device, dtype), x,
+                                         iters, warmup)}
+    for name, cfg in variants.items():
+        layer = LatentMoE(cfg).to(device, dtype)
+        results[name] = time_fwd_bwd(layer, x, iters, warmup)
+    ratios = {k: v / results["dense_mlp"] for k, v in results.items()}
+    # the fast path must compute what the reference computes (same weights, same input)
+    fast = LatentMoE(variants["latent_grouped"]).to(device, dtype)
+    ref = LatentMoE(dataclasses.replace(base, moe_impl="loop")).to(device, dtype)
+    ref.load_state_dict(fast.state_dict())
+    with torch.no_grad():
+        diff = (fast(x)[0].float() - ref(x)[0].float()).abs().max().item()
+    return {
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor()
+        or "cpu",
+        "torch": torch.__version__, "dtype": str(dtype).replace("torch.", ""),
+        "shape": {"tokens": tokens, "width": width, "experts": experts, "top_k": top_k,
+                  "expert_width": expert_width, "latent_width": base.latent_dim,
+                  "dense_hidden": dense_hidden},
+        "active_matmul_params": active,
+        "ms_fwd_bwd": {k: round(v, 3) for k, v in results.items()},
+        "ratio_to_dense": {k: round(v, 3) for k, v in ratios.items()},
+        "max_abs_diff_grouped_vs_loop": diff,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tokens", type=int, default=32768)
@@ -66,47 +116,9 @@ def main() -> None:
     if args.small or device == "cpu":
         args.tokens = min(args.tokens, 4096)
         args.iters, args.warmup = min(args.iters, 5), min(args.warmup, 2)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    torch.manual_seed(0)
-
-    base = ModelConfig(d_model=args.width, n_experts=args.experts, top_k=args.top_k,
-                       d_expert=args.expert_width, d_latent=args.width // args.latent_ratio,
-                       n_heads=max(1, args.width // 64), n_kv_heads=1)
-    variants = {
-        "latent_grouped": dataclasses.replace(base, moe_impl="grouped"),
-        "latent_loop": dataclasses.replace(base, moe_impl="loop"),
-        "standard_grouped": dataclasses.replace(base, d_latent=None, moe_impl="grouped"),
-    }
-    if args.skip_loop:
-        del variants["latent_loop"]
-    active = moe_layer_params(base)[1]
-    dense_hidden = round(active / (3 * args.width))
-    x = torch.randn(1, args.tokens, args.width, device=device, dtype=dtype, requires_grad=True)
-
-    results = {"dense_mlp": time_fwd_bwd(SwiGLU(args.width, dense_hidden).to(device, dtype), x,
-                                         args.iters, args.warmup)}
-    for name, cfg in variants.items():
-        layer = LatentMoE(cfg).to(device, dtype)
-        results[name] = time_fwd_bwd(layer, x, args.iters, args.warmup)
-    ratios = {k: v / results["dense_mlp"] for k, v in results.items()}
-    # the fast path must compute what the reference computes (same weights, same input)
-    fast = LatentMoE(variants["latent_grouped"]).to(device, dtype)
-    ref = LatentMoE(dataclasses.replace(base, moe_impl="loop")).to(device, dtype)
-    ref.load_state_dict(fast.state_dict())
-    with torch.no_grad():
-        diff = (fast(x)[0].float() - ref(x)[0].float()).abs().max().item()
-    print(json.dumps({
-        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor()
-        or "cpu",
-        "torch": torch.__version__, "dtype": str(dtype).replace("torch.", ""),
-        "shape": {"tokens": args.tokens, "width": args.width, "experts": args.experts,
-                  "top_k": args.top_k, "expert_width": args.expert_width,
-                  "latent_width": base.latent_dim, "dense_hidden": dense_hidden},
-        "active_matmul_params": active,
-        "ms_fwd_bwd": {k: round(v, 3) for k, v in results.items()},
-        "ratio_to_dense": {k: round(v, 3) for k, v in ratios.items()},
-        "max_abs_diff_grouped_vs_loop": diff,
-    }, indent=2))
+    print(json.dumps(measure_moe_layer(args.tokens, args.width, args.experts, args.top_k,
+                                       args.expert_width, args.latent_ratio, args.iters,
+                                       args.warmup, args.skip_loop, device), indent=2))
 
 
 if __name__ == "__main__":

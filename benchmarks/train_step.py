@@ -1,7 +1,7 @@
 """Training-step throughput and MFU: the gpu preset's MoE model vs a dense model with the same
 active parameters, measured in the same run.
 
-    python benchmarks/train_step.py [--preset gpu] [--batch 8] [--compile]
+    python benchmarks/train_step.py [--preset gpu] [--batch 8] [--compile] [--profile 3]
     python benchmarks/train_step.py --preset smoke --batch 2     # CPU-sized
 
 One step = forward, backward and AdamW update, bf16 autocast on GPU (fp32 weights). MFU =
@@ -17,6 +17,7 @@ import dataclasses
 import json
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -36,24 +37,68 @@ def dense_twin(cfg: ModelConfig) -> ModelConfig:
     return dataclasses.replace(cfg, ffn_layout="all_dense", d_ff=d_ff)
 
 
-def measure(cfg: ModelConfig, batch: int, seq: int, device: str, steps: int, warmup: int,
-            compile_: bool, peak: float) -> dict:
+def autocast(device: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (fp32 master weights), nothing on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else \
+        contextlib.nullcontext()
+
+
+def make_step(cfg: ModelConfig, batch: int, seq: int, device: str, compile_: bool
+              ) -> tuple[Callable[[], None], Transformer]:
+    """A closure running one optimizer step of a fresh model of ``cfg`` on a fixed random
+    batch, and the model (for its parameter count; reused by benchmarks/gpu_check.py)."""
     torch.manual_seed(0)
     model = Transformer(cfg).to(device)
     opt = make_optimizer(model, 1e-4, 0.1)
-    fwd = model
-    if compile_:
-        fwd = torch.compile(model)
+    fwd = torch.compile(model) if compile_ else model
     data = torch.randint(0, cfg.vocab_size, (batch, seq + 1), device=device)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else \
-        contextlib.nullcontext()
+
+    def step() -> None:
+        with autocast(device):
+            lm_step(fwd, opt, data)  # the library's one step (MoE balancing included)
+
+    return step, model
+
+
+def profile_step(step: Callable[[], None], steps: int, device: str, top: int = 25
+                 ) -> list[dict]:
+    """The ``top`` kernels (CUDA) or operators (CPU) by self time over ``steps`` steps, from
+    torch.profiler: name, milliseconds per step, calls per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_cuda = device == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+        if on_cuda:
+            torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        if on_cuda:
+            if e.device_type != torch.autograd.DeviceType.CUDA:
+                continue
+            us = getattr(e, "self_device_time_total", None) or e.self_cuda_time_total
+        else:
+            us = e.self_cpu_time_total
+        if us > 0:
+            rows.append({"name": e.key[:160], "ms_per_step": us / 1e3 / steps,
+                         "calls_per_step": e.count / steps})
+    rows.sort(key=lambda r: -r["ms_per_step"])
+    return [{**r, "ms_per_step": round(r["ms_per_step"], 4)} for r in rows[:top]]
+
+
+def measure(cfg: ModelConfig, batch: int, seq: int, device: str, steps: int, warmup: int,
+            compile_: bool, peak: float, profile_steps: int = 0) -> dict:
+    """Median step time, tokens/s, MFU and peak memory; with ``profile_steps``, also the top
+    kernels of that many more steps of the same (already warm) model."""
+    step, _ = make_step(cfg, batch, seq, device, compile_)
     times = []
     for i in range(warmup + steps):
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with amp:
-            lm_step(fwd, opt, data)  # the library's one step (MoE balancing included)
+        step()
         if device == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:
@@ -62,11 +107,31 @@ def measure(cfg: ModelConfig, batch: int, seq: int, device: str, steps: int, war
     tokens_s = batch * seq / step_s
     flops_tok = 3 * forward_flops_per_token(cfg, seq)["total"]
     p = count_params(cfg)
-    return {"step_ms": round(step_s * 1e3, 2), "tokens_per_s": round(tokens_s),
-            "mfu": round(flops_tok * tokens_s / peak, 4), "active_params": p.active,
-            "total_params": p.total,
-            "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2)
-            if device == "cuda" else None}
+    out = {"step_ms": round(step_s * 1e3, 2), "tokens_per_s": round(tokens_s),
+           "mfu": round(flops_tok * tokens_s / peak, 4), "active_params": p.active,
+           "total_params": p.total,
+           "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2)
+           if device == "cuda" else None}
+    if profile_steps:
+        out["profile"] = profile_step(step, profile_steps, device)
+    return out
+
+
+def measure_pair(moe_cfg: ModelConfig, batch: int, seq: int, device: str, steps: int,
+                 warmup: int, compile_: bool, peak: float, profile_steps: int = 0) -> dict:
+    """The MoE model and its dense twin, measured in the same run; one JSON-ready dict."""
+    moe_cfg = dataclasses.replace(moe_cfg, max_seq_len=seq)
+    dense_cfg = dense_twin(moe_cfg)
+    results = {}
+    for name, c in (("dense", dense_cfg), ("moe", moe_cfg)):
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        results[name] = measure(c, batch, seq, device, steps, warmup, compile_, peak,
+                                profile_steps)
+    return {"compile": compile_, "batch": batch, "seq": seq, "dense_d_ff": dense_cfg.d_ff,
+            "attn_impl": moe_cfg.attn_impl, "results": results,
+            "moe_over_dense_tokens_per_s": round(results["moe"]["tokens_per_s"]
+                                                 / results["dense"]["tokens_per_s"], 3)}
 
 
 def main() -> None:
@@ -78,27 +143,17 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--peak-tflops", type=float, default=989.0)
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="also list the top kernels of this many profiled steps")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = config.load(args.preset, device=device)
     seq = args.seq or cfg.pretrain.seq_len
-    moe_cfg = dataclasses.replace(cfg.model, max_seq_len=seq)
-    dense_cfg = dense_twin(moe_cfg)
-    peak = args.peak_tflops * 1e12
-    results = {}
-    for name, c in (("dense", dense_cfg), ("moe", moe_cfg)):
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        results[name] = measure(c, args.batch, seq, device, args.steps, args.warmup,
-                                args.compile, peak)
+    pair = measure_pair(cfg.model, args.batch, seq, device, args.steps, args.warmup,
+                        args.compile, args.peak_tflops * 1e12, args.profile)
     print(json.dumps({
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "torch": torch.__version__, "preset": args.preset, "compile": args.compile,
-        "batch": args.batch, "seq": seq, "dense_d_ff": dense_cfg.d_ff,
-        "results": results,
-        "moe_over_dense_tokens_per_s": round(results["moe"]["tokens_per_s"]
-                                             / results["dense"]["tokens_per_s"], 3),
-    }, indent=2))
+        "torch": torch.__version__, "preset": args.preset, **pair}, indent=2))
 
 
 if __name__ == "__main__":

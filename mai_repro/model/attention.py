@@ -6,6 +6,11 @@ and use no positional encoding at all (NoPE): order information reaches them thr
 local layers below. The output projection starts at zero by default, so at initialisation
 every block is an FFN and token mixing switches on as training moves it away from zero.
 
+Local layers in training and recomputation run through one of two paths chosen by
+``model.attn_impl``: SDPA with a boolean mask (or in blocks for long sequences), or
+FlexAttention with a sliding-window block mask (``flex.py``; fused and tile-sparse on a GPU).
+Both compute the same values; global layers always use SDPA with ``is_causal`` (flash).
+
 A :class:`KVCache` serves generation: local layers keep a ring buffer of ``window`` entries,
 global layers a growing cache. Masks come from absolute positions, so the same function
 builds the training mask and the decoding mask.
@@ -20,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mai_repro.model.config import ModelConfig
+from mai_repro.model.flex import flex_window_attention, use_flex
 
 
 def rope_tables(head_dim: int, positions: torch.Tensor, base: float, scale: float = 1.0
@@ -133,9 +139,11 @@ class Attention(nn.Module):
         self.v = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim_, bias=False)
         self.o = nn.Linear(cfg.n_heads * cfg.head_dim_, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: LayerCache | None = None
-                ) -> torch.Tensor:
-        """x (B, T, C) at absolute positions ``pos`` (T,); with a cache, attends to it too."""
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: LayerCache | None = None,
+                block_mask: object | None = None) -> torch.Tensor:
+        """x (B, T, C) at absolute positions ``pos`` (T,); with a cache, attends to it too.
+        ``block_mask``: the flex path's sliding-window mask, built once per forward by the
+        model (see :func:`mai_repro.model.flex.window_block_mask`); built here if None."""
         B, T, _ = x.shape
         q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
@@ -151,8 +159,10 @@ class Attention(nn.Module):
             values = torch.cat([cache.v, v], dim=2)
             k_pos = torch.cat([cache.pos, pos])
             _store(cache, k, v, pos)
-        if cache is None and not self.local:
+        if cache is None and not self.local:  # global NoPE: plain causal, the flash kernel
             y = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=True)
+        elif cache is None and use_flex(self.cfg.attn_impl, q):
+            y = flex_window_attention(q, keys, values, self.cfg.window, block_mask)
         elif cache is None and T > 4 * self.cfg.window:  # long: blocks, not a T x T mask
             y = local_attention(q, keys, values, self.cfg.window)
         else:

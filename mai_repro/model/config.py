@@ -53,6 +53,9 @@ class ModelConfig:
     norm_eps: float = spec(1e-5, min=0.0, help="RMSNorm epsilon")
     dropout: float = spec(0.0, min=0.0, max=1.0, help="dropout probability (0 = off)")
     moe_impl: Literal["auto", "grouped", "loop"] = "auto"  # auto: grouped GEMM on CUDA
+    # local layers' attention: flex = FlexAttention with a sliding-window block mask (fused and
+    # tile-sparse once compiled), sdpa = SDPA with a boolean mask; auto: flex on CUDA only
+    attn_impl: Literal["auto", "sdpa", "flex"] = "auto"
 
     def check(self) -> list[tuple[str, str]]:
         errors = []

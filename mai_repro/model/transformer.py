@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from mai_repro.model.attention import Attention, KVCache
 from mai_repro.model.config import ModelConfig
+from mai_repro.model.flex import use_flex, window_block_mask
 from mai_repro.model.moe import LatentMoE
 
 
@@ -42,8 +43,8 @@ class Block(nn.Module):
         self.ffn = LatentMoE(cfg) if self.is_moe else SwiGLU(cfg.d_model, cfg.d_ff)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, pos, cache=None, routing=None):
-        x = x + self.dropout(self.attn(self.attn_norm(x), pos, cache))
+    def forward(self, x, pos, cache=None, routing=None, block_mask=None):
+        x = x + self.dropout(self.attn(self.attn_norm(x), pos, cache, block_mask))
         h = self.ffn_norm(x)
         if self.is_moe:
             y, aux, idx = self.ffn(h, routing)
@@ -93,11 +94,13 @@ class Transformer(nn.Module):
         start = cache.length if cache is not None else 0
         pos = torch.arange(start, start + T, device=idx.device)
         x = self.embed(idx)
+        block_mask = self._local_block_mask(x, cache)
         aux = x.new_zeros((), dtype=torch.float32)
         chosen: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
             r = routing[len(chosen)] if (routing is not None and block.is_moe) else None
-            x, a, e = block(x, pos, cache.layers[i] if cache is not None else None, r)
+            x, a, e = block(x, pos, cache.layers[i] if cache is not None else None, r,
+                            block_mask)
             if a is not None:
                 aux = aux + a
             if e is not None:
@@ -107,6 +110,14 @@ class Transformer(nn.Module):
         x = self.norm(x)
         logits = x @ self.embed.weight.T if self.head is None else self.head(x)
         return ModelOutput(logits, aux, chosen)
+
+    def _local_block_mask(self, x: torch.Tensor, cache: KVCache | None) -> object | None:
+        """The flex path's sliding-window block mask for embeddings x (B, T, C), shared by
+        every local layer of this forward; None when the local layers use SDPA (or a cache)."""
+        cfg = self.cfg
+        if cache is not None or cfg.attn_period == 1 or not use_flex(cfg.attn_impl, x):
+            return None
+        return window_block_mask(x.shape[1], x.shape[1], cfg.window, x.device)
 
     @torch.no_grad()
     def update_balance(self) -> None:
