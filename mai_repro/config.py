@@ -166,20 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("preset", nargs="?", default="laptop")
     args = parser.parse_args(argv)
     try:
-        flat = _flatten(to_dict(load(args.preset)))
+        values = to_dict(load(args.preset))
     except ConfigError as e:
         parser.error(str(e))
     for key, type_name, _, help_text in describe(Config):
-        print(f"{key:28} {flat[key]!s:>12}  {type_name}{'  - ' + help_text if help_text else ''}")
+        value: Any = values
+        for part in key.split("."):  # a field may itself hold a mapping (curation.cutoffs)
+            value = value[part]
+        print(f"{key:28} {value!s:>12}  {type_name}{'  - ' + help_text if help_text else ''}")
     return 0
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flatten(v, key + ".") if isinstance(v, Mapping) else {key: v})
-    return out
 
 
 if __name__ == "__main__":

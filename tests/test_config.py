@@ -136,3 +136,10 @@ def test_every_preset_key_maps_to_a_field_with_that_value(preset):
             assert part in node, f"{preset}.yaml: {key} is not a config field"
             node = node[part]
         assert node == value or (isinstance(value, int) and node == float(value)), key
+
+
+@pytest.mark.parametrize("preset", config.PRESETS)
+def test_the_config_command_lists_every_key(preset, capsys):
+    assert config.main([preset]) == 0
+    out = capsys.readouterr().out
+    assert "curation.cutoffs" in out and "pretrain.steps" in out
