@@ -34,6 +34,15 @@ from mai_repro.model.config import ModelConfig
 grouped_mm = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
 
 
+def load_cv(load: torch.Tensor) -> float:
+    """Imbalance of expert load: the mean over MoE layers of std / mean of the token-slots each
+    expert received, for a (layers, experts) tensor (0 = perfectly even; 0 when empty)."""
+    if load.numel() == 0 or load.sum() == 0:
+        return 0.0
+    load = load.float()
+    return float((load.std(dim=1, unbiased=False) / load.mean(dim=1).clamp_min(1e-9)).mean())
+
+
 class LatentMoE(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()

@@ -119,11 +119,6 @@ class Transformer(nn.Module):
             return None
         return window_block_mask(x.shape[1], x.shape[1], cfg.window, x.device)
 
-    @torch.no_grad()
-    def update_balance(self) -> None:
-        """Call once per optimizer step (aux-loss-free bias balancing)."""
-        for moe in self.moe_layers:
-            moe.update_bias()
 
     def expert_load(self) -> torch.Tensor:
         """(n_moe_layers, n_experts) token-slots per expert in the last forward."""

@@ -37,6 +37,7 @@ from mai_repro.model.accounting import (
     moe_layer_params,
 )
 from mai_repro.model.config import ModelConfig
+from mai_repro.model.moe import load_cv
 from mai_repro.model.transformer import Transformer
 from mai_repro.train.loop import Schedule, lm_step, make_optimizer
 
@@ -57,12 +58,6 @@ def layer_table(cfg: ModelConfig) -> list[dict[str, Any]]:
             "params": attention_params(cfg) + ffn + 2 * cfg.d_model,
         })
     return rows
-
-
-def load_cv(load: torch.Tensor) -> float:
-    """Mean over MoE layers of std/mean of the token-slots per expert."""
-    load = load.float()
-    return float((load.std(dim=1, unbiased=False) / load.mean(dim=1).clamp_min(1e-9)).mean())
 
 
 @torch.no_grad()

@@ -42,6 +42,7 @@ import torch
 from mai_repro.data.loader import Loader
 from mai_repro.model.accounting import forward_flops_per_token
 from mai_repro.model.config import ModelConfig
+from mai_repro.model.moe import load_cv
 from mai_repro.model.transformer import Transformer
 from mai_repro.train import checkpoint as ck
 from mai_repro.train import distributed
@@ -85,14 +86,6 @@ def random_batch(shape: tuple[int, ...], vocab_size: int, seed: int, step: int) 
     disturb any global RNG)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     return torch.randint(0, vocab_size, shape, generator=g)
-
-
-def load_cv(load: torch.Tensor) -> float:
-    """Mean over MoE layers of std/mean of the token-slots each expert received."""
-    if load.numel() == 0 or load.sum() == 0:
-        return 0.0
-    load = load.float()
-    return float((load.std(dim=1, unbiased=False) / load.mean(dim=1).clamp_min(1e-9)).mean())
 
 
 class EventLog:
