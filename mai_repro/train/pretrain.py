@@ -434,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         resumed = trainer.resume()
         if dist.main:
             print(f"pre-training {cfg.preset}: {dist.world_size} process(es) on {device}, "
-                  f"{'resuming at step ' + str(resumed) if resumed is not None else 'from scratch'}",
+                  f"{'resuming at step ' + str(resumed) if resumed is not None else 'from scratch'}"
+                  f"{'' if resumed is not None else ' (' + str(trainer.ckpt.why_none) + ')'}",
                   flush=True)
         try:
             trainer.fit(heartbeat=args.heartbeat)
