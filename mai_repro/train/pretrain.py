@@ -48,7 +48,7 @@ import torch
 
 from mai_repro import config as config_mod
 from mai_repro import plots
-from mai_repro.artifacts import Run, StageOutputs, project_root, require
+from mai_repro.artifacts import Run, RunDirLock, StageOutputs, project_root, require
 from mai_repro.config import Config, config_hash, parse_steps, resolve_device
 from mai_repro.data.loader import Loader
 from mai_repro.data.shards import open_shards
@@ -425,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     dist, device = distributed.init(resolve_device(cfg.device))
     try:
         run = Run(cfg, args.run_dir)
-        if dist.main:
+        if dist.main:  # one writer per run dir (re-entered when notebook 07 runs this child)
+            RunDirLock(run.dir, "python -m mai_repro.train.pretrain").acquire()
             require(run, "tokenizer")
         distributed.barrier(dist)
         train, heldout, weights = open_stage_shards(run.stage_dir("tokenizer"))
