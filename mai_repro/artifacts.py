@@ -266,6 +266,31 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def _portable(path: Path) -> str:
+    """A path relative to the checkout when it is inside it (manifests move with the run)."""
+    path = path.resolve()
+    try:
+        return path.relative_to(project_root()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def changed_inputs(manifest: dict[str, Any], run_dir: Path) -> list[str]:
+    """Recorded inputs outside ``run_dir`` whose content no longer matches the manifest
+    (inputs inside the run directory are upstream stages' outputs, checked through them)."""
+    changed = []
+    run_dir = Path(run_dir).resolve()
+    for label, where in (manifest.get("input_paths") or {}).items():
+        path = Path(where) if Path(where).is_absolute() else project_root() / where
+        if path.resolve().is_relative_to(run_dir):
+            continue
+        if not path.exists():
+            changed.append(f"{where} (missing)")
+        elif file_hash(path) != manifest["inputs"].get(label):
+            changed.append(where)
+    return changed
+
+
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in ("mai_repro", "torch", "numpy"):
@@ -311,10 +336,13 @@ class StageWriter:
     dir: Path
     metrics: dict[str, Any] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)
+    input_paths: dict[str, str] = field(default_factory=dict)
 
     def add_input(self, label: str, path: Path | str) -> None:
-        """Record an input file or folder by its content hash."""
+        """Record an input file or folder by its content hash (and where it is: an input
+        outside the run directory that changes later makes the stage stale)."""
         self.inputs[label] = file_hash(Path(path))
+        self.input_paths[label] = _portable(Path(path))
 
     def path(self, *parts: str) -> Path:
         p = self.dir.joinpath(*parts)
@@ -344,11 +372,30 @@ class Run:
             return json.load(f)
 
     def status(self, name: str) -> str:
-        """``complete``, ``missing`` or ``stale`` (built from another config)."""
+        """``complete``, ``missing`` or ``stale`` (built from another config, or from input
+        files that have changed since: see :meth:`stale_reason`)."""
         manifest = self.read_manifest(name)
         if manifest is None:
             return "missing"
-        return "complete" if manifest.get("config_hash") == stage_hash(self.cfg, name) else "stale"
+        return "stale" if self.stale_reason(name, manifest) else "complete"
+
+    def stale_reason(self, name: str, manifest: dict[str, Any] | None = None) -> str | None:
+        """Why a built stage is out of date, or None: another config, or an input file outside
+        the run directory (the raw data) that differs from the hash its manifest records,
+        here or in an upstream stage."""
+        manifest = manifest or self.read_manifest(name)
+        if manifest is None:
+            return None
+        if manifest.get("config_hash") != stage_hash(self.cfg, name):
+            return "was built from another config"
+        changed = changed_inputs(manifest, self.dir)
+        if changed:
+            return f"was built from input files that have changed since: {', '.join(changed)}"
+        for up in STAGES[name].upstream:
+            why = self.stale_reason(up)
+            if why and "changed since" in why:
+                return f"depends on stage {up!r}, which {why}"
+        return None
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[StageWriter]:
@@ -374,6 +421,7 @@ class Run:
                 "config_hash": stage_hash(self.cfg, name),
                 "seed": self.cfg.seed,
                 "inputs": writer.inputs,
+            "input_paths": writer.input_paths,
                 "upstream": {u: (self.read_manifest(u) or {}).get("config_hash")
                              for u in STAGES[name].upstream},
                 "versions": package_versions(),
@@ -395,7 +443,7 @@ def require(run: Run, name: str) -> StageOutputs:
     status = run.status(name)
     if status != "complete":
         if not run.cfg.auto_rebuild:
-            why = "was built from another config" if status == "stale" else "has not been run"
+            why = run.stale_reason(name) if status == "stale" else "has not been run"
             raise StageError(
                 f"stage {name!r} {why} in {run.dir}. At preset {run.cfg.preset!r} upstream "
                 f"stages are not rebuilt automatically: run notebooks/{stage.notebook} first, "
