@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else root / "runs" / cfg.preset
     run_dir = run_dir.resolve()
 
+    if args.first is not None and args.last is not None and args.first > args.last:
+        print(f"error: inverted range: --from {args.first} is after --to {args.last}",
+              file=sys.stderr)
+        return 2
     selection = Selection(args.only, args.first, args.last)
     notebooks = [(n, p) for n, p in discover(nb_dir) if n in selection]
     if args.only:
