@@ -141,6 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     parameters = {"preset": args.preset, "run_dir": str(run_dir), "seed": seed,
                   "device": device, "overrides": overrides}
 
+    # One pipeline per run directory; the notebooks' kernels re-enter this lock (artifacts).
+    lock = RunDirLock(run_dir, f"pipeline --preset {args.preset}")
+    if not args.prepare:
+        try:
+            lock.acquire()
+        except RunDirError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
     import papermill as pm  # imported late: argument errors stay fast
 
     if args.prepare:
@@ -153,12 +162,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepared {len(notebooks)} notebooks at preset {cfg.preset} in {out_dir}")
         return 0
 
-    # One pipeline per run directory; the notebooks' kernels re-enter this lock (artifacts).
-    try:
-        lock = RunDirLock(run_dir, f"pipeline --preset {args.preset}").acquire()
-    except RunDirError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     with lock:
         out_dir = run_dir / "executed"
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -184,6 +184,14 @@ def iter_sample(data_dir: Path | str | None = None, families: tuple[str, ...] | 
             yield from read_source(source, data_dir)
 
 
+def manifest_ids(data_dir: Path | str | None = None, max_per_source: int | None = None
+                 ) -> list[str]:
+    """The documents data/MANIFEST lists (the first ``max_per_source`` of each source file):
+    the enumeration of inputs, made without the readers, that the curation ledger must match."""
+    manifest = SampleManifest.read(Path(data_dir or default_data_dir()))
+    return manifest.expected_ids(map(source_id, SOURCES), max_per_source)
+
+
 def read_manifest(data_dir: Path | str | None = None, files: bool = False
                   ) -> list[dict[str, str]]:
     """The document rows of data/MANIFEST (the raw files' rows with ``files=True``)."""
