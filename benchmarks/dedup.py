@@ -13,6 +13,7 @@ import argparse
 import json
 import re
 import time
+from importlib import metadata
 
 from mai_repro.data import dedup
 from mai_repro.data.documents import Document
@@ -65,6 +66,8 @@ def main() -> None:
         "datasketch_docs_per_s": round(len(texts) / t_theirs, 1),
         "throughput_ratio_ours_over_datasketch": round(t_theirs / t_ours, 3),
         "near_duplicates_found": {"ours": n_ours, "datasketch": n_theirs},
+        "same_count": n_ours == n_theirs,
+        "datasketch_version": metadata.version("datasketch"),
     }, indent=2))
 
 

@@ -52,6 +52,7 @@ from mai_repro.train.config import (
 )
 
 PRESETS = ("smoke", "laptop", "gpu", "cluster")
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ class Config:
     def check(self) -> list[tuple[str, str]]:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             return [("device", f"got {self.device!r}, allowed: auto, cpu, cuda, cuda:N, mps")]
+        if not PRESET_NAME.fullmatch(self.preset):  # it names runs/<preset>/: never a path
+            return [("preset", f"got {self.preset!r}, a preset is a name (letters, digits, "
+                               f"'_', '-', '.'), not a path")]
         return []
 
 
@@ -93,6 +97,19 @@ def preset_path(preset: str) -> Path:
         return path
     raise ConfigError("preset", f"got {preset!r}, allowed: {', '.join(PRESETS)} "
                                 f"or the path of a YAML file")
+
+
+def read_preset_yaml(path: Path) -> Any:
+    """A preset file's YAML; a syntax error is a one-line ConfigError naming file and line."""
+    with open(path) as f:
+        try:
+            return yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError("preset", f"{path.name}:{where}: YAML syntax error: "
+                                        f"{what}") from None
 
 
 def expand_dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,8 +135,7 @@ def load(preset: str = "laptop", overrides: Mapping[str, Any] | None = None, *,
     ``seed`` and ``device`` (when not None) override the preset's, as papermill passes them.
     """
     path = preset_path(preset)
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    data = read_preset_yaml(path)
     if not isinstance(data, Mapping):
         raise ConfigError("preset", f"{path.name} must hold a mapping of settings")
     data.setdefault("preset", path.stem)

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from mai_repro import config
-from mai_repro.artifacts import project_root
+from mai_repro.artifacts import RunDirError, RunDirLock, project_root
 from mai_repro.schema import ConfigError
 
 NOTEBOOK_RE = re.compile(r"^(\d{2})_.+\.ipynb$")
@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else root / "runs" / cfg.preset
     run_dir = run_dir.resolve()
 
+    if args.first is not None and args.last is not None and args.first > args.last:
+        print(f"error: inverted range: --from {args.first} is after --to {args.last}",
+              file=sys.stderr)
+        return 2
     selection = Selection(args.only, args.first, args.last)
     notebooks = [(n, p) for n, p in discover(nb_dir) if n in selection]
     if args.only:
@@ -137,6 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     parameters = {"preset": args.preset, "run_dir": str(run_dir), "seed": seed,
                   "device": device, "overrides": overrides}
 
+    # One pipeline per run directory; the notebooks' kernels re-enter this lock (artifacts).
+    lock = RunDirLock(run_dir, f"pipeline --preset {args.preset}")
+    if not args.prepare:
+        try:
+            lock.acquire()
+        except RunDirError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
     import papermill as pm  # imported late: argument errors stay fast
 
     if args.prepare:
@@ -149,27 +162,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepared {len(notebooks)} notebooks at preset {cfg.preset} in {out_dir}")
         return 0
 
-    out_dir = run_dir / "executed"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"mai-repro pipeline: preset {cfg.preset}, {len(notebooks)} notebooks, "
-          f"run dir {run_dir}")
-    start = time.time()
-    for i, (_, path) in enumerate(notebooks, 1):
-        dest = out_dir / path.name
-        t0 = time.time()
-        print(f"[{i}/{len(notebooks)}] {path.name}", flush=True)
-        try:
-            pm.execute_notebook(str(path), str(dest), parameters=parameters,
-                                kernel_name=args.kernel, cwd=str(root), progress_bar=True)
-        except pm.PapermillExecutionError as e:
-            print(f"\nFAILED: {path.name}, cell {e.cell_index} (execution count "
-                  f"{e.exec_count}): {e.ename}: {e.evalue}\n"
-                  f"partial notebook: {dest}", file=sys.stderr)
-            return 1
-        print(f"[{i}/{len(notebooks)}] {path.name} done in {time.time() - t0:.1f} s -> {dest}",
-              flush=True)
-    print(f"all {len(notebooks)} notebooks done in {time.time() - start:.1f} s")
-    return 0
+    with lock:
+        out_dir = run_dir / "executed"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        print(f"mai-repro pipeline: preset {cfg.preset}, {len(notebooks)} notebooks, "
+              f"run dir {run_dir}")
+        start = time.time()
+        for i, (_, path) in enumerate(notebooks, 1):
+            dest = out_dir / path.name
+            t0 = time.time()
+            print(f"[{i}/{len(notebooks)}] {path.name}", flush=True)
+            try:
+                pm.execute_notebook(str(path), str(dest), parameters=parameters,
+                                    kernel_name=args.kernel, cwd=str(root), progress_bar=True)
+            except pm.PapermillExecutionError as e:
+                print(f"\nFAILED: {path.name}, cell {e.cell_index} (execution count "
+                      f"{e.exec_count}): {e.ename}: {e.evalue}\n"
+                      f"partial notebook: {dest}", file=sys.stderr)
+                return 1
+            print(f"[{i}/{len(notebooks)}] {path.name} done in {time.time() - t0:.1f} s -> "
+                  f"{dest}", flush=True)
+        print(f"all {len(notebooks)} notebooks done in {time.time() - start:.1f} s")
+        return 0
 
 
 if __name__ == "__main__":

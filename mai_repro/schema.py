@@ -1,7 +1,8 @@
 """Typed, validated configuration sections built from plain dicts.
 
 Every config section is a frozen dataclass. Fields carry their constraints in metadata
-(``spec(default, min=..., max=..., help=...)``); allowed string values are spelled as
+(``spec(default, min=..., max=..., help=...)``; NaN and infinities are refused in every number
+of a field, lists and mappings included, unless it says ``nonfinite=True``); allowed string values are spelled as
 ``Literal[...]`` types. :func:`build` turns a nested dict into a dataclass tree and raises a
 :class:`ConfigError` that names the full key path (``pretrain.steps``) and what is allowed.
 A section may define ``check(self) -> list[tuple[str, str]]`` for rules that involve several
@@ -14,6 +15,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import types
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -28,9 +30,11 @@ class ConfigError(ValueError):
 
 
 def spec(default: Any = dataclasses.MISSING, *, min: float | None = None,
-         max: float | None = None, help: str = "", factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with validation metadata (inclusive bounds) and a help text."""
-    meta = {"min": min, "max": max, "help": help}
+         max: float | None = None, help: str = "", factory: Any = dataclasses.MISSING,
+         nonfinite: bool = False) -> Any:
+    """A dataclass field with validation metadata (inclusive bounds) and a help text;
+    ``nonfinite=True`` lets its numbers be NaN or infinite (refused otherwise)."""
+    meta = {"min": min, "max": max, "help": help, "nonfinite": nonfinite}
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -129,6 +133,9 @@ def build(cls: type, data: Mapping[str, Any] | None = None, path: str = "") -> A
             value = build(hints[name], {}, key)
         else:
             continue
+        bad = None if f.metadata.get("nonfinite") else _nonfinite(value)
+        if bad is not None:  # NaN slips through every range check (all comparisons are False)
+            raise ConfigError(key, f"got {bad!r}, expected a finite number")
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -141,6 +148,24 @@ def build(cls: type, data: Mapping[str, Any] | None = None, path: str = "") -> A
         for field_name, message in check():
             raise ConfigError(f"{path}.{field_name}" if path else field_name, message)
     return obj
+
+
+def _nonfinite(value: Any) -> float | None:
+    """The first NaN or infinite float in a value, its lists and mappings (not in nested
+    sections, which check their own fields)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else value
+    if isinstance(value, (list, tuple)):
+        items: Any = value
+    elif isinstance(value, Mapping):
+        items = value.values()
+    else:
+        return None
+    for v in items:
+        bad = _nonfinite(v)
+        if bad is not None:
+            return bad
+    return None
 
 
 def to_dict(obj: Any) -> Any:

@@ -143,3 +143,62 @@ def test_the_config_command_lists_every_key(preset, capsys):
     assert config.main([preset]) == 0
     out = capsys.readouterr().out
     assert "curation.cutoffs" in out and "pretrain.steps" in out
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 20: NaN and infinities, presets as names, YAML syntax errors.
+
+@pytest.mark.parametrize("override, key", [
+    ({"pretrain.lr": float("nan")}, "pretrain.lr"),
+    ({"pretrain.weight_decay": float("inf")}, "pretrain.weight_decay"),
+    ({"pretrain.hang_timeout": float("inf")}, "pretrain.hang_timeout"),
+    ({"overview.mfu": float("-inf")}, "overview.mfu"),
+])
+def test_nan_and_inf_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=rf"^{key}: got (nan|inf|-inf), expected a finite"):
+        load("smoke", override)
+
+
+def test_every_float_field_refuses_nan():
+    """Every float field of every section, lists and mappings of floats included."""
+    from mai_repro.schema import describe
+
+    floats = [key for key, tp, _, _ in describe(config.Config) if "float" in tp]
+    assert len(floats) > 30
+    for key in floats:
+        tp = next(t for k, t, _, _ in describe(config.Config) if k == key)
+        bad = float("nan")
+        value = [bad] if tp.startswith("a list") else {"x": bad} if tp == "a mapping" else bad
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load("smoke", {key: value})
+
+
+def test_a_field_may_allow_nonfinite():
+    from dataclasses import dataclass
+
+    from mai_repro.schema import build, spec
+
+    @dataclass(frozen=True)
+    class S:
+        limit: float = spec(1.0, nonfinite=True)
+        other: float = spec(1.0)
+
+    assert build(S, {"limit": float("inf")}).limit == float("inf")
+    with pytest.raises(ConfigError, match="other"):
+        build(S, {"other": float("inf")})
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", ""])
+def test_preset_is_a_name_not_a_path(name):
+    with pytest.raises(ConfigError, match=r"^preset: .*a preset is a name"):
+        load("smoke", {"preset": name})
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path: Path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("pretrain:\n  steps: 3\n   lr: [1\n")
+    with pytest.raises(ConfigError) as e:
+        load(str(bad))
+    msg = str(e.value)
+    assert msg.startswith("preset: mine.yaml: line") and "YAML syntax error" in msg
+    assert "\n" not in msg

@@ -140,3 +140,14 @@ def test_planted_excluded_documents_never_reach_the_clean_corpus():
     assert {d.id for d in kept} == {d.id for d in fine}
     assert ledger.n_inputs == ledger.n_kept + sum(ledger.removals().values()) == 8
     assert ledger.removals()[("source", "license_not_allowed")] == 2
+
+
+def test_near_duplicates_compare_every_pair_in_a_bucket():
+    """Issue 20: A shares a band with B and C but resembles neither; B ~ C must be found
+    (only the bucket's first member was compared with the others)."""
+    a = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0], dtype=np.uint64)
+    b = np.array([1, 1, 5, 5, 5, 5, 5, 5, 5, 6], dtype=np.uint64)
+    c = np.array([1, 1, 5, 5, 5, 5, 5, 5, 5, 7], dtype=np.uint64)
+    assert dedup.near_duplicates([a, b, c], bands=1, rows=2, threshold=0.7) == {2: 1}
+    assert dedup.near_duplicates([b, a, c], bands=1, rows=2, threshold=0.7) == {2: 0}
+    assert dedup.near_duplicates([a, b], bands=1, rows=2, threshold=0.7) == {}

@@ -182,3 +182,18 @@ def test_without_top_p_masking_the_ratio_is_the_nucleus_mass():
     mass = torch.softmax(logits, -1)[0, 0, :2].sum().item()
     assert masked.ratio_mean == pytest.approx(1.0) and masked.nucleus_mass == pytest.approx(mass)
     assert unmasked.ratio_mean == pytest.approx(mass)
+
+
+@pytest.mark.parametrize("value", [0.3, 0.1, 0.7, 1e-3, 123.456])
+@pytest.mark.parametrize("scale", [False, True])
+def test_constant_group_of_8_has_zero_advantage(value, scale):
+    """Issue 20: 8 x 0.3 (float32) gave +0.0298 with scale_std: rounding / the 1e-6 floor."""
+    adv = group_advantages(torch.full((8,), value, dtype=torch.float32), 8, scale_std=scale)
+    assert adv.abs().max().item() == 0.0
+
+
+def test_small_real_spread_is_still_scaled():
+    r = torch.tensor([0.30, 0.30, 0.30, 0.30, 0.30, 0.30, 0.30, 0.31])
+    adv = group_advantages(r, 8, scale_std=True)
+    assert adv[-1].item() == pytest.approx(7 ** 0.5, rel=1e-3)  # (x - mean) / std, one outlier
+    assert adv.sum().abs().item() < 1e-4

@@ -97,3 +97,38 @@ def test_prepare_injects_parameters(tmp_path):
     assert len(injected) == 1
     src = injected[0].source
     assert 'preset = "smoke"' in src and "seed = 4" in src and str(tmp_path / "r") in src
+
+
+# Issue 20: one-line errors naming the cause, before anything runs.
+
+def test_inverted_range_is_named(tmp_path, capsys):
+    code = pipeline.main(["--preset", "smoke", "--from", "7", "--to", "3",
+                          "--run-dir", str(tmp_path / "r"), "--notebooks", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "error: inverted range: --from 7 is after --to 3"
+
+
+@pytest.mark.parametrize("param, key", [("pretrain.lr=.nan", "pretrain.lr"),
+                                        ("pretrain.weight_decay=.inf", "pretrain.weight_decay"),
+                                        ("pretrain.hang_timeout=.inf", "pretrain.hang_timeout"),
+                                        ("preset=../../x", "preset")])
+def test_nan_inf_and_path_presets_are_refused(tmp_path, capsys, param, key):
+    nbs = tmp_path / "nbs"  # a trivial notebook: without the check, it runs (and not 13)
+    nbs.mkdir()
+    write_nb(nbs / "00_x.ipynb", PARAMS)
+    code = pipeline.main(["--preset", "smoke", "-p", param, "--run-dir", str(tmp_path / "r"),
+                          "--notebooks", str(nbs)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: invalid parameter: {key}: ")
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_preset_yaml_syntax_error_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("seed: [1\n")
+    code = pipeline.main(["--preset", str(bad), "--run-dir", str(tmp_path / "r"),
+                          "--notebooks", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "mine.yaml: line" in err and "YAML syntax error" in err
+    assert len(err.strip().splitlines()) == 1

@@ -131,6 +131,20 @@ def test_crash_while_checkpointing_keeps_the_previous_one(tmp_path, monkeypatch)
     assert trainer(make_cfg(), tmp_path).resume() == 4
 
 
+def test_corrupted_newest_checkpoint_is_not_resumed(tmp_path):
+    """Issue 20: 256 flipped bytes in the newest checkpoint resumed with NaN weights."""
+    trainer(make_cfg(), tmp_path).fit(stop_at=9)  # checkpoints at steps 4 and 8
+    newest = tmp_path / "checkpoints" / "step_00000008.pt"
+    data = bytearray(newest.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 256] = bytes(b ^ 0xFF for b in data[mid:mid + 256])
+    newest.write_bytes(bytes(data))
+    t = trainer(make_cfg(), tmp_path)
+    assert t.resume() == 4
+    assert all(torch.isfinite(v).all() for v in t.model.state_dict().values()
+               if v.is_floating_point())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

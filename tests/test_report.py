@@ -5,7 +5,7 @@ import math
 import re
 
 from mai_repro import plots
-from mai_repro.artifacts import STAGES, Run, atomic_write_json, project_root
+from mai_repro.artifacts import LOCK_FILE, STAGES, Run, atomic_write_json, project_root
 from mai_repro.config import load
 from mai_repro.stages import report
 from mai_repro.stages.report import HELD, NO_VERDICT, NOT_HELD, NOT_RUN
@@ -180,7 +180,8 @@ def test_build_reads_and_rebuilds_nothing(tmp_path):
     ax.plot([0, 1], [0, 1])
     plots.save(fig, tmp_path / "collapse" / "figures" / "generations")
     c = report.build(run)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["collapse", "report"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK_FILE) == \
+        ["collapse", "report"]
     assert run.status("report") == "complete"
     m = run.read_manifest("report")["metrics"]
     assert m["counts"] == c.counts and m["counts"][HELD] == 2

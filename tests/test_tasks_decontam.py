@@ -72,3 +72,30 @@ def test_decontamination_finds_planted_overlap():
 def test_decontamination_texts_cover_both_splits():
     texts = tasks.decontamination_texts(n_per_split=5, difficulties=(0,))
     assert len(texts) == 10 and not any(tasks.INSTRUCTION in t for t in texts)
+
+
+# Issue 20: grading takes ASCII digits only and a bounded length.
+
+@pytest.mark.parametrize("answer", ["1\u0663", "\u0661\u0663", "\uff11\uff13", "1\u09e9",
+                                    "\U0001d7cf\U0001d7d1"])
+def test_non_ascii_digits_are_not_an_answer(answer):
+    task = tasks.Task("t", "arithmetic", 0, "q", 13)
+    assert tasks.extract_answer(f"Answer: {answer}") is None
+    assert not tasks.grade(f" {answer}", task)
+
+
+def test_a_5000_digit_answer_is_wrong_not_an_error():
+    task = tasks.Task("t", "arithmetic", 0, "q", 7)
+    huge = "7" * 5000
+    assert tasks.extract_answer(f"Answer: {huge}") is None  # int() would raise ValueError
+    assert not tasks.grade(f" {huge}", task) and not tasks.grade(f" -{huge}", task)
+    longest = "9" * tasks.MAX_ANSWER_DIGITS
+    assert tasks.extract_answer(f"Answer: {longest}") == int(longest)
+    assert tasks.extract_answer(f"Answer: 1{longest}") is None
+
+
+def test_every_task_answer_fits_the_bound():
+    for kind in tasks.KINDS:
+        for t in tasks.generate(200, kinds=(kind,), difficulty=6, seed=0):
+            assert len(str(abs(t.answer))) < tasks.MAX_ANSWER_DIGITS
+            assert tasks.is_correct(f"Answer: {t.answer}", t)

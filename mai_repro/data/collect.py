@@ -24,7 +24,15 @@ from pathlib import Path
 
 from mai_repro.data import readers
 from mai_repro.data.documents import Document, Unreadable
-from mai_repro.data.sources import MANIFEST_FIELDS, SOURCES, Source, iter_sample, raw_path
+from mai_repro.data.sources import (
+    MANIFEST_FIELDS,
+    SOURCES,
+    Source,
+    iter_sample,
+    raw_path,
+    source_id,
+)
+from mai_repro.files import file_hash
 
 
 def run(cmd: list[str], cwd: Path) -> None:
@@ -100,12 +108,18 @@ def fetch(source: Source, data_dir: Path, cache: Path) -> None:
 
 
 def write_manifest(data_dir: Path) -> tuple[int, int]:
-    """One row per document of the sample; fails if anything in the sample is unreadable."""
+    """One row per raw file (its sha256 and size, which curation verifies before reading
+    it), then one row per document of the sample; fails if anything is unreadable."""
     rows = 0
     total = 0
     with open(data_dir / "MANIFEST", "w", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(MANIFEST_FIELDS)
+        for source in SOURCES:
+            path = raw_path(data_dir, source)
+            w.writerow([source_id(source), source.family, source.package, source.version,
+                        path.relative_to(data_dir).as_posix(), source.license, "",
+                        file_hash(path), path.stat().st_size])
         for doc in iter_sample(data_dir):
             if isinstance(doc, Unreadable):
                 raise RuntimeError(f"the sample has an unreadable input: {doc}")

@@ -5,8 +5,9 @@
 - Near: MinHash signatures of word shingles, locality-sensitive hashing in ``bands`` x ``rows``
   (two documents become candidates when one band agrees entirely; the pair's collision
   probability is 1 - (1 - J^rows)^bands for Jaccard similarity J), then candidates are kept
-  only when their estimated Jaccard similarity reaches ``threshold``. Clusters are joined with
-  union-find; the first document of each cluster is kept.
+  only when their estimated Jaccard similarity reaches ``threshold`` (every pair inside a
+  bucket is a candidate). Clusters are joined with union-find; the first document of each
+  cluster is kept.
 
 Shingle hashes are computed with NumPy from per-word CRC32 values (stable across processes),
 and the signature of a document is one vectorised min over all permutations.
@@ -98,12 +99,28 @@ def near_duplicates(signatures: Sequence[np.ndarray], bands: int, rows: int,
         for i in range(n):
             buckets[block[i].tobytes()].append(i)
         for members in buckets.values():
-            first = members[0]
-            for j in members[1:]:
-                ri, rj = _find(parent, first), _find(parent, j)
-                if ri != rj and np.mean(sig[first] == sig[j]) >= threshold:
-                    parent[max(ri, rj)] = min(ri, rj)
+            if len(members) > 1:
+                _join_similar_pairs(sig, members, threshold, parent)
     return {i: _find(parent, i) for i in range(n) if _find(parent, i) != i}
+
+
+def _join_similar_pairs(sig: np.ndarray, members: list[int], threshold: float,
+                        parent: list[int]) -> None:
+    """Join every pair of a bucket whose estimated similarity reaches ``threshold``.
+
+    Every pair, not only the first member with each other: when an unrelated document A
+    shares a band with B and C, B ~ C must still be found. A pair already in one cluster
+    needs no comparison (union-find makes the result the same), which keeps this cheap.
+    """
+    for a, i in enumerate(members[:-1]):
+        rest = [j for j in members[a + 1:] if _find(parent, j) != _find(parent, i)]
+        if not rest:
+            continue
+        sims = (sig[rest] == sig[i]).mean(axis=1)
+        for j in np.asarray(rest)[sims >= threshold]:
+            ri, rj = _find(parent, i), _find(parent, int(j))
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
 
 
 def exact_duplicates(texts: Sequence[str]) -> dict[int, int]:

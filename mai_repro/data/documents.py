@@ -32,6 +32,7 @@ class Unreadable:
     family: str
     source_file: str
     reason: str
+    count: int = 1  # documents this record stands for (the members lost after an archive breaks)
 
 
 def sha256(data: bytes) -> str:

@@ -3,8 +3,9 @@
 Each reader takes a file and yields :class:`RawItem` (a path inside the file, the raw bytes,
 a date when known), in file order, without loading the whole file. A corrupt input (truncated
 compression, broken XML or archive, undecodable bytes) never raises out of a reader: it
-yields a :class:`ReadError` with the reason and stops, so the caller records the input as
-unreadable and goes on with the next file.
+yields a :class:`ReadError` with the reason and stops (or, for one corrupt member of an
+archive, goes on with the next member), so the caller records the input as unreadable and
+goes on.
 
 Formats: tar archives (``.tar.gz`` source distributions and document trees; ``.gz`` members
 are decompressed), MediaWiki XML dumps (``.xml.bz2``), one document per line, JSON lines
@@ -21,6 +22,7 @@ import json
 import re
 import tarfile
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -64,20 +66,60 @@ def decode(data: bytes) -> str:
 
 def read_tar(path: Path | str, members: str | None = None) -> Iterator[RawItem | ReadError]:
     """Regular files of a tar archive (any compression tarfile knows), ``.gz`` members
-    decompressed; ``members`` is an optional regex on member paths."""
+    decompressed; ``members`` is an optional regex on member paths.
+
+    A member that cannot be read or decompressed yields a ReadError for that member and the
+    archive goes on; an archive that breaks (truncated, corrupt compression) yields one
+    ReadError for the archive, saying after how many members it stopped, and ends: what
+    follows the break cannot be enumerated from the archive itself (the caller counts the
+    lost members against an independent list, data/MANIFEST).
+    """
     pattern = re.compile(members) if members else None
+    n = 0
     try:
         with tarfile.open(path, "r:*") as tar:
             for info in tar:
                 if not info.isfile() or (pattern and not pattern.search(info.name)):
                     continue
-                f = tar.extractfile(info)
-                data = f.read() if f else b""
-                if info.name.endswith(".gz"):
-                    data = gzip.decompress(data)
-                yield RawItem(info.name, data, _iso(info.mtime))
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as e:
-        yield ReadError(str(path), f"broken archive: {type(e).__name__}: {e}")
+                n += 1
+                item = _tar_member(tar, info)
+                yield item if isinstance(item, RawItem) else ReadError(f"{path}:{info.name}",
+                                                                       item)
+            trailing = _trailing_data(tar)
+            if trailing:
+                raise tarfile.ReadError(trailing)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        yield ReadError(str(path), f"broken archive after {n} member(s): "
+                                   f"{type(e).__name__}: {e}")
+
+
+def _trailing_data(tar: tarfile.TarFile) -> str | None:
+    """What is wrong after the last member, or None. tarfile ends its iteration silently at an
+    invalid header past the first one, so a corrupt archive looks like a short one; what
+    follows the last member must be the zero blocks that close a tar archive. Reading to the
+    end also makes a compressed stream check its CRC."""
+    f = tar.fileobj
+    f.seek(tar.offset)
+    at = tar.offset
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        if chunk.count(0) != len(chunk):
+            where = at + next(i for i, b in enumerate(chunk) if b)
+            return f"data at byte {where} of the tar stream is not a valid member header"
+        at += len(chunk)
+    return None
+
+
+def _tar_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> RawItem | str:
+    """One member's bytes (decompressed when it is a ``.gz``), or why they are corrupt.
+    Errors of the archive itself (reading past a break) propagate to the caller."""
+    f = tar.extractfile(info)
+    data = f.read() if f else b""
+    if info.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as e:  # BadGzipFile is an OSError
+            return f"corrupt gzip member: {type(e).__name__}: {e}"
+    return RawItem(info.name, data, _iso(info.mtime))
 
 
 def read_mediawiki(path: Path | str, namespaces: Iterable[int] = (0,)
@@ -104,7 +146,7 @@ def read_mediawiki(path: Path | str, namespaces: Iterable[int] = (0,)
                                   stamp[:10] if stamp else None,
                                   base + title.replace(" ", "_") if base else None)
                 el.clear()
-    except (ET.ParseError, EOFError, OSError) as e:
+    except (ET.ParseError, EOFError, OSError, zlib.error) as e:
         yield ReadError(str(path), f"broken dump: {type(e).__name__}: {e}")
 
 
@@ -115,7 +157,7 @@ def read_lines(path: Path | str) -> Iterator[RawItem | ReadError]:
             for n, line in enumerate(f, 1):
                 if line.strip():
                     yield RawItem(f"line {n}", line.rstrip(b"\r\n"))
-    except (EOFError, OSError) as e:
+    except (EOFError, OSError, zlib.error) as e:
         yield ReadError(str(path), f"broken file: {type(e).__name__}: {e}")
 
 
@@ -134,7 +176,7 @@ def read_jsonl(path: Path | str, text_key: str = "text") -> Iterator[RawItem | R
                 yield RawItem(str(obj.get("id", f"line {n}")),
                               str(obj.get(text_key, "")).encode("utf-8"), obj.get("date"),
                               obj.get("url"))
-    except (EOFError, OSError) as e:
+    except (EOFError, OSError, zlib.error) as e:
         yield ReadError(str(path), f"broken file: {type(e).__name__}: {e}")
 
 
@@ -195,7 +237,7 @@ def read_warc(path: Path | str) -> Iterator[RawItem | ReadError]:
                 if kind in ("response", "resource"):
                     uri = headers.get("warc-target-uri", "")
                     yield RawItem(uri, body, headers.get("warc-date", "")[:10] or None, uri)
-    except (EOFError, OSError, ValueError) as e:
+    except (EOFError, OSError, ValueError, zlib.error) as e:
         yield ReadError(str(path), f"broken WARC: {type(e).__name__}: {e}")
 
 

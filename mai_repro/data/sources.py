@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mai_repro.data import readers
 from mai_repro.data.documents import Document, Unreadable, sha256
+from mai_repro.data.integrity import SampleManifest, is_file_row
 
 WIKI_LICENSE = "CC-BY-SA-3.0 AND GFDL-1.3-or-later"
 GENSIM_DATA = "gensim/test/test_data/"
@@ -80,6 +81,11 @@ def default_data_dir() -> Path:
     return project_root() / "data"
 
 
+def source_id(source: Source) -> str:
+    """``<family>/<file>``: the source's row id in data/MANIFEST, the prefix of its documents'."""
+    return f"{source.family}/{source.file}"
+
+
 def raw_path(data_dir: Path | str | None, source: Source) -> Path:
     return Path(data_dir or default_data_dir()) / "raw" / source.family / source.file
 
@@ -102,28 +108,44 @@ def _items(source: Source, path: Path) -> Iterator[readers.RawItem | readers.Rea
         yield item
 
 
-def read_source(source: Source, data_dir: Path | str | None = None
-                ) -> Iterator[Document | Unreadable]:
-    """Every document of one source file, or Unreadable records for what failed."""
+def read_source(source: Source, data_dir: Path | str | None = None,
+                manifest: SampleManifest | None = None) -> Iterator[Document | Unreadable]:
+    """Every document of one source file, or Unreadable records for what failed.
+
+    With ``manifest`` (data/MANIFEST), each document is verified against its row as it is
+    read (a :class:`~mai_repro.data.integrity.SampleIntegrityError` when it differs), and an
+    Unreadable record carries the number of MANIFEST documents it stands for: after a break
+    in an archive, every document not read yet. Without it that number is unknown (1).
+    """
     path = raw_path(data_dir, source)
-    sid = f"{source.family}/{source.file}"
-    if not path.is_file():
-        yield Unreadable(sid, source.family, str(path), "missing file")
-        return
-    if path.stat().st_size == 0:
-        yield Unreadable(sid, source.family, str(path), "empty file")
+    sid = source_id(source)
+    expected = manifest.ids_by_source.get(sid, []) if manifest else None
+    if not path.is_file() or path.stat().st_size == 0:
+        why = "missing file" if not path.is_file() else "empty file"
+        yield Unreadable(sid, source.family, str(path), why, _lost(expected, 0))
         return
     license_ = readers.detect_sdist_license(path) if source.license == "sdist" else \
         source.license
+    n_docs = 0  # documents yielded so far (MANIFEST lists them in this order)
     for item in _items(source, path):
         if isinstance(item, readers.ReadError):
-            yield Unreadable(f"{sid}:{item.path}", source.family, str(path), item.reason)
+            if item.path == str(path):  # the file broke here: nothing after it was read
+                lost = _lost(expected, n_docs)
+                known = f"{lost} document(s) of MANIFEST" if expected is not None else \
+                    "an unknown number of documents"
+                yield Unreadable(sid, source.family, str(path),
+                                 f"{item.reason}; {known} not read", lost)
+                return
+            member = item.path.removeprefix(f"{path}:")  # one member of the file
+            yield Unreadable(f"{sid}:{member}", source.family, str(path), item.reason,
+                             _member_docs(expected, sid, member))
             continue
         try:
             text = readers.decode(item.data)
         except UnicodeDecodeError as e:
             yield Unreadable(f"{sid}:{item.path}", source.family, str(path),
-                             f"undecodable bytes: {e.reason} at {e.start}")
+                             f"undecodable bytes: {e.reason} at {e.start}",
+                             _member_docs(expected, sid, item.path))
             continue
         doc_license = license_
         if source.license == "per-file":
@@ -132,9 +154,26 @@ def read_source(source: Source, data_dir: Path | str | None = None
         for node, piece in pieces:
             path_in = item.path if node is None else f"{item.path}#{node}"
             raw = item.data if node is None else piece.encode("utf-8")
-            yield Document(f"{sid}:{path_in}", source.family, piece, source.package,
+            doc = Document(f"{sid}:{path_in}", source.family, piece, source.package,
                            source.version, doc_license, path_in, item.date, item.url,
                            sha256(raw))
+            if manifest is not None:
+                manifest.verify_document(doc.id, doc.sha256, path)
+            n_docs += 1
+            yield doc
+
+
+def _lost(expected: list[str] | None, n_read: int) -> int:
+    """Documents of MANIFEST not read when a file breaks after ``n_read`` (1 if unknown)."""
+    return max(len(expected) - n_read, 0) if expected is not None else 1
+
+
+def _member_docs(expected: list[str] | None, sid: str, member: str) -> int:
+    """Documents MANIFEST lists for one archive member (GNU info members hold several)."""
+    if expected is None:
+        return 1
+    doc_id = f"{sid}:{member}"
+    return sum(1 for i in expected if i == doc_id or i.startswith(doc_id + "#"))
 
 
 def iter_sample(data_dir: Path | str | None = None, families: tuple[str, ...] | None = None
@@ -145,6 +184,16 @@ def iter_sample(data_dir: Path | str | None = None, families: tuple[str, ...] | 
             yield from read_source(source, data_dir)
 
 
-def read_manifest(data_dir: Path | str | None = None) -> list[dict[str, str]]:
+def manifest_ids(data_dir: Path | str | None = None, max_per_source: int | None = None
+                 ) -> list[str]:
+    """The documents data/MANIFEST lists (the first ``max_per_source`` of each source file):
+    the enumeration of inputs, made without the readers, that the curation ledger must match."""
+    manifest = SampleManifest.read(Path(data_dir or default_data_dir()))
+    return manifest.expected_ids(map(source_id, SOURCES), max_per_source)
+
+
+def read_manifest(data_dir: Path | str | None = None, files: bool = False
+                  ) -> list[dict[str, str]]:
+    """The document rows of data/MANIFEST (the raw files' rows with ``files=True``)."""
     with open(Path(data_dir or default_data_dir()) / "MANIFEST", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+        return [r for r in csv.DictReader(f, delimiter="\t") if is_file_row(r["id"]) == files]

@@ -4,7 +4,9 @@ A *step* takes one document and returns it (possibly with its text changed, e.g.
 scrubbed) or a :class:`Removal` naming why it goes. :func:`run_steps` applies steps in order
 to a batch and records, for every input document, exactly one fate: kept, or removed by one
 step for one reason. :class:`Ledger` holds those fates and the per-step statistics, and merges
-across shards, so ``inputs == kept + sum(removals)`` can be checked at any scale.
+across shards. ``inputs == kept + sum(removals)`` holds by construction; what catches a lost
+document is :meth:`Ledger.check` against an independent enumeration of the inputs (for the
+raw sample, data/MANIFEST): every enumerated input must have a fate.
 
 Shards run through an executor (:func:`map_shards`): in-process, a local process pool, or Ray.
 """
@@ -79,6 +81,7 @@ class Fate:
     step: str | None = None
     reason: str | None = None
     detail: str = ""
+    count: int = 1  # inputs this fate stands for (an archive's unread rest: many)
 
 
 @dataclass
@@ -100,23 +103,33 @@ class Ledger:
         return self
 
     def record_removed(self, doc_id: str, family: str, nbytes: int, step: str, reason: str,
-                       detail: str = "") -> None:
-        self.fates.append(Fate(doc_id, family, nbytes, False, step, reason, detail))
+                       detail: str = "", count: int = 1) -> None:
+        self.fates.append(Fate(doc_id, family, nbytes, False, step, reason, detail, count))
 
     def removals(self) -> Counter:
         """(step, reason) -> documents removed."""
-        return Counter((f.step, f.reason) for f in self.fates if not f.kept)
+        out: Counter = Counter()
+        for f in self.fates:
+            if not f.kept:
+                out[(f.step, f.reason)] += f.count
+        return out
 
     @property
     def n_inputs(self) -> int:
-        return len(self.fates)
+        return sum(f.count for f in self.fates)
 
     @property
     def n_kept(self) -> int:
         return sum(f.kept for f in self.fates)
 
-    def check(self) -> None:
-        """Every input has exactly one fate: inputs == kept + sum of removals."""
+    def check(self, expected: Iterable[str] | None = None) -> None:
+        """Every input has exactly one fate: inputs == kept + sum of removals.
+
+        ``expected`` is an enumeration of the inputs made independently of the readers and
+        steps (data/MANIFEST's document ids): per source (the id up to its first ``:``), the
+        inputs with a fate, counted with their ``count``, must number exactly the enumerated
+        ones. Without it a document that nobody recorded cannot be noticed.
+        """
         ids = [f.id for f in self.fates]
         dupes = [i for i, n in Counter(ids).items() if n > 1]
         if dupes:
@@ -125,6 +138,28 @@ class Ledger:
         if self.n_inputs != self.n_kept + removed:
             raise AssertionError(f"{self.n_inputs} inputs != {self.n_kept} kept + "
                                  f"{removed} removed")
+        if expected is None:
+            return
+        expected = list(expected)
+        want = Counter(_source_of(i) for i in expected)
+        have: Counter = Counter()
+        for f in self.fates:
+            have[_source_of(f.id)] += f.count
+        problems = []
+        for src in sorted(set(want) | set(have)):
+            if want[src] != have[src]:
+                fated = set(ids)
+                lost = [i for i in expected if _source_of(i) == src and i not in fated][:3]
+                problems.append(f"{src}: {want[src]} enumerated, {have[src]} with a fate"
+                                + (f" (none for {', '.join(lost)})" if lost else ""))
+        if problems:
+            raise AssertionError(f"the ledger does not account for the enumerated inputs: "
+                                 f"{'; '.join(problems[:5])}")
+
+
+def _source_of(doc_id: str) -> str:
+    """The source an input id belongs to: ``<family>/<file>`` of ``<family>/<file>:<path>``."""
+    return doc_id.split(":", 1)[0]
 
 
 def _size(doc: Any) -> int:

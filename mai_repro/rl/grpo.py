@@ -28,14 +28,23 @@ import torch.nn.functional as F
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale_std: bool = False,
                      std_floor: float = 1e-6) -> torch.Tensor:
-    """(N,) rewards laid out group by group -> (N,) advantages, finite for constant groups."""
+    """(N,) rewards laid out group by group -> (N,) advantages, finite for constant groups.
+
+    A group whose spread is at the level of float rounding is constant: its advantages are
+    exactly 0 (no signal), scaled or not. The level is relative to the rewards' scale: the
+    mean of G float32 rewards r is off by up to about G * eps * |r|, which an absolute floor
+    alone (``std_floor``) would blow up into advantages of order 1 for a constant 0.3 group.
+    """
     if rewards.numel() % group_size:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
     g = rewards.float().view(-1, group_size)
     adv = g - g.mean(dim=1, keepdim=True)
+    std = g.std(dim=1, unbiased=False, keepdim=True)
+    rounding = 4 * group_size * torch.finfo(g.dtype).eps * g.abs().amax(dim=1, keepdim=True)
+    constant = std <= rounding
     if scale_std:
-        adv = adv / g.std(dim=1, unbiased=False, keepdim=True).clamp_min(std_floor)
-    return adv.view(-1)
+        adv = adv / std.clamp_min(std_floor)
+    return adv.masked_fill(constant, 0.0).view(-1)
 
 
 def apply_nucleus(logits: torch.Tensor, nucleus: torch.Tensor | None) -> torch.Tensor:

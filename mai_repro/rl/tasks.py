@@ -24,8 +24,11 @@ from typing import Literal
 Kind = Literal["arithmetic", "expression", "linear"]
 KINDS: tuple[Kind, ...] = ("arithmetic", "expression", "linear")
 # The integer as it is written: no leading zeros, no "-0" (a policy must not pass "0000" off
-# as 0; the laptop climb found that one).
-ANSWER_RE = re.compile(r"Answer:\s*(0|-?[1-9]\d*)\s*$")
+# as 0; the laptop climb found that one). ASCII digits only (``\d`` would take "1٣" for 13),
+# and at most MAX_ANSWER_DIGITS of them: every task's answer is far shorter, and int() refuses
+# strings over 4300 digits with a ValueError that a sampled completion must never raise.
+MAX_ANSWER_DIGITS = 18
+ANSWER_RE = re.compile(rf"Answer:\s*(0|-?[1-9][0-9]{{0,{MAX_ANSWER_DIGITS - 1}}})\s*$")
 INSTRUCTION = "Give the final answer on its own last line as 'Answer: <integer>'."
 
 

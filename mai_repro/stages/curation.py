@@ -35,7 +35,15 @@ from mai_repro.data import ai_content, corpus, dedup, filters
 from mai_repro.data.config import CurationConfig
 from mai_repro.data.decontam import Decontaminator
 from mai_repro.data.documents import Document, Unreadable
-from mai_repro.data.sources import SOURCES, default_data_dir, raw_path, read_source
+from mai_repro.data.integrity import SampleManifest
+from mai_repro.data.sources import (
+    SOURCES,
+    default_data_dir,
+    manifest_ids,
+    raw_path,
+    read_source,
+    source_id,
+)
 from mai_repro.data.steps import (
     Ledger,
     Removal,
@@ -78,18 +86,22 @@ def shard_job(args: tuple[list[Document], CurationConfig]) -> tuple[list[Documen
 
 
 def read_all(cfg: CurationConfig, data_dir, ledger: Ledger) -> list[Document]:
-    """Every document of the sample (at most max_docs_per_source per source file);
+    """Every document of the sample (at most max_docs_per_source per source file), each raw
+    file and document verified against data/MANIFEST (SampleIntegrityError if it differs);
     unreadable inputs get their fate in the ledger."""
     docs = []
+    manifest = SampleManifest.read(data_dir)  # each file and document checked against it
     for source in SOURCES:
-        items = read_source(source, data_dir)
+        manifest.verify_file(source_id(source), raw_path(data_dir, source))
+        items = read_source(source, data_dir, manifest)
         if cfg.max_docs_per_source:
             items = itertools.islice(items, cfg.max_docs_per_source)
         for item in items:
             if isinstance(item, Unreadable):
-                ledger.stat("read").docs_in += 1
-                ledger.stat("read").removed["unreadable"] += 1
-                ledger.record_removed(item.id, item.family, 0, "read", "unreadable", item.reason)
+                ledger.stat("read").docs_in += item.count
+                ledger.stat("read").removed["unreadable"] += item.count
+                ledger.record_removed(item.id, item.family, 0, "read", "unreadable", item.reason,
+                                      count=item.count)
             else:
                 docs.append(item)
     read = ledger.stat("read")
@@ -293,7 +305,7 @@ def build(run: Run, progress: bool = True) -> CurationResult:
         kept = apply_removals(kept, {d.id: Removal("task_overlap") for d in kept
                                      if guard.match(d.text)}, "decontamination", ledger)
         finish(kept, ledger)
-        ledger.check()
+        ledger.check(manifest_ids(data_dir, cfg.max_docs_per_source))  # a lost document fails
 
         for family in sorted({d.family for d in kept} | set(cfg.cutoffs)):
             corpus.write_clean(st.dir, family, (

@@ -31,7 +31,7 @@ import torch
 
 from mai_repro import config as config_mod
 from mai_repro import plots
-from mai_repro.artifacts import Run, StageOutputs, project_root, require
+from mai_repro.artifacts import Run, RunDirLock, StageOutputs, project_root, require
 from mai_repro.config import Config, config_hash, resolve_device
 from mai_repro.data.shards import open_shards
 from mai_repro.data.tokenizer import SPECIALS
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     dist, device = distributed.init(resolve_device(cfg.device))
     try:
         run = Run(cfg, args.run_dir)
-        if dist.main:
+        if dist.main:  # one writer per run dir (re-entered when notebook 07 runs this child)
+            RunDirLock(run.dir, "python -m mai_repro.stages.pretraining").acquire()
             require(run, "tokenizer")
         distributed.barrier(dist)
         train, heldout, weights = open_stage_shards(run.stage_dir("tokenizer"))
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         resumed = trainer.resume()
         if dist.main:
             print(f"pre-training {cfg.preset}: {dist.world_size} process(es) on {device}, "
-                  f"{'resuming at step ' + str(resumed) if resumed is not None else 'from scratch'}",
+                  f"{'resuming at step ' + str(resumed) if resumed is not None else 'from scratch'}"
+                  f"{'' if resumed is not None else ' (' + str(trainer.ckpt.why_none) + ')'}",
                   flush=True)
         try:
             trainer.fit(heartbeat=args.heartbeat)

@@ -6,6 +6,13 @@ Python's, NumPy's, torch's CPU generator and each CUDA device's. It is written a
 (temp file, fsync, rename), so a crash mid-write leaves the previous checkpoint intact, and
 loaded with ``torch.load(weights_only=True)``: no pickled code runs on load.
 
+Integrity: ``torch.load`` reads a checkpoint with flipped bytes in a tensor without complaint
+(it does not check the zip CRCs), so each ``step_N.pt`` has a sidecar ``step_N.pt.sha256``
+(``sha256sum`` format) holding the sha256 of the bytes written, put in place before the
+checkpoint's own rename. On resume, :meth:`CheckpointManager.latest` verifies it and skips a
+bad checkpoint with a message naming it and the step it falls back to; a checkpoint without a
+sidecar (written by an older version) is checked against its zip CRCs instead.
+
 Asynchronous mode (the report's): the state is copied to host memory during the step, and
 written by a background thread while training continues; ``stall_s`` records how long the
 training loop waited, so sync and async can be compared.
@@ -15,10 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import random
 import re
+import sys
 import threading
 import time
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mai_repro.files import atomic_write
+from mai_repro.files import atomic_write, file_hash
 
 CKPT_RE = re.compile(r"^step_(\d{8})\.pt$")
+SIDECAR = ".sha256"  # step_N.pt -> step_N.pt.sha256
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,8 +93,77 @@ def _to_host(obj: Any) -> Any:
     return obj
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
+class _HashingWriter:
+    """A write-only file that passes bytes through and keeps their sha256 (what torch.save
+    needs of a buffer is ``write`` and ``flush``), so hashing costs no second read."""
+
+    def __init__(self, f: Any):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, b: bytes) -> int:
+        self.sha.update(b)
+        return self.f.write(b)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def atomic_torch_save(obj: Any, path: Path,
+                      before_rename: Callable[[str], None] | None = None) -> str:
+    """``torch.save`` to ``path`` atomically; returns the sha256 of the bytes written.
+    ``before_rename(sha256)`` runs once the bytes are written, before ``path`` appears."""
+    digest: list[str] = []
+
+    def write(f: Any) -> None:
+        w = _HashingWriter(f)
+        torch.save(obj, w)
+        digest.append(w.sha.hexdigest())
+        if before_rename is not None:
+            before_rename(digest[0])
+
+    atomic_write(path, write, binary=True)
+    return digest[0]
+
+
+def sidecar(path: Path) -> Path:
+    """The integrity sidecar of a checkpoint file."""
+    return path.with_name(path.name + SIDECAR)
+
+
+def save_checkpoint_file(state: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint and its sha256 sidecar; the sidecar lands before the checkpoint's
+    rename, so no checkpoint is ever visible without the record it is verified against."""
+    path = Path(path)
+    atomic_torch_save(state, path, before_rename=lambda sha: atomic_write(
+        sidecar(path), lambda f: f.write(f"{sha}  {path.name}\n")))
+
+
+def verify(path: Path) -> str | None:
+    """Why the checkpoint file ``path`` is not intact, or None when it is.
+
+    With a sidecar: the file's sha256 must match it. Without one (an older checkpoint): every
+    zip record's CRC must match (``zipfile.testzip``), which also catches a truncated file.
+    """
+    path = Path(path)
+    side = sidecar(path)
+    if side.is_file():
+        try:
+            expected = side.read_text().split()[0]
+        except (OSError, IndexError, UnicodeDecodeError):
+            return f"its sidecar {side.name} is unreadable"
+        found = file_hash(path)
+        if found != expected:
+            return (f"sha256 mismatch (file {found[:12]}..., recorded in {side.name} "
+                    f"{expected[:12]}...): the file was corrupted or truncated after writing")
+        return None
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"not a readable checkpoint archive ({type(e).__name__}: {e}) and no sidecar"
+    if bad is not None:
+        return f"CRC mismatch in record {bad!r} (no sha256 sidecar)"
+    return None
 
 
 def save_model_file(cfg: Any, state_dict: dict[str, Any], path: Path) -> None:
@@ -150,6 +231,7 @@ class CheckpointManager:
     keep: int = 3
     mode: str = "sync"
     stall_s: list[float] = field(default_factory=list)
+    why_none: str | None = None  # set by latest(): why there is nothing to resume from
     _thread: threading.Thread | None = None
     _error: BaseException | None = None
 
@@ -169,7 +251,7 @@ class CheckpointManager:
         self.wait()  # one write in flight at a time
         path = self.path(int(state["step"]))
         if self.mode == "sync":
-            atomic_torch_save(state, path)
+            save_checkpoint_file(state, path)
             self._prune()
         else:
             host = _to_host(state)
@@ -180,7 +262,7 @@ class CheckpointManager:
 
     def _write(self, state: dict[str, Any], path: Path) -> None:
         try:
-            atomic_torch_save(state, path)
+            save_checkpoint_file(state, path)
             self._prune()
         except BaseException as e:  # surfaced by wait() in the training thread
             self._error = e
@@ -196,17 +278,52 @@ class CheckpointManager:
     def checkpoints(self) -> list[Path]:
         return sorted(p for p in self.directory.iterdir() if CKPT_RE.match(p.name))
 
-    def latest(self) -> Path | None:
-        """The newest checkpoint that loads; a torn or corrupt file is skipped, not trusted."""
-        for p in reversed(self.checkpoints()):
-            try:
-                load(p)
+    def latest(self, report: Callable[[str], None] | None = None) -> Path | None:
+        """The newest intact checkpoint; a torn, truncated or corrupted one is skipped, never
+        trusted. Each skip is reported (to stderr by default) naming the file, why, and the
+        step it falls back to; when none is usable, :attr:`why_none` says why."""
+        report = report or _to_stderr
+        candidates = list(reversed(self.checkpoints()))
+        skipped: list[str] = []
+        for i, p in enumerate(candidates):
+            why = self._unusable(p)
+            if why is None:
+                if skipped:
+                    report(f"checkpoint: falling back to step {_step(p)} ({p.name})")
+                self.why_none = None
                 return p
-            except Exception:  # noqa: BLE001 - any unreadable file is simply not a checkpoint
-                continue
+            nxt = next(iter(candidates[i + 1:]), None)
+            then = f"trying step {_step(nxt)} ({nxt.name})" if nxt else "none left"
+            report(f"checkpoint: skipping {p} : {why}; {then}")
+            skipped.append(f"{p.name}: {why}")
+        self.why_none = (f"no checkpoint in {self.directory}" if not skipped else
+                         f"all {len(skipped)} checkpoint(s) in {self.directory} are unusable "
+                         f"({'; '.join(skipped)})")
+        return None
+
+    def _unusable(self, p: Path) -> str | None:
+        """Why checkpoint ``p`` cannot be resumed from, or None."""
+        why = verify(p)
+        if why is not None:
+            return why
+        try:
+            step = int(load(p)["step"])
+        except Exception as e:  # noqa: BLE001 - any unreadable file is not a checkpoint
+            return f"does not load ({type(e).__name__}: {e})"
+        if step != _step(p):
+            return f"holds step {step}, not the step in its name"
         return None
 
     def _prune(self) -> None:
         for p in self.checkpoints()[: -self.keep]:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+            for q in (p, sidecar(p)):
+                with contextlib.suppress(FileNotFoundError):
+                    q.unlink()
+
+
+def _step(p: Path) -> int:
+    return int(CKPT_RE.match(p.name).group(1))  # type: ignore[union-attr]
+
+
+def _to_stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
