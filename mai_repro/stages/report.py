@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from mai_repro import reference
+from mai_repro.stages import read_metrics as read_stage_metrics
 from mai_repro.artifacts import STAGES, Run
+from mai_repro.schema import ResultError
 from mai_repro.train.config import ABLATIONS
 
 STAGE = "report"
@@ -78,7 +80,7 @@ class Finding:
     stage: str  # a key of artifacts.STAGES
     section: str  # RECIPE.md section
     claim: str  # the report's claim in words, with its figure where it gives one
-    read: Callable[[Mapping[str, Any]], dict[str, Any]]  # metrics -> values (raises Missing)
+    read: Callable[[Any], dict[str, Any]]  # typed metrics -> values (raises Missing)
     rule: Callable[[dict[str, Any]], bool | None]  # values -> held / not held / no verdict
     rule_text: str  # the rule in words
     show: Callable[[dict[str, Any]], str]  # values -> our measurement in words
@@ -107,7 +109,7 @@ class Headline:
 
     stage: str
     label: str
-    read: Callable[[Mapping[str, Any]], Any]
+    read: Callable[[Any], Any]  # typed metrics -> value
     fmt: Callable[[Any], str]
 
 
@@ -683,19 +685,34 @@ def notebook_of(stage: str) -> str:
     return STAGES[stage].notebook
 
 
-def read_metrics(run: Run, stage: str) -> dict[str, Any] | None:
-    """A stage's manifest metrics, or None when the stage has no manifest."""
-    manifest = run.read_manifest(stage)
-    if manifest is None:
-        return None
-    metrics = manifest.get("metrics")
-    return metrics if isinstance(metrics, dict) else {}
+UNREADABLE = "unreadable"
 
 
-def evaluate(finding: Finding, metrics: Mapping[str, Any] | None) -> Result:
-    """A finding's verdict from its stage's metrics (None: the stage was not run)."""
+@dataclass(frozen=True)
+class Unreadable:
+    """A stage whose manifest metrics do not load into its ``METRICS`` class (a renamed,
+    missing or mistyped metric): its findings show "unreadable" with the error, not "not run"."""
+
+    error: str
+
+
+def read_metrics(run: Run, stage: str) -> Any:
+    """A stage's typed metrics (its module's ``METRICS``; the plain dict for a stage without
+    one), None when the stage has no manifest, :class:`Unreadable` when they do not load."""
+    try:
+        return read_stage_metrics(run, stage)
+    except ResultError as e:
+        return Unreadable(str(e))
+
+
+def evaluate(finding: Finding, metrics: Any) -> Result:
+    """A finding's verdict from its stage's typed metrics (None: the stage was not run;
+    :class:`Unreadable`: its metrics do not load into the stage's ``METRICS`` class)."""
     if metrics is None:
         return Result(finding, NOT_RUN, NOT_RUN, note="stage not run")
+    if isinstance(metrics, Unreadable):
+        return Result(finding, NO_VERDICT, UNREADABLE, note=f"metrics do not load: "
+                                                            f"{metrics.error}")
     try:
         values = finding.read(metrics)
     except Missing as e:
@@ -716,9 +733,11 @@ def evaluate(finding: Finding, metrics: Mapping[str, Any] | None) -> Result:
     return Result(finding, verdict, measured, values, note)
 
 
-def headline(h: Headline, metrics: Mapping[str, Any] | None) -> str:
+def headline(h: Headline, metrics: Any) -> str:
     if metrics is None:
         return NOT_RUN
+    if isinstance(metrics, Unreadable):
+        return UNREADABLE
     try:
         return h.fmt(h.read(metrics))
     except Missing:
@@ -742,16 +761,17 @@ def make_card(run: Run) -> Card:
     headlines = [{"notebook": notebook_of(h.stage)[:2], "stage": h.stage, "figure": h.label,
                   "value": headline(h, metrics[h.stage])}
                  for h in sorted(HEADLINES, key=lambda h: by_notebook[h.stage])]
-    stages = []
+    stage_rows = []
     for s in names:
         manifest = run.read_manifest(s)
-        status = NOT_RUN if manifest is None else run.status(s)
-        stages.append({"notebook": notebook_of(s), "stage": s, "status": status,
+        status = NOT_RUN if manifest is None else UNREADABLE if isinstance(
+            metrics[s], Unreadable) else run.status(s)
+        stage_rows.append({"notebook": notebook_of(s), "stage": s, "status": status,
                        "wall_time_s": None if manifest is None else manifest.get("wall_time_s"),
                        "finished_at": None if manifest is None else manifest.get("finished_at"),
                        "figures": len(stage_figures(run.dir, s))})
     figures = {s: stage_figures(run.dir, s) for s in names if stage_figures(run.dir, s)}
-    return Card(run.dir, results, headlines, stages, figures)
+    return Card(run.dir, results, headlines, stage_rows, figures)
 
 
 COLOURS = {HELD: "#2ca02c", NOT_HELD: "#d62728", NO_VERDICT: "#bcbd22", NOT_RUN: "#d9d9d9"}
