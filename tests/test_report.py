@@ -30,6 +30,7 @@ def verdicts(c):
 
 
 WIKI = {"pages": 10, "facts": 100, "token_ratio": 3.2, "bytes_ratio": 2.0,
+        "token_ratio_by_lang": {"en": 3.2},
         "retention": {"markup: value present": 0.8, "text: value present": 0.4,
                       "text: parsed": 0.0}}
 COLLAPSE = {"ppl_gen0": 100.0, "generations": 3,
@@ -76,26 +77,34 @@ def test_missing_stage_shows_not_run_and_no_number(tmp_path):
     assert all(s["status"] == NOT_RUN and s["wall_time_s"] is None for s in c.stages)
 
 
+def test_renamed_metric_makes_its_stage_unreadable_not_not_run(tmp_path):
+    renamed = {k: v for k, v in WIKI.items() if k != "token_ratio"} | {"tok_ratio": 3.2}
+    write(tmp_path, "wikipedia", renamed)
+    c = card(tmp_path)
+    by = {r.finding.id: r for r in c.results}
+    for fid in ("wikipedia.more_tokens", "wikipedia.about_3x", "wikipedia.infoboxes"):
+        assert by[fid].verdict == NO_VERDICT and by[fid].measured == report.UNREADABLE, fid
+        assert "tok_ratio" in by[fid].note and "WikipediaMetrics" in by[fid].note
+    heads = {h["figure"]: h["value"] for h in c.headlines}
+    assert heads["pages / infobox facts"] == heads["markup / text tokens"] == report.UNREADABLE
+    assert next(s for s in c.stages if s["stage"] == "wikipedia")["status"] == report.UNREADABLE
+
+
 def test_missing_key_in_a_present_manifest_shows_not_run(tmp_path):
-    write(tmp_path, "wikipedia", {"pages": 10, "facts": 100})  # no token_ratio, no retention
     write(tmp_path, "midtraining", {"contexts": [64, 256], "summary": [
         {"model": "pre-trained", "context_gain": 0.01}]})  # the final model's row is missing
     c = card(tmp_path)
     by = {r.finding.id: r for r in c.results}
-    for fid in ("wikipedia.more_tokens", "wikipedia.about_3x", "wikipedia.infoboxes",
-                "midtraining.context", "midtraining.retrieval"):
+    for fid in ("midtraining.context", "midtraining.retrieval"):
         assert by[fid].verdict == NOT_RUN and by[fid].measured == NOT_RUN, fid
-    assert "token_ratio" in by["wikipedia.more_tokens"].note
-    heads = {h["figure"]: h["value"] for h in c.headlines}
-    assert heads["pages / infobox facts"] == "10 / 100"  # present keys still read
-    assert heads["markup / text tokens"] == NOT_RUN
 
 
 def test_unreadable_value_gives_no_verdict_not_a_crash(tmp_path):
-    write(tmp_path, "wikipedia", {**WIKI, "token_ratio": "lots"})
+    write(tmp_path, "wikipedia", {**WIKI, "token_ratio": "lots"})  # not a number
+    write(tmp_path, "collapse", COLLAPSE)
     v = verdicts(card(tmp_path))
-    assert v["wikipedia.more_tokens"] == NO_VERDICT
-    assert v["wikipedia.infoboxes"] == HELD  # the other findings of the stage still read
+    assert v["wikipedia.more_tokens"] == v["wikipedia.infoboxes"] == NO_VERDICT
+    assert v["collapse.replace"] == HELD  # the other stages still read
 
 
 def test_counts_add_up(tmp_path):

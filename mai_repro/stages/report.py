@@ -335,7 +335,7 @@ FINDINGS: list[Finding] = [
     Finding(
         id="wikipedia.more_tokens", stage="wikipedia", section="1",
         claim="raw wiki markup costs more tokens than the rendered text",
-        read=lambda m: {"ratio": num(get(m, "token_ratio"))},
+        read=lambda m: {"ratio": m.token_ratio},
         rule=lambda v: v["ratio"] > 1,
         rule_text="held: markup / text token ratio > 1",
         show=lambda v: f"{v['ratio']:.2f}x the tokens",
@@ -343,7 +343,7 @@ FINDINGS: list[Finding] = [
     Finding(
         id="wikipedia.about_3x", stage="wikipedia", section="1",
         claim=f"... about {WIKI_TOKEN_RATIO:.0f}x more tokens",
-        read=lambda m: {"ratio": num(get(m, "token_ratio"))},
+        read=lambda m: {"ratio": m.token_ratio},
         rule=lambda v: (WIKI_TOKEN_RATIO / WIKI_RATIO_FACTOR <= v["ratio"]
                         <= WIKI_TOKEN_RATIO * WIKI_RATIO_FACTOR),
         rule_text=f"held: ratio within a factor {WIKI_RATIO_FACTOR} of "
@@ -353,10 +353,9 @@ FINDINGS: list[Finding] = [
     Finding(
         id="wikipedia.infoboxes", stage="wikipedia", section="1",
         claim="in raw markup the infoboxes (dense structured facts) survive",
-        read=lambda m: {"markup": num(get(m, "retention", "markup: value present")),
-                        "text": max(num(v) for k, v in get(m, "retention").items()
-                                    if k.startswith("text:")),
-                        "facts": get(m, "facts")},
+        read=lambda m: {"markup": get(m.retention, "markup: value present"),
+                        "text": max(v for k, v in m.retention.items() if k.startswith("text:")),
+                        "facts": m.facts},
         rule=lambda v: v["markup"] > v["text"],
         rule_text="held: markup keeps a larger share of infobox values than stripped text",
         show=lambda v: f"markup keeps {v['markup']:.0%} of {v['facts']:,} infobox values, "
@@ -610,9 +609,9 @@ HEADLINES: list[Headline] = [
     Headline("curation", "PII strings scrubbed", lambda m: _total(get(m, "pii")), _f(",.0f")),
     Headline("curation", "AI-content detector AUC (own-model text)",
              lambda m: get(m, "detector_headline_auc"), _f(".3f")),
-    Headline("wikipedia", "pages / infobox facts", lambda m: (get(m, "pages"), get(m, "facts")),
+    Headline("wikipedia", "pages / infobox facts", lambda m: (m.pages, m.facts),
              lambda v: f"{v[0]:,} / {v[1]:,}"),
-    Headline("wikipedia", "markup / text tokens", lambda m: get(m, "token_ratio"), _f(".2f")),
+    Headline("wikipedia", "markup / text tokens", lambda m: m.token_ratio, _f(".2f")),
     Headline("tokenizer", "vocabulary", lambda m: get(m, "vocab_size"), _f(",.0f")),
     Headline("tokenizer", "training tokens", lambda m: _total(get(m, "train_tokens")),
              _f(",.0f")),
