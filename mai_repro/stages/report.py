@@ -280,9 +280,9 @@ FINDINGS: list[Finding] = [
         claim=f"MAI-Base-1 has ~{reference.TOTAL_PARAMS / 1e12:.0f}T total and "
               f"{reference.ACTIVE_PARAMS / 1e9:.0f}B active parameters (a config built from "
               f"the report's architecture)",
-        read=lambda m: {"total": get(m, "total_params"), "active": get(m, "active_params"),
-                        "total_err": get(m, "total_params_rel_err"),
-                        "active_err": get(m, "active_params_rel_err")},
+        read=lambda m: {"total": m.total_params, "active": m.active_params,
+                        "total_err": m.total_params_rel_err,
+                        "active_err": m.active_params_rel_err},
         rule=lambda v: abs(v["total_err"]) <= 0.05 and abs(v["active_err"]) <= 0.05,
         rule_text="held: both counts within 5% of the report's",
         show=lambda v: f"{v['total'] / 1e12:.3f}T total ({v['total_err']:+.1%}), "
@@ -292,8 +292,8 @@ FINDINGS: list[Finding] = [
         id="overview.composition", stage="overview", section="1",
         claim="the composition table of the 30T training tokens is consistent (training "
               "tokens from unique tokens and shares, epochs within rounding)",
-        read=lambda m: {"tokens": get(m, "mixture_training_tokens_ok"),
-                        "epochs": get(m, "mixture_epochs_ok")},
+        read=lambda m: {"tokens": m.mixture_training_tokens_ok,
+                        "epochs": m.mixture_epochs_ok},
         rule=lambda v: bool(v["tokens"] and v["epochs"]),
         rule_text="held: the planner rebuilds every family's training tokens within 0.06T "
                   "and its epochs within the rounding interval",
@@ -593,12 +593,12 @@ def _total(d: Mapping[str, Any]) -> float:
 
 HEADLINES: list[Headline] = [
     Headline("overview", "total / active parameters (MAI-like config)",
-             lambda m: (get(m, "total_params"), get(m, "active_params")),
+             lambda m: (m.total_params, m.active_params),
              lambda v: f"{v[0] / 1e12:.3f}T / {v[1] / 1e9:.1f}B"),
-    Headline("overview", "pre-training compute (FLOPs)", lambda m: get(m, "pretrain_flops"),
+    Headline("overview", "pre-training compute (FLOPs)", lambda m: m.pretrain_flops,
              _f(".3e")),
     Headline("overview", "goodput arithmetic: ideal / actual hours",
-             lambda m: (get(m, "ideal_hours"), get(m, "actual_hours")),
+             lambda m: (m.ideal_hours, m.actual_hours),
              lambda v: f"{v[0]:.0f} h / {v[1]:.0f} h"),
     Headline("curation", "documents in / kept", lambda m: (get(m, "inputs"), get(m, "kept")),
              lambda v: f"{v[0]:,} / {v[1]:,}"),
