@@ -318,7 +318,7 @@ def _load_fields(cls: type, data: Mapping[str, Any], path: str, root: type) -> A
     missing = [n for n in names if n not in data]
     if missing:
         raise ResultError(root, f"{path}.{missing[0]}" if path else missing[0],
-                          f"missing key (renamed or not written?)")
+                          "missing key (renamed or not written?)")
     return cls(**{n: _load_value(data[n], hints[n], f"{path}.{n}" if path else n, root)
                   for n in names})
 

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from mai_repro import reference
-from mai_repro.stages import read_metrics as read_stage_metrics
 from mai_repro.artifacts import STAGES, Run
 from mai_repro.schema import ResultError
+from mai_repro.stages import read_metrics as read_stage_metrics
 from mai_repro.train.config import ABLATIONS
 
 STAGE = "report"
@@ -374,8 +374,8 @@ FINDINGS: list[Finding] = [
         id="architecture.latent_flops", stage="architecture", section="2",
         claim="LatentMoE (experts in a latent width) costs fewer FLOPs per token than a "
               "standard MoE",
-        read=lambda m: {"latent": num(get(m, "flops_per_token_latent")),
-                        "standard": num(get(m, "flops_per_token_standard_moe"))},
+        read=lambda m: {"latent": m.flops_per_token_latent,
+                        "standard": m.flops_per_token_standard_moe},
         rule=lambda v: v["latent"] < v["standard"],
         rule_text="held: forward FLOPs per token, LatentMoE < standard MoE",
         show=lambda v: f"standard MoE {v['standard'] / v['latent']:.2f}x the FLOPs of "
@@ -385,8 +385,8 @@ FINDINGS: list[Finding] = [
         id="architecture.zero_init_diversity", stage="architecture", section="2",
         claim="zero-initialised attention output keeps token diversity at init (random init "
               "makes attention an average pool)",
-        read=lambda m: {"zero": num(get(m, "similarity_init_zero")),
-                        "standard": num(get(m, "similarity_init_standard"))},
+        read=lambda m: {"zero": m.similarity_init_zero,
+                        "standard": m.similarity_init_standard},
         rule=lambda v: v["zero"] < v["standard"],
         rule_text="held: MoE-input cosine similarity at init lower with zero-init",
         show=lambda v: f"cosine {v['zero']:.3f} zero-init vs {v['standard']:.3f} standard",
@@ -394,8 +394,7 @@ FINDINGS: list[Finding] = [
     Finding(
         id="architecture.zero_init_balance", stage="architecture", section="2",
         claim="... and keeps routing balanced in the following MoE layers",
-        read=lambda m: {"zero": num(get(m, "load_cv_init_zero")),
-                        "standard": num(get(m, "load_cv_init_standard"))},
+        read=lambda m: {"zero": m.load_cv_init_zero, "standard": m.load_cv_init_standard},
         rule=lambda v: v["zero"] < v["standard"],
         rule_text="held: expert-load CV at init lower with zero-init",
         show=lambda v: f"load CV {v['zero']:.3f} zero-init vs {v['standard']:.3f} standard",
@@ -619,10 +618,10 @@ HEADLINES: list[Headline] = [
                         get(m.heldout_roundtrip, "checked")),
              lambda v: f"{v[0]} / {v[1]}"),
     Headline("architecture", "total / active parameters",
-             lambda m: (get(m, "total_params"), get(m, "active_params")),
+             lambda m: (m.total_params, m.active_params),
              lambda v: f"{v[0]:,} / {v[1]:,}"),
     Headline("architecture", "final loss zero-init / standard init",
-             lambda m: (get(m, "loss_final_zero"), get(m, "loss_final_standard")),
+             lambda m: (m.loss_final_zero, m.loss_final_standard),
              lambda v: f"{num(v[0]):.3f} / {num(v[1]):.3f}"),
     Headline("ladder", "rungs", lambda m: len(get(m, "rungs")), str),
     Headline("ladder", "fit alpha / E",
