@@ -36,6 +36,14 @@ WIKI = {"pages": 10, "facts": 100, "token_ratio": 3.2, "bytes_ratio": 2.0,
 COLLAPSE = {"ppl_gen0": 100.0, "generations": 3,
             "ppl_last": {"replace": 180.0, "keep_real": 130.0, "accumulate": 110.0}}
 
+RUNG = {"width": 32, "depth": 2, "params_nonembedding": 1000, "tokens": 4096,
+        "compute": 1e10, "objective": 3.0}
+LADDER = {"fit": {"A": 2.0, "alpha": 0.3, "E": 1.0, "c0": 1e10,
+                  "stderr": {"A": 0.1, "alpha": "nan", "E": 0.1}},
+          "rungs": [RUNG, {**RUNG, "width": 64}], "baseline_eg": [1.0, "inf"],
+          "noise_band": [0.98, 1.02], "eg": {}, "sign_holds": {}, "verdict": {},
+          "run_seconds": 1.0}
+
 
 def test_verdicts_follow_the_values(tmp_path):
     write(tmp_path, "wikipedia", WIKI)
@@ -110,9 +118,10 @@ def test_unreadable_value_gives_no_verdict_not_a_crash(tmp_path):
 def test_counts_add_up(tmp_path):
     write(tmp_path, "wikipedia", {**WIKI, "token_ratio": 1.2})
     write(tmp_path, "collapse", COLLAPSE)
-    write(tmp_path, "ladder", {"eg": {"standard_init": [0.9, 0.8], "standard_moe": [1.2, 1.3],
-                                      "all_moe": [0.9, 1.1]},
-                               "noise_band": [0.98, 1.02]})
+    eg = {"standard_init": [0.9, 0.8], "standard_moe": [1.2, 1.3], "all_moe": [0.9, 1.1]}
+    write(tmp_path, "ladder", {**LADDER, "eg": eg, "noise_band": [0.98, 1.02],
+                               "sign_holds": {n: True for n in eg},
+                               "verdict": {n: "" for n in eg}})
     c = card(tmp_path)
     counts = c.counts
     assert sum(counts.values()) == len(c.results) == len(report.FINDINGS)
