@@ -30,13 +30,12 @@ from typing import Any
 import numpy as np
 
 from mai_repro import plots
-from mai_repro.schema import result_dict
 from mai_repro.artifacts import Run, require
 from mai_repro.config import resolve_device
 from mai_repro.model.accounting import count_params, forward_flops_per_token
 from mai_repro.model.config import ModelConfig
 from mai_repro.schema import build as build_config
-from mai_repro.schema import to_dict
+from mai_repro.schema import result_dict, to_dict
 from mai_repro.train.config import ABLATIONS, SweepConfig, report_objective
 from mai_repro.train.scaling import PowerLawFit, efficiency_gain, fit_power_law
 from mai_repro.train.sweep import Job, effective_workers, run_sweep
