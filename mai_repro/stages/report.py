@@ -202,18 +202,17 @@ def _midtraining_pair(m: Mapping[str, Any]) -> dict[str, Any]:
             "pre_nats": get(pre, "nats_final"), "final_nats": get(final, "nats_final")}
 
 
-def _spikes(m: Mapping[str, Any]) -> dict[str, Any]:
-    spikes = get(m, "spikes")
-    return {"planted": sorted(get(m, "planted_bad_steps")),
-            "caught": sorted({s["step"] for s in spikes}),
-            "false_alarms": sum(1 for s in spikes if not s.get("planted", False)),
-            "rollbacks": get(m, "rollbacks"), "final_loss": get(m, "final_loss")}
+def _spikes(m: Any) -> dict[str, Any]:
+    return {"planted": sorted(m.planted_bad_steps),
+            "caught": sorted({s.step for s in m.spikes}),
+            "false_alarms": sum(1 for s in m.spikes if not s.planted),
+            "rollbacks": m.rollbacks, "final_loss": m.final_loss}
 
 
-def _overhead(m: Mapping[str, Any]) -> dict[str, Any]:
-    parts = get(m, "overhead_s")
-    total = sum(num(parts[k]) for k in parts)
-    ours = {k: num(get(parts, k)) / total if total else math.nan
+def _overhead(m: Any) -> dict[str, Any]:
+    parts = m.overhead_s
+    total = sum(parts.values())
+    ours = {k: get(parts, k) / total if total else math.nan
             for k in reference.OVERHEAD_PARTS}
     return {"ours": ours, "report": {k: v[1] for k, v in reference.OVERHEAD_PARTS.items()}}
 
@@ -416,7 +415,7 @@ FINDINGS: list[Finding] = [
     Finding(
         id="pretraining.goodput", stage="pretraining", section="5",
         claim=f"goodput {reference.GOODPUT:.1%} over the pre-training run",
-        read=lambda m: {"goodput": num(get(m, "goodput")), "failures": len(get(m, "failures"))},
+        read=lambda m: {"goodput": m.goodput, "failures": len(m.failures)},
         rule=lambda v: v["goodput"] >= reference.GOODPUT,
         rule_text=f"held: goodput >= {reference.GOODPUT:.0%}",
         show=lambda v: f"{v['goodput']:.1%} with {v['failures']} injected failures",
@@ -446,8 +445,8 @@ FINDINGS: list[Finding] = [
     Finding(
         id="pretraining.restarts", stage="pretraining", section="5",
         claim="a failed run restarts from its full-state checkpoint and completes",
-        read=lambda m: {"failures": len(get(m, "failures")), "restarts": get(m, "restarts"),
-                        "steps": get(m, "steps"), "executed": get(m, "steps_executed")},
+        read=lambda m: {"failures": len(m.failures), "restarts": m.restarts,
+                        "steps": m.steps, "executed": m.steps_executed},
         rule=lambda v: v["restarts"] == v["failures"] and v["executed"] >= v["steps"],
         rule_text="held: one restart per injected failure and every step done",
         show=lambda v: f"{v['failures']} failures, {v['restarts']} restarts, "
@@ -457,8 +456,8 @@ FINDINGS: list[Finding] = [
         id="pretraining.async_checkpoint", stage="pretraining", section="5",
         claim="asynchronous checkpointing (copy, then write in the background) stalls "
               "training less than a synchronous save",
-        read=lambda m: {"sync": num(get(m, "checkpoint_stall_s", "sync")),
-                        "async": num(get(m, "checkpoint_stall_s", "async"))},
+        read=lambda m: {"sync": get(m.checkpoint_stall_s, "sync"),
+                        "async": get(m.checkpoint_stall_s, "async")},
         rule=lambda v: v["async"] < v["sync"],
         rule_text="held: the training thread's stall per checkpoint, async < sync",
         show=lambda v: f"{v['async'] * 1e3:.1f} ms async vs {v['sync'] * 1e3:.1f} ms sync",
@@ -635,13 +634,12 @@ HEADLINES: list[Headline] = [
     Headline("mixtures", "best mixture small / large scale",
              lambda m: (m.best_small, m.best_large),
              lambda v: f"{v[0]} / {v[1]}"),
-    Headline("pretraining", "steps x tokens", lambda m: (get(m, "steps"), get(m, "tokens")),
+    Headline("pretraining", "steps x tokens", lambda m: (m.steps, m.tokens),
              lambda v: f"{v[0]:,} steps, {v[1]:,} tokens"),
-    Headline("pretraining", "final training loss", lambda m: get(m, "final_loss"), _f(".3f")),
-    Headline("pretraining", "goodput / MFU", lambda m: (get(m, "goodput"), get(m, "mfu")),
+    Headline("pretraining", "final training loss", lambda m: m.final_loss, _f(".3f")),
+    Headline("pretraining", "goodput / MFU", lambda m: (m.goodput, m.mfu),
              lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
-    Headline("pretraining", "throughput (tokens/s)", lambda m: get(m, "tokens_per_s"),
-             _f(",.0f")),
+    Headline("pretraining", "throughput (tokens/s)", lambda m: m.tokens_per_s, _f(",.0f")),
     Headline("midtraining", "contexts", lambda m: get(m, "contexts"),
              lambda v: " -> ".join(str(c) for c in v)),
     Headline("midtraining", "retrieval gain (passkey)", lambda m: get(m, "retrieval_gain"),
