@@ -4,10 +4,13 @@ stage that was not run, and nothing rebuilt."""
 import math
 import re
 
+from test_results import skeleton
+
 from mai_repro import plots
 from mai_repro.artifacts import STAGES, Run, atomic_write_json, project_root
 from mai_repro.config import load
 from mai_repro.stages import report
+from mai_repro.stages.midtraining import MidtrainingMetrics, ModelSummary
 from mai_repro.stages.report import HELD, NO_VERDICT, NOT_HELD, NOT_RUN
 from mai_repro.train.config import ABLATIONS
 
@@ -99,8 +102,9 @@ def test_renamed_metric_makes_its_stage_unreadable_not_not_run(tmp_path):
 
 
 def test_missing_key_in_a_present_manifest_shows_not_run(tmp_path):
-    write(tmp_path, "midtraining", {"contexts": [64, 256], "summary": [
-        {"model": "pre-trained", "context_gain": 0.01}]})  # the final model's row is missing
+    pre_trained = {**skeleton(ModelSummary), "model": "pre-trained", "context_gain": 0.01}
+    write(tmp_path, "midtraining", {**skeleton(MidtrainingMetrics), "contexts": [64, 256],
+                                    "summary": [pre_trained]})  # the final model's row is missing
     c = card(tmp_path)
     by = {r.finding.id: r for r in c.results}
     for fid in ("midtraining.context", "midtraining.retrieval"):

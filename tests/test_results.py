@@ -3,13 +3,37 @@ against the report card's findings."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pytest
 
 from mai_repro.schema import ResultError, load_result, result_dict
+
+
+def skeleton(cls: type) -> dict[str, Any]:
+    """The smallest stored metrics that load into ``cls``: zeros, empty strings, lists and
+    dicts, None where allowed, nested dataclasses filled the same way. Tests override the keys
+    a finding reads."""
+    hints = get_type_hints(cls)
+    return {f.name: _blank(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _blank(tp: Any) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return skeleton(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        return None if type(None) in args else _blank(args[0])
+    if origin in (list, tuple):
+        return []
+    if origin is dict:
+        return {}
+    return {bool: False, int: 0, float: 0.0, str: ""}.get(tp)
 
 
 @dataclass

@@ -189,17 +189,14 @@ def _sign_words(eg: list[float], band: list[float]) -> str:
     return side + (" (within the baseline's scatter)" if inside else "")
 
 
-def _midtraining_pair(m: Mapping[str, Any]) -> dict[str, Any]:
-    contexts = get(m, "contexts")
-    by = {s["model"]: s for s in get(m, "summary")}
-    final_name = f"stage {len(contexts)} ({contexts[-1]})"
-    pre, final = get(by, "pre-trained"), get(by, final_name)
-    return {"pre_len": get(m, "pre_len"), "context": contexts[-1],
-            "pre_gain": get(pre, "context_gain"), "final_gain": get(final, "context_gain"),
-            "pre_retrieval": get(pre, "retrieval_final"),
-            "final_retrieval": get(final, "retrieval_final"),
-            "retrieval_gain": get(m, "retrieval_gain"),
-            "pre_nats": get(pre, "nats_final"), "final_nats": get(final, "nats_final")}
+def _midtraining_pair(m: Any) -> dict[str, Any]:
+    by = m.by_model()
+    pre, final = get(by, "pre-trained"), get(by, m.final_label)
+    return {"pre_len": m.pre_len, "context": m.contexts[-1],
+            "pre_gain": pre.context_gain, "final_gain": final.context_gain,
+            "pre_retrieval": pre.retrieval_final, "final_retrieval": final.retrieval_final,
+            "retrieval_gain": m.retrieval_gain,
+            "pre_nats": pre.nats_final, "final_nats": final.nats_final}
 
 
 def _spikes(m: Any) -> dict[str, Any]:
@@ -640,9 +637,9 @@ HEADLINES: list[Headline] = [
     Headline("pretraining", "goodput / MFU", lambda m: (m.goodput, m.mfu),
              lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
     Headline("pretraining", "throughput (tokens/s)", lambda m: m.tokens_per_s, _f(",.0f")),
-    Headline("midtraining", "contexts", lambda m: get(m, "contexts"),
+    Headline("midtraining", "contexts", lambda m: m.contexts,
              lambda v: " -> ".join(str(c) for c in v)),
-    Headline("midtraining", "retrieval gain (passkey)", lambda m: get(m, "retrieval_gain"),
+    Headline("midtraining", "retrieval gain (passkey)", lambda m: m.retrieval_gain,
              _f("+.2f")),
     Headline("collapse", "human-text perplexity: generation 0 / last replace",
              lambda m: (get(m, "ppl_gen0"), get(m, "ppl_last", "replace")),
