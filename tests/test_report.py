@@ -10,6 +10,7 @@ from mai_repro import plots
 from mai_repro.artifacts import STAGES, Run, atomic_write_json, project_root
 from mai_repro.config import load
 from mai_repro.stages import report
+from mai_repro.stages.grpo import GRPOMetrics
 from mai_repro.stages.midtraining import MidtrainingMetrics, ModelSummary
 from mai_repro.stages.report import HELD, NO_VERDICT, NOT_HELD, NOT_RUN
 from mai_repro.train.config import ABLATIONS
@@ -178,8 +179,9 @@ def test_accuracy_rule():
 
 def test_grpo_and_self_distillation(tmp_path):
     ab = {"measure": "m", "with": 1.0, "without": 5.0, "steps": 8, "claim": "c"}
-    write(tmp_path, "grpo", {"accuracy_start": 0.1, "accuracy_final": 0.6, "steps": 40,
-                             "task": {"n_eval": 120}, "reward_gain": 0.2,
+    grpo = skeleton(GRPOMetrics)
+    write(tmp_path, "grpo", {**grpo, "accuracy_start": 0.1, "accuracy_final": 0.6, "steps": 40,
+                             "task": {**grpo["task"], "n_eval": 120}, "reward_gain": 0.2,
                              "verdicts": {"outer_clip": {**ab, "held": True},
                                           "entropy_control": {**ab, "held": False}}})
     write(tmp_path, "self_distillation", {"accuracy": {"multi_checkpoint": 0.5,

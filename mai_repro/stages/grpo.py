@@ -25,7 +25,7 @@ from mai_repro.rl.climb import (
 from mai_repro.rl.rollout import (
     sample_groups,
 )
-from mai_repro.schema import cpu_threads, resolve_device
+from mai_repro.schema import cpu_threads, resolve_device, result_dict
 from mai_repro.train.checkpoint import load_model_file, save_model_file
 
 STAGE = "grpo"
@@ -33,11 +33,71 @@ UPSTREAM = "midtraining"
 
 
 @dataclass
+class TaskSetup:
+    kinds: list[str]
+    train_difficulties: list[int]
+    eval_difficulty: int
+    n_train_pool: int
+    n_eval: int  # held-out problems
+    eval_samples: int  # samples per held-out problem
+
+
+@dataclass
+class NumberMass:
+    """Probability of a number token right after 'Answer:', on the held-out prompts."""
+
+    start: float
+    final: float
+
+
+@dataclass
+class Evaluation:
+    step: int
+    accuracy: float
+    solved_any: float
+    length: float
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    file: str  # relative to the stage folder
+
+
+@dataclass
+class GRPOMetrics:
+    """What the stage's manifest records (``metrics``), read back by attribute. ``verdicts``
+    stays a dict per ablation: its measured keys differ between ablations."""
+
+    task: TaskSetup
+    steps: int
+    accuracy_start: float  # held-out accuracy of the starting checkpoint
+    accuracy_final: float
+    accuracy_best: float
+    accuracy_gain: float
+    number_mass: NumberMass
+    reward_first_third: float  # mean task reward of every rollout drawn, first third of steps
+    reward_last_third: float
+    reward_gain: float
+    main_wall_s: float
+    ablation_wall_s: dict[str, float]
+    empty_batches: int
+    dropped_stale: int
+    rollouts: int
+    evals: list[Evaluation]  # of the main climb
+    verdicts: dict[str, dict[str, Any]]  # ablation -> measure, with, without, held, ...
+    checkpoints: list[Checkpoint]  # the policy along the climb; the last is model.pt
+
+
+METRICS = GRPOMetrics
+
+
+@dataclass
 class GRPOResult:
     main: ClimbResult
     ablations: dict[str, ClimbResult]
     figures: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: GRPOMetrics
     samples: list[dict[str, Any]]
 
 
@@ -147,30 +207,30 @@ def build(run: Run) -> GRPOResult:
         figures = _figures(main, ablations, verdicts, c, st)
         acc0, acc1 = main.evals[0]["accuracy"], main.evals[-1]["accuracy"]
         third = max(1, len(main.history) // 3)
-        st.metrics.update({
-            "task": {"kinds": list(c.kinds), "train_difficulties": list(c.difficulties),
-                     "eval_difficulty": c.eval_difficulty, "n_train_pool": len(pool),
-                     "n_eval": len(held), "eval_samples": c.eval_samples},
-            "steps": len(main.history), "accuracy_start": acc0, "accuracy_final": acc1,
-            "accuracy_best": max(e["accuracy"] for e in main.evals),
-            "accuracy_gain": acc1 - acc0, "number_mass": mass,
+        metrics = GRPOMetrics(
+            task=TaskSetup(kinds=list(c.kinds), train_difficulties=list(c.difficulties),
+                           eval_difficulty=c.eval_difficulty, n_train_pool=len(pool),
+                           n_eval=len(held), eval_samples=c.eval_samples),
+            steps=len(main.history), accuracy_start=acc0, accuracy_final=acc1,
+            accuracy_best=max(e["accuracy"] for e in main.evals),
+            accuracy_gain=acc1 - acc0, number_mass=NumberMass(**mass),
             # the task reward of every rollout drawn (before the filters select groups)
-            "reward_first_third": mean_over(main.history, "pass_rate_drawn", first=third),
-            "reward_last_third": mean_over(main.history, "pass_rate_drawn", last=third),
-            "reward_gain": mean_over(main.history, "pass_rate_drawn", last=third)
+            reward_first_third=mean_over(main.history, "pass_rate_drawn", first=third),
+            reward_last_third=mean_over(main.history, "pass_rate_drawn", last=third),
+            reward_gain=mean_over(main.history, "pass_rate_drawn", last=third)
             - mean_over(main.history, "pass_rate_drawn", first=third),
-            "main_wall_s": main.wall_s,
-            "ablation_wall_s": {k: v.wall_s for k, v in ablations.items()},
-            "empty_batches": main.empty_batches, "dropped_stale": main.dropped_stale,
-            "rollouts": main.rollouts,
-            "evals": main.evals, "verdicts": verdicts,
+            main_wall_s=main.wall_s,
+            ablation_wall_s={k: v.wall_s for k, v in ablations.items()},
+            empty_batches=main.empty_batches, dropped_stale=main.dropped_stale,
+            rollouts=main.rollouts,
+            evals=[Evaluation(**e) for e in main.evals], verdicts=verdicts,
             # the policy along the climb (the last is model.pt): self-distillation's sources
-            "checkpoints": saved,
-        })
+            checkpoints=[Checkpoint(**x) for x in saved],
+        )
+        st.metrics.update(result_dict(metrics))
         st.path("history.json").write_text(
             json.dumps({"main": main.history,
                                       **{k: v.history for k, v in ablations.items()}}))
-        metrics = dict(st.metrics)
     return GRPOResult(main, ablations, figures, metrics, samples)
 
 

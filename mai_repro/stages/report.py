@@ -260,7 +260,7 @@ def _grpo_ablation_finding(name: str) -> Finding:
     return Finding(
         id=f"grpo.{name}", stage="grpo", section="6",
         claim=GRPO_CLAIMS[name],
-        read=lambda m: dict(get(m, "verdicts", name)),
+        read=lambda m: dict(get(m.verdicts, name)),
         rule=lambda v: bool(v["held"]),
         rule_text="the rule notebook 09 applies to the same steps with and without it "
                   "(docs/rl.md)",
@@ -505,9 +505,8 @@ FINDINGS: list[Finding] = [
         id="grpo.climb", stage="grpo", section="6",
         claim="the RL climb raises held-out accuracy, starting from a base never exposed to "
               "reasoning traces",
-        read=lambda m: {"start": num(get(m, "accuracy_start")),
-                        "final": num(get(m, "accuracy_final")),
-                        "n": get(m, "task", "n_eval"), "steps": get(m, "steps")},
+        read=lambda m: {"start": m.accuracy_start, "final": m.accuracy_final,
+                        "n": m.task.n_eval, "steps": m.steps},
         rule=lambda v: accuracy_rule(v["final"] - v["start"], v["final"], v["start"], v["n"]),
         rule_text=f"held: gain > {ACCURACY_Z:.0f} standard errors; not held: gain <= 0",
         show=lambda v: f"{v['start']:.1%} -> {v['final']:.1%} on {v['n']} held-out problems "
@@ -645,10 +644,10 @@ HEADLINES: list[Headline] = [
              lambda m: (get(m, "ppl_gen0"), get(m, "ppl_last", "replace")),
              lambda v: f"{num(v[0]):.1f} / {num(v[1]):.1f}"),
     Headline("grpo", "held-out accuracy start / final",
-             lambda m: (get(m, "accuracy_start"), get(m, "accuracy_final")),
+             lambda m: (m.accuracy_start, m.accuracy_final),
              lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
-    Headline("grpo", "task reward gain (first to last third)",
-             lambda m: get(m, "reward_gain"), _f("+.3f")),
+    Headline("grpo", "task reward gain (first to last third)", lambda m: m.reward_gain,
+             _f("+.3f")),
     Headline("self_distillation", "accuracy multi-checkpoint / final-only (after the climb)",
              lambda m: (get(m, "accuracy", "multi_checkpoint"),
                         get(m, "accuracy", "final_only")),

@@ -30,7 +30,8 @@ from mai_repro.rl.distill import (
     trace_stats,
     weighted_mix,
 )
-from mai_repro.schema import cpu_threads
+from mai_repro.schema import cpu_threads, load_result
+from mai_repro.stages.grpo import GRPOMetrics
 from mai_repro.train.checkpoint import load_model_file, save_model_file
 
 STAGE = "self_distillation"
@@ -58,8 +59,9 @@ def build(run: Run) -> DistillResult:
     tok = load_tokenizer(require(run, "tokenizer").path("tokenizer.json"))
     seed = cfg.seed
     cap = c.final_cap
-    kept = up.manifest["metrics"].get("checkpoints") or [{"step": up.manifest["metrics"]
-                                                          ["steps"], "file": "model.pt"}]
+    climbed = load_result(GRPOMetrics, up.metrics)
+    kept = ([{"step": ck.step, "file": ck.file} for ck in climbed.checkpoints]
+            or [{"step": climbed.steps, "file": "model.pt"}])
     chosen = spread(kept, d.checkpoints)
     n_sft = 3  # two students and the consolidated model
     n_rl = 2 * d.rl_steps + 2 * d.specialist_steps * len(d.specialists)  # + joint RL
