@@ -12,6 +12,7 @@ from mai_repro.config import load
 from mai_repro.stages import report
 from mai_repro.stages.grpo import GRPOMetrics
 from mai_repro.stages.midtraining import MidtrainingMetrics, ModelSummary
+from mai_repro.stages.self_distillation import SelfDistillationMetrics
 from mai_repro.stages.report import HELD, NO_VERDICT, NOT_HELD, NOT_RUN
 from mai_repro.train.config import ABLATIONS
 
@@ -184,7 +185,8 @@ def test_grpo_and_self_distillation(tmp_path):
                              "task": {**grpo["task"], "n_eval": 120}, "reward_gain": 0.2,
                              "verdicts": {"outer_clip": {**ab, "held": True},
                                           "entropy_control": {**ab, "held": False}}})
-    write(tmp_path, "self_distillation", {"accuracy": {"multi_checkpoint": 0.5,
+    write(tmp_path, "self_distillation", {**skeleton(SelfDistillationMetrics),
+                                          "accuracy": {"multi_checkpoint": 0.5,
                                                        "final_only": 0.52}, "n_eval": 200})
     c = card(tmp_path)
     v = verdicts(c)

@@ -16,9 +16,9 @@ The report's own figures are constants below (or in :mod:`mai_repro.reference`),
 its section of RECIPE.md. The card reads whatever stages a run directory holds and rebuilds
 nothing: a stage that was not run shows as "not run", never as a number.
 
-Notebook 10's self-distillation finding reads ``metrics["accuracy"]["multi_checkpoint"]`` and
-``metrics["accuracy"]["final_only"]`` (held-out accuracy of the two students after their short
-climbs, at the same budget) and ``metrics["n_eval"]``.
+Notebook 10's self-distillation finding reads ``metrics.accuracy["multi_checkpoint"]`` and
+``metrics.accuracy["final_only"]`` (held-out accuracy of the two students after their short
+climbs, at the same budget) and ``metrics.n_eval``.
 """
 
 from __future__ import annotations
@@ -517,9 +517,8 @@ FINDINGS: list[Finding] = [
         id="self_distillation.multi_checkpoint", stage="self_distillation", section="6",
         claim="self-distillation on traces from several checkpoints of the climb beats traces "
               "from the final checkpoint only",
-        read=lambda m: {"multi": num(get(m, "accuracy", "multi_checkpoint")),
-                        "final": num(get(m, "accuracy", "final_only")),
-                        "n": m.get("n_eval")},
+        read=lambda m: {"multi": get(m.accuracy, "multi_checkpoint"),
+                        "final": get(m.accuracy, "final_only"), "n": m.n_eval},
         rule=lambda v: accuracy_rule(v["multi"] - v["final"], v["multi"], v["final"], v["n"]),
         rule_text=f"held: difference > {ACCURACY_Z:.0f} standard errors; not held: <= 0",
         show=lambda v: f"held-out accuracy {v['multi']:.1%} multi-checkpoint vs "
@@ -529,9 +528,8 @@ FINDINGS: list[Finding] = [
         id="self_distillation.consolidation", stage="self_distillation", section="6",
         claim="specialists consolidated by trace distillation (sample and token weights) keep "
               "each specialist's skill in one model",
-        read=lambda m: {"acc": get(m, "specialists", "accuracy"),
-                        "kinds": get(m, "specialists", "kinds"),
-                        "n": get(m, "specialists", "n_eval")},
+        read=lambda m: {"acc": m.specialists.accuracy, "kinds": m.specialists.kinds,
+                        "n": m.specialists.n_eval},
         rule=lambda v: consolidation_rule(v["acc"], v["kinds"], v["n"]),
         rule_text=f"over the kinds a specialist learned ({ACCURACY_Z:.0f} SE above the pre-RL "
                   f"model): held if the consolidated model is above the pre-RL model on each "
@@ -649,13 +647,12 @@ HEADLINES: list[Headline] = [
     Headline("grpo", "task reward gain (first to last third)", lambda m: m.reward_gain,
              _f("+.3f")),
     Headline("self_distillation", "accuracy multi-checkpoint / final-only (after the climb)",
-             lambda m: (get(m, "accuracy", "multi_checkpoint"),
-                        get(m, "accuracy", "final_only")),
+             lambda m: (get(m.accuracy, "multi_checkpoint"), get(m.accuracy, "final_only")),
              lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
     Headline("self_distillation", "verified traces per student (same budget)",
-             lambda m: get(m, "traces", "budget"), str),
+             lambda m: get(m.traces, "budget"), str),
     Headline("self_distillation", "consolidated model's accuracy per task kind",
-             lambda m: get(m, "specialists", "accuracy", "consolidated"),
+             lambda m: get(m.specialists.accuracy, "consolidated"),
              lambda v: ", ".join(f"{k} {num(x):.1%}" for k, x in v.items())),
 ]
 
