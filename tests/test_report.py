@@ -10,10 +10,11 @@ from mai_repro import plots
 from mai_repro.artifacts import STAGES, Run, atomic_write_json, project_root
 from mai_repro.config import load
 from mai_repro.stages import report
+from mai_repro.stages.collapse import CollapseMetrics
 from mai_repro.stages.grpo import GRPOMetrics
 from mai_repro.stages.midtraining import MidtrainingMetrics, ModelSummary
-from mai_repro.stages.self_distillation import SelfDistillationMetrics
 from mai_repro.stages.report import HELD, NO_VERDICT, NOT_HELD, NOT_RUN
+from mai_repro.stages.self_distillation import SelfDistillationMetrics
 from mai_repro.train.config import ABLATIONS
 
 BY_ID = {f.id: f for f in report.FINDINGS}
@@ -38,7 +39,7 @@ WIKI = {"pages": 10, "facts": 100, "token_ratio": 3.2, "bytes_ratio": 2.0,
         "token_ratio_by_lang": {"en": 3.2},
         "retention": {"markup: value present": 0.8, "text: value present": 0.4,
                       "text: parsed": 0.0}}
-COLLAPSE = {"ppl_gen0": 100.0, "generations": 3,
+COLLAPSE = {**skeleton(CollapseMetrics), "ppl_gen0": 100.0, "generations": 3,
             "ppl_last": {"replace": 180.0, "keep_real": 130.0, "accumulate": 110.0}}
 
 RUNG = {"width": 32, "depth": 2, "params_nonembedding": 1000, "tokens": 4096,

@@ -218,9 +218,9 @@ def _order(shares: Mapping[str, float]) -> list[str]:
     return sorted(shares, key=lambda k: -shares[k])
 
 
-def _collapse(m: Mapping[str, Any]) -> dict[str, Any]:
-    return {"gen0": get(m, "ppl_gen0"), "generations": get(m, "generations"),
-            **{r: get(m, "ppl_last", r) for r in ("replace", "keep_real", "accumulate")}}
+def _collapse(m: Any) -> dict[str, Any]:
+    return {"gen0": m.ppl_gen0, "generations": m.generations,
+            **{r: get(m.ppl_last, r) for r in ("replace", "keep_real", "accumulate")}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -639,7 +639,7 @@ HEADLINES: list[Headline] = [
     Headline("midtraining", "retrieval gain (passkey)", lambda m: m.retrieval_gain,
              _f("+.2f")),
     Headline("collapse", "human-text perplexity: generation 0 / last replace",
-             lambda m: (get(m, "ppl_gen0"), get(m, "ppl_last", "replace")),
+             lambda m: (m.ppl_gen0, get(m.ppl_last, "replace")),
              lambda v: f"{num(v[0]):.1f} / {num(v[1]):.1f}"),
     Headline("grpo", "held-out accuracy start / final",
              lambda m: (m.accuracy_start, m.accuracy_final),
