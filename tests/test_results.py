@@ -94,3 +94,100 @@ def test_load_result_wrong_types():
         data[key] = bad
         with pytest.raises(ResultError, match=key):
             load_result(Outer, data)
+
+
+# -- every stage's METRICS against the report card ---------------------------------------------
+
+def _summary(model: str, gain: float) -> dict[str, Any]:
+    from mai_repro.stages.midtraining import ModelSummary
+
+    return {**skeleton(ModelSummary), "model": model, "context_gain": gain,
+            "retrieval_final": 0.5 + gain, "nats_final": gain}
+
+
+def _verdict(held: bool) -> dict[str, Any]:
+    return {"measure": "m", "with": 1.0, "without": 2.0, "held": held, "steps": 4,
+            "claim": "c", "accuracy_with": 0.5, "accuracy_without": 0.4}
+
+
+def stage_samples() -> dict[str, dict[str, Any]]:
+    """A stored metrics dict per stage with a METRICS class: the class's skeleton with the
+    dict entries the report card's findings and headlines read (keyed by family, ablation,
+    regime, model) filled in, as a real run writes them."""
+    from mai_repro import reference
+    from mai_repro.stages import metrics_class
+    from mai_repro.stages.collapse import REGIMES
+    from mai_repro.stages.report import GRPO_CLAIMS
+    from mai_repro.train.config import ABLATIONS
+
+    fill: dict[str, dict[str, Any]] = {
+        "overview": {},
+        "wikipedia": {"retention": {"markup: value present": 0.8, "text: parsed": 0.1}},
+        "tokenizer": {"heldout_roundtrip": {"checked": 10, "failed": 0}},
+        "architecture": {},
+        "ladder": {"eg": {a: [0.9, 0.8] for a in ABLATIONS}, "noise_band": [0.95, 1.05]},
+        "mixtures": {"kendall_ci": [-0.5, 0.5]},
+        "pretraining": {"overhead_s": {k: 1.0 for k in reference.OVERHEAD_PARTS}, "mfu": 0.3,
+                        "checkpoint_stall_s": {"sync": 0.2, "async": 0.1}},
+        "midtraining": {"contexts": [64, 256], "pre_len": 32,
+                        "summary": [_summary("pre-trained", 0.0),
+                                    _summary("stage 2 (256)", 0.1)]},
+        "grpo": {"verdicts": {name: _verdict(True) for name in GRPO_CLAIMS}},
+        "self_distillation": {"accuracy": {"multi_checkpoint": 0.5, "final_only": 0.4},
+                              "traces": {"budget": 8}},
+        "collapse": {**{f"{k}_last": {r: 1.0 for r in REGIMES}
+                        for k in ("ppl", "nll_p99", "rare_share", "coverage", "distinct3",
+                                  "detector_flagged")}},
+    }
+    out = {}
+    for stage, extra in fill.items():
+        cls = metrics_class(stage)
+        assert cls is not None, f"stage {stage} has no METRICS class"
+        out[stage] = {**skeleton(cls), **extra}
+    specialists = out["self_distillation"]["specialists"]
+    specialists.update(kinds=["arithmetic"], n_eval=10, accuracy={
+        m: {"arithmetic": 0.5} for m in ("pre_rl", "specialist arithmetic", "consolidated",
+                                         "joint RL")})
+    return out
+
+
+def test_every_stage_but_curation_and_report_has_metrics():
+    from mai_repro.artifacts import STAGES
+    from mai_repro.stages import metrics_class
+
+    typed = {s for s in STAGES if metrics_class(s) is not None}
+    assert typed == set(STAGES) - {"curation", "report"}
+    assert typed == set(stage_samples())
+
+
+@pytest.mark.parametrize("stage", sorted(stage_samples()))
+def test_every_finding_and_headline_reads_the_stage_metrics(stage):
+    from mai_repro.stages import load_metrics
+    from mai_repro.stages.report import FINDINGS, HEADLINES, NOT_RUN, UNREADABLE, evaluate, headline
+
+    sample = stage_samples()[stage]
+    m = load_metrics(stage, sample)
+    assert result_dict(m) == result_dict(load_metrics(stage, result_dict(m)))  # round trip
+    findings = [f for f in FINDINGS if f.stage == stage]
+    for f in findings:
+        r = evaluate(f, m)
+        # an attribute the class lacks would show as "unreadable", a missing entry "not run"
+        assert r.verdict != NOT_RUN and r.measured not in (NOT_RUN, UNREADABLE), (f.id, r.note)
+    for h in (h for h in HEADLINES if h.stage == stage):
+        assert headline(h, m) not in (NOT_RUN, UNREADABLE), h.label
+
+
+@pytest.mark.parametrize("stage", sorted(stage_samples()))
+def test_a_renamed_metric_fails_to_load(stage):
+    """What a renamed metric looks like from the reader's side: a key the class expects is
+    missing and an unknown one is present. Either alone raises, naming the class."""
+    from mai_repro.stages import load_metrics, metrics_class
+
+    sample = stage_samples()[stage]
+    name = metrics_class(stage).__name__
+    for key in sample:
+        renamed = {k: v for k, v in sample.items() if k != key}
+        with pytest.raises(ResultError, match=f"{name}: {key}: missing key"):
+            load_metrics(stage, renamed)
+        with pytest.raises(ResultError, match=f"{name}: {key}_v2: unknown key"):
+            load_metrics(stage, {**sample, f"{key}_v2": sample[key]})
