@@ -225,3 +225,12 @@ def test_report_stage_is_registered_without_upstream():
     assert set(report.card_stages()) == set(STAGES) - {"report"}
     assert "self_distillation" in report.card_stages()
     assert report.card_stages()[0] == "overview" and report.card_stages()[-1] == "collapse"
+
+
+def test_grpo_claims_are_written_once_next_to_their_stage():
+    from mai_repro.stages import grpo
+
+    assert report.GRPO_CLAIMS is grpo.CLAIMS
+    claims = {f.id.removeprefix("grpo."): f.claim for f in report.FINDINGS
+              if f.stage == "grpo" and f.id != "grpo.climb"}
+    assert claims == grpo.CLAIMS

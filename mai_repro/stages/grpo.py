@@ -31,6 +31,17 @@ from mai_repro.train.checkpoint import load_model_file, save_model_file
 STAGE = "grpo"
 UPSTREAM = "midtraining"
 
+# The report's claim for each stabiliser (section 6 of RECIPE.md), written once: the ablation
+# that switches it off tests it (ablation_verdicts stores it with the verdict) and the report
+# card states it (mai_repro.stages.report).
+CLAIMS = {
+    "outer_clip": "the outer ratio clip prevents the gradient-norm spikes of unclipped branches",
+    "entropy_control": "adaptive entropy control (widened upper clip) keeps entropy near its "
+                       "target H*",
+    "top_p_mask": "top-p masking in the learner is needed: without it the policy diverges",
+    "routing_replay": "MoE routing replay keeps the learner's log-probs equal to inference's",
+}
+
 
 @dataclass
 class TaskSetup:
@@ -116,40 +127,36 @@ def ablation_verdicts(main: ClimbResult, ablations: dict[str, ClimbResult], c: G
     for name, ab in ablations.items():
         n = len(ab.history)
         base = main.history[:n]
-        if name == "outer_clip":
+        if name == "outer_clip":  # without it the gradient norm spikes
             b = max((r["grad_norm"] for r in base), default=math.nan)
             a = max((r["grad_norm"] for r in ab.history), default=math.nan)
             out[name] = {"measure": "largest gradient norm", "with": b, "without": a,
-                         "claim": "without the outer clip the gradient norm spikes",
                          "held": bool(a > 2 * b)}
-        elif name == "entropy_control":
+        elif name == "entropy_control":  # without it entropy falls further below H*
             q = max(1, n // 4)
             b, a = mean_over(base, "entropy", last=q), mean_over(ab.history, "entropy", last=q)
             out[name] = {"measure": f"mean entropy of the last {q} steps (H* = "
                                     f"{c.entropy_target})", "with": b, "without": a,
-                         "claim": "without adaptive entropy control entropy falls further "
-                                  "below H*",
                          # a difference under a tenth of the main run's distance from H*
                          # is a tie, not a finding
                          "held": bool(b - a > 0.1 * abs(b - c.entropy_target))}
-        elif name == "top_p_mask":
+        elif name == "top_p_mask":  # without it the ratio is biased below 1 by the mass
+            # outside the nucleus
             b, a = mean_over(base, "ratio_mean"), mean_over(ab.history, "ratio_mean")
             mass = mean_over(ab.history, "nucleus_mass")
             out[name] = {"measure": "mean ratio pi_theta / pi_old", "with": b, "without": a,
                          "nucleus_mass": mass,
-                         "claim": "without top-p masking the ratio is biased below 1 by the "
-                                  "mass outside the nucleus",
                          "held": bool(abs(a - 1) > 2 * abs(b - 1) and abs(a - mass)
                                       < abs(a - 1))}
-        elif name == "routing_replay":
+        elif name == "routing_replay":  # without it the learner's log-probs drift from the
+            # inference ones
             b, a = mean_over(base, "mismatch_max"), mean_over(ab.history, "mismatch_max")
             out[name] = {"measure": "largest train/inference |log-prob diff| of a batch "
                                     "(mean over batches)", "with": b, "without": a,
                          "mean_with": mean_over(base, "mismatch"),
                          "mean_without": mean_over(ab.history, "mismatch"),
-                         "claim": "without routing replay the learner's log-probs drift from "
-                                  "the inference ones",
                          "held": bool(a > 1.5 * b and a > 1e-3)}
+        out[name]["claim"] = CLAIMS[name]
         out[name]["steps"] = n
         out[name]["accuracy_with"] = _acc_at(main, n)
         out[name]["accuracy_without"] = ab.evals[-1]["accuracy"] if ab.evals else None

@@ -34,6 +34,7 @@ from mai_repro import reference
 from mai_repro.artifacts import STAGES, Run
 from mai_repro.schema import ResultError
 from mai_repro.stages import read_metrics as read_stage_metrics
+from mai_repro.stages.grpo import CLAIMS as GRPO_STABILISER_CLAIMS
 from mai_repro.train.config import ABLATIONS
 
 STAGE = "report"
@@ -233,13 +234,7 @@ LADDER_CLAIMS = {  # ablation (changes one recipe choice back) -> the report's c
     "all_global": "periodic local/global attention beats all-global attention",
 }
 
-GRPO_CLAIMS = {  # stabiliser switched off -> what the report says happens without it, section 6
-    "outer_clip": "the outer ratio clip prevents the gradient-norm spikes of unclipped branches",
-    "entropy_control": "adaptive entropy control (widened upper clip) keeps entropy near its "
-                       "target H*",
-    "top_p_mask": "top-p masking in the learner is needed: without it the policy diverges",
-    "routing_replay": "MoE routing replay keeps the learner's log-probs equal to inference's",
-}
+GRPO_CLAIMS = GRPO_STABILISER_CLAIMS  # written once, in stages/grpo.py, section 6
 
 
 def _ladder_finding(name: str) -> Finding:
