@@ -9,7 +9,7 @@ from test_results import skeleton
 from mai_repro import plots
 from mai_repro.artifacts import STAGES, Run, atomic_write_json, project_root
 from mai_repro.config import load
-from mai_repro.stages import report
+from mai_repro.stages import read_metrics, report
 from mai_repro.stages.collapse import CollapseMetrics
 from mai_repro.stages.grpo import GRPOMetrics
 from mai_repro.stages.midtraining import MidtrainingMetrics, ModelSummary
@@ -211,6 +211,9 @@ def test_build_reads_and_rebuilds_nothing(tmp_path):
     assert run.status("report") == "complete"
     m = run.read_manifest("report")["metrics"]
     assert m["counts"] == c.counts and m["counts"][HELD] == 2
+    typed = read_metrics(run, "report")  # ReportMetrics, loaded strictly
+    assert typed.counts == c.counts and [f.id for f in typed.findings] == [
+        r.finding.id for r in c.results]
     assert m["figures"] == {"collapse": ["collapse/figures/generations.png"]}
     assert c.summary is not None and c.summary.is_file()
     ids = [f["id"] for f in m["findings"]]

@@ -135,6 +135,7 @@ def stage_samples() -> dict[str, dict[str, Any]]:
         "grpo": {"verdicts": {name: _verdict(True) for name in GRPO_CLAIMS}},
         "self_distillation": {"accuracy": {"multi_checkpoint": 0.5, "final_only": 0.4},
                               "traces": {"budget": 8}},
+        "report": {},
         "collapse": {**{f"{k}_last": {r: 1.0 for r in REGIMES}
                         for k in ("ppl", "nll_p99", "rare_share", "coverage", "distinct3",
                                   "detector_flagged")}},
@@ -151,12 +152,12 @@ def stage_samples() -> dict[str, dict[str, Any]]:
     return out
 
 
-def test_every_stage_but_curation_and_report_has_metrics():
+def test_every_stage_but_curation_has_metrics():
     from mai_repro.artifacts import STAGES
     from mai_repro.stages import metrics_class
 
     typed = {s for s in STAGES if metrics_class(s) is not None}
-    assert typed == set(STAGES) - {"curation", "report"}
+    assert typed == set(STAGES) - {"curation"}
     assert typed == set(stage_samples())
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from mai_repro import reference
 from mai_repro.artifacts import STAGES, Run
-from mai_repro.schema import ResultError
+from mai_repro.schema import ResultError, result_dict
 from mai_repro.stages import read_metrics as read_stage_metrics
 from mai_repro.stages.grpo import CLAIMS as GRPO_STABILISER_CLAIMS
 from mai_repro.train.config import ABLATIONS
@@ -115,6 +115,53 @@ class Headline:
 
 
 @dataclass
+class FindingRecord:
+    """One finding as the report stage's manifest stores it."""
+
+    id: str
+    stage: str
+    section: str
+    claim: str
+    measured: str
+    verdict: str
+    rule: str
+    note: str
+    values: Any  # what the finding read from its stage (None when not run)
+
+
+@dataclass
+class HeadlineRecord:
+    notebook: str
+    stage: str
+    figure: str
+    value: str
+
+
+@dataclass
+class StageRecord:
+    notebook: str
+    stage: str
+    status: str  # complete, stale, not run, unreadable
+    wall_time_s: float | None
+    finished_at: str | None
+    figures: int
+
+
+@dataclass
+class ReportMetrics:
+    """What the report stage's manifest records (``metrics``), read back by attribute."""
+
+    counts: dict[str, int]  # verdict -> findings
+    findings: list[FindingRecord]
+    headlines: list[HeadlineRecord]
+    stages: list[StageRecord]
+    figures: dict[str, list[str]]  # stage -> its figures, relative to the run directory
+
+
+METRICS = ReportMetrics
+
+
+@dataclass
 class Card:
     """The report card of one run directory."""
 
@@ -133,20 +180,20 @@ class Card:
     def finding_rows(self) -> list[dict[str, Any]]:
         return [r.row() for r in self.results]
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> ReportMetrics:
         """What the report stage's manifest stores."""
-        return {
-            "counts": self.counts,
-            "findings": [{"id": r.finding.id, "stage": r.finding.stage,
-                          "section": r.finding.section, "claim": r.finding.claim,
-                          "measured": r.measured, "verdict": r.verdict,
-                          "rule": r.finding.rule_text, "note": r.note,
-                          "values": _jsonable(r.values)} for r in self.results],
-            "headlines": self.headlines,
-            "stages": self.stages,
-            "figures": {s: [str(p.relative_to(self.run_dir)) for p in ps]
-                        for s, ps in self.figures.items()},
-        }
+        return ReportMetrics(
+            counts=self.counts,
+            findings=[FindingRecord(
+                id=r.finding.id, stage=r.finding.stage, section=r.finding.section,
+                claim=r.finding.claim, measured=r.measured, verdict=r.verdict,
+                rule=r.finding.rule_text, note=r.note, values=_jsonable(r.values))
+                for r in self.results],
+            headlines=[HeadlineRecord(**h) for h in self.headlines],
+            stages=[StageRecord(**s) for s in self.stages],
+            figures={s: [str(p.relative_to(self.run_dir)) for p in ps]
+                     for s, ps in self.figures.items()},
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -790,7 +837,7 @@ def build(run: Run) -> Card:
                 st.inputs[s["stage"]] = (run.read_manifest(s["stage"]) or {}).get(
                     "config_hash", "")
         card.summary = verdict_figure(card, st.path("figures", "verdicts"))
-        st.metrics.update(card.metrics())
+        st.metrics.update(result_dict(card.metrics()))
     return card
 
 
