@@ -2,14 +2,19 @@
 
 One :class:`Finding` per claim of the MAI-Thinking-1 report that a notebook of ours measures:
 the stage it comes from, the claim in words (with the report's figure where RECIPE.md gives
-one), how to read our measurement from that stage's manifest (``<run_dir>/<stage>/manifest.json``,
-key ``metrics``) and the rule that turns the measured values into a verdict:
+one), how to read our measurement from that stage's metrics and the rule that turns the measured
+values into a verdict. A finding reads the stage's typed metrics by attribute: the manifest's
+``metrics`` (``<run_dir>/<stage>/manifest.json``) loaded strictly into the stage module's
+``METRICS`` dataclass (:func:`mai_repro.stages.read_metrics`; curation, which has no class yet,
+is read as the plain dict). Verdicts:
 
 - ``held``: the measurement agrees with the claim at our scale;
 - ``not held``: it contradicts the claim at our scale;
 - ``no verdict``: the stage ran but the measurement cannot decide (inside the noise, or a sign
-  that flips between rungs);
-- ``not run``: the stage's manifest is absent, or it lacks a key the finding reads.
+  that flips between rungs); also when the stage's metrics do not load into its class (a
+  renamed, missing or mistyped metric): then the measurement reads "unreadable" with the error;
+- ``not run``: the stage's manifest is absent, or an entry a finding reads is absent from a
+  dict-valued metric (an ablation, family or model that was not run).
 
 Every measured number on the card is read from a manifest; nothing measured is typed here.
 The report's own figures are constants below (or in :mod:`mai_repro.reference`), each citing
