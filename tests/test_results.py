@@ -133,8 +133,7 @@ def stage_samples() -> dict[str, dict[str, Any]]:
                         "summary": [_summary("pre-trained", 0.0),
                                     _summary("stage 2 (256)", 0.1)]},
         "grpo": {"verdicts": {name: _verdict(True) for name in GRPO_CLAIMS}},
-        "self_distillation": {"accuracy": {"multi_checkpoint": 0.5, "final_only": 0.4},
-                              "traces": {"budget": 8}},
+        "self_distillation": {"accuracy": {"multi_checkpoint": 0.5, "final_only": 0.4}},
         "report": {},
         "collapse": {**{f"{k}_last": {r: 1.0 for r in REGIMES}
                         for k in ("ppl", "nll_p99", "rare_share", "coverage", "distinct3",

@@ -697,7 +697,7 @@ HEADLINES: list[Headline] = [
              lambda m: (get(m.accuracy, "multi_checkpoint"), get(m.accuracy, "final_only")),
              lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
     Headline("self_distillation", "verified traces per student (same budget)",
-             lambda m: get(m.traces, "budget"), str),
+             lambda m: m.traces.budget, str),
     Headline("self_distillation", "consolidated model's accuracy per task kind",
              lambda m: get(m.specialists.accuracy, "consolidated"),
              lambda v: ", ".join(f"{k} {num(x):.1%}" for k, x in v.items())),

@@ -41,6 +41,28 @@ PRE_RL = "midtraining"
 
 
 @dataclass
+class TraceStats:
+    """A set of verified traces: how many, from where, over how many problems."""
+
+    n: int
+    sources: dict[str, int]  # checkpoint ("step <k>") or task kind -> traces
+    problems: int
+    distinct: int  # distinct (problem, completion) pairs
+    tokens: int
+
+
+@dataclass
+class Traces:
+    """The traces of the two students, drawn at the same budget."""
+
+    budget: int  # traces per student
+    drawn_per_checkpoint: int  # samples drawn from each checkpoint
+    verified: dict[str, int]  # checkpoint step -> verified traces
+    multi_checkpoint: TraceStats
+    final_only: TraceStats
+
+
+@dataclass
 class SpecialistsMetrics:
     """One specialist per task kind, their consolidation and joint RL; model names
     ("pre_rl", "specialist <kind>", "consolidated", "joint RL") key ``accuracy``."""
@@ -52,7 +74,7 @@ class SpecialistsMetrics:
     sample_weights_used: list[float]  # ... with a kind that has no traces left out
     token_weights: list[float] | None
     verified: dict[str, int]  # verified traces per kind
-    mix: dict[str, Any]  # trace statistics of the consolidation mix
+    mix: TraceStats  # the consolidation mix
     token_share: dict[str, float]  # measured share of the SFT loss per kind
     n_eval: int  # held-out problems per kind
     accuracy: dict[str, dict[str, float]]  # model -> kind -> held-out accuracy
@@ -66,7 +88,7 @@ class SelfDistillationMetrics:
     n_eval: int  # held-out problems
     eval_samples: int
     checkpoints: list[int]  # steps of the climb the traces come from
-    traces: dict[str, Any]  # budget, drawn_per_checkpoint, verified, and stats per student
+    traces: Traces
     accuracy: dict[str, float]  # after each student's climb, and pre_rl / rl_final
     reference: dict[str, dict[str, Any]]  # pre_rl / rl_final evaluations
     students: dict[str, dict[str, Any]]  # each student after SFT
@@ -165,9 +187,9 @@ def build(run: Run) -> DistillResult:
         metrics = SelfDistillationMetrics(
             n_eval=len(held), eval_samples=c.eval_samples,
             checkpoints=[ck["step"] for ck in chosen],
-            traces={"budget": budget, "drawn_per_checkpoint": drawn // len(chosen),
-                    "verified": {str(k): len(v) for k, v in per_ckpt.items()},
-                    **{name: trace_stats(ts) for name, ts in sets.items()}},
+            traces=Traces(budget=budget, drawn_per_checkpoint=drawn // len(chosen),
+                          verified={str(k): len(v) for k, v in per_ckpt.items()},
+                          **{name: TraceStats(**trace_stats(ts)) for name, ts in sets.items()}),
             # the finding of the report card: held-out accuracy after each student's climb
             accuracy={name: after[name]["accuracy"] for name in sets}
             | {"pre_rl": reference["pre_rl"]["accuracy"],
@@ -226,7 +248,7 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
         sample_weights=sample_w, sample_weights_used=used_w,
         token_weights=list(d.token_weights) if d.token_weights else None,
         verified={k: len(t) for k, t in zip(kinds, traces, strict=True)},
-        mix=trace_stats(mix), token_share=token_share(mix, tw),
+        mix=TraceStats(**trace_stats(mix)), token_share=token_share(mix, tw),
         n_eval=len(held[kinds[0]]), accuracy=acc)
 
 
