@@ -213,7 +213,7 @@ def describe(cls: type, path: str = "") -> list[tuple[str, str, Any, str]]:
 
 
 __all__ = ["ConfigError", "spec", "build", "to_dict", "merge", "stable_hash", "describe",
-           "resolve_device", "cpu_threads"]
+           "resolve_device", "cpu_threads", "ResultError", "load_result", "result_dict"]
 
 
 # -- small shared helpers ---------------------------------------------------------------------
@@ -242,3 +242,134 @@ def cpu_threads(n: int) -> Iterator[None]:
     finally:
         torch.set_num_threads(before)
 
+
+
+# -- typed stage results ----------------------------------------------------------------------
+# A stage's metrics are a dataclass (``<Name>Metrics`` in its stage module) written into its
+# manifest with :func:`result_dict` and read back with :func:`load_result`. Unlike :func:`build`
+# (a config: defaults fill gaps), a result is read STRICTLY: a key the class does not know, or a
+# field the manifest lacks, is an error naming the class and the key path, so a renamed metric
+# fails where it is read instead of turning a report finding into "not run".
+
+class ResultError(ValueError):
+    """A stored result does not match its dataclass (unknown key, missing key, wrong type)."""
+
+    def __init__(self, cls: type, key: str, message: str):
+        self.cls, self.key = cls, key
+        super().__init__(f"{cls.__name__}: {key}: {message}" if key
+                         else f"{cls.__name__}: {message}")
+
+
+_NONFINITE = {"inf": math.inf, "+inf": math.inf, "infinity": math.inf, "-inf": -math.inf,
+              "-infinity": -math.inf, "nan": math.nan}
+
+
+def _load_value(value: Any, tp: Any, key: str, root: type) -> Any:
+    """``value`` checked against ``tp`` (see :func:`load_result` for what is supported)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ResultError(root, key, f"expected a mapping for {tp.__name__}, got {value!r}")
+        return _load_fields(tp, value, key, root)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _load_value(value, option, key, root)
+            except ResultError:
+                continue
+        raise ResultError(root, key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ResultError(root, key, f"expected a list, got {value!r}")
+        args = get_args(tp)
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(args) != len(value):
+                raise ResultError(root, key, f"expected {len(args)} items, got {len(value)}")
+            return tuple(_load_value(v, a, f"{key}[{i}]", root)
+                         for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        items = [_load_value(v, args[0] if args else Any, f"{key}[{i}]", root)
+                 for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ResultError(root, key, f"expected a mapping, got {value!r}")
+        _, val_tp = get_args(tp) or (str, Any)
+        return {k: _load_value(v, val_tp, f"{key}.{k}", root) for k, v in value.items()}
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ResultError(root, key, f"got {value!r}, allowed: {_type_name(tp)}")
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise ResultError(root, key, f"expected null, got {value!r}")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ResultError(root, key, f"expected a bool, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ResultError(root, key, f"expected an int, got {value!r}")
+        return value
+    if tp is float:
+        # manifests store non-finite numbers as strings ("inf", "-inf", "nan")
+        if isinstance(value, str) and value.strip().lower() in _NONFINITE:
+            return _NONFINITE[value.strip().lower()]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ResultError(root, key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ResultError(root, key, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{root.__name__}: {key}: unsupported result type {tp!r}")
+
+
+def _load_fields(cls: type, data: Mapping[str, Any], path: str, root: type) -> Any:
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ResultError(root, f"{path}.{unknown[0]}" if path else unknown[0],
+                          f"unknown key; {cls.__name__} has: {', '.join(names)}")
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise ResultError(root, f"{path}.{missing[0]}" if path else missing[0],
+                          "missing key (renamed or not written?)")
+    return cls(**{n: _load_value(data[n], hints[n], f"{path}.{n}" if path else n, root)
+                  for n in names})
+
+
+def load_result(cls: type, data: Mapping[str, Any]) -> Any:
+    """Dataclass ``cls`` built from a stored JSON dict, strictly: every field must be present
+    and no other key, recursively through nested dataclasses. Field types: bool, int, float
+    (also the strings "inf", "-inf", "nan"), str, None, unions of these, ``list[...]``,
+    ``tuple[...]``, ``dict[str, ...]``, nested dataclasses and ``Any`` (kept as stored).
+    Raises :class:`ResultError` naming the class and the key path."""
+    if not isinstance(data, Mapping):
+        raise ResultError(cls, "", f"expected a mapping, got {type(data).__name__}")
+    return _load_fields(cls, data, "", cls)
+
+
+def _json_number(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    return x
+
+
+def result_dict(obj: Any) -> Any:
+    """A result dataclass as JSON-able values, non-finite floats as "inf"/"-inf"/"nan"
+    strings (what :func:`load_result` reads back), so manifests stay strict JSON."""
+    value = to_dict(obj)
+    if isinstance(value, dict):
+        return {k: result_dict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [result_dict(v) for v in value]
+    return _json_number(value)

@@ -11,7 +11,7 @@ from mai_repro import artifacts, config
 from mai_repro.data.config import FAMILIES
 from mai_repro.model.accounting import forward_flops_per_token
 from mai_repro.schema import to_dict
-from mai_repro.stages import ladder
+from mai_repro.stages import ladder, read_metrics
 from mai_repro.train.config import ABLATIONS, report_objective
 
 VOCAB = 64
@@ -119,14 +119,14 @@ def test_stage_end_to_end_and_resume(tmp_path):
     write_synthetic_tokenizer_stage(run)
     res = ladder.build(run)
     assert run.status("ladder") == "complete"
-    m = run.read_manifest("ladder")["metrics"]
-    assert set(m["eg"]) == set(cfg.ladder.ablations)
-    assert all(len(v) == 3 for v in m["eg"].values())
-    assert m["fit"]["alpha"] >= 0 and set(m["sign_holds"]) == set(cfg.ladder.ablations)
+    m = read_metrics(run, "ladder")  # LadderMetrics, loaded strictly from the manifest
+    assert set(m.eg) == set(cfg.ladder.ablations)
+    assert all(len(v) == 3 for v in m.eg.values())
+    assert m.fit.alpha >= 0 and set(m.sign_holds) == set(cfg.ladder.ablations)
     assert res.figures["ladder"].is_file()
     assert len(list((tmp_path / "ladder" / "runs").glob("*.json"))) == 3 * 3
     # a rebuild finds every run on disk and trains nothing
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "ladder" / "runs").glob("*.json")}
     again = ladder.build(run)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
-    assert again.metrics["rungs"] == m["rungs"] and again.metrics["eg"] == m["eg"]
+    assert again.metrics.rungs == m.rungs and again.metrics.eg == m.eg

@@ -7,6 +7,7 @@ from test_ladder import tiny_cfg, write_synthetic_tokenizer_stage
 from mai_repro import artifacts
 from mai_repro.data.config import FAMILIES
 from mai_repro.stages import mixtures as mixsearch
+from mai_repro.stages import read_metrics
 
 
 def test_mixtures_are_anchored_floored_and_seeded():
@@ -38,14 +39,15 @@ def test_stage_end_to_end_and_hand_off(tmp_path):
     run = artifacts.Run(tiny_cfg(), tmp_path)
     write_synthetic_tokenizer_stage(run)
     res = mixsearch.build(run)
-    m = run.read_manifest("mixtures")["metrics"]
+    m = read_metrics(run, "mixtures")  # MixturesMetrics, loaded strictly from the manifest
+    assert m.scales == res.metrics.scales and m.objective == res.metrics.objective
     chosen = mixsearch.chosen_mixture(run)
     assert set(chosen) == set(FAMILIES) and sum(chosen.values()) == pytest.approx(1.0)
-    assert chosen == m["chosen_mixture"] == res.mixtures[m["best_large"]]
+    assert chosen == m.chosen_mixture == res.mixtures[m.best_large]
     assert res.objective.shape == (2, 5)
-    assert m["best_large"] == list(res.mixtures)[int(res.objective[-1].argmin())]
-    lo, hi = m["kendall_ci"]
+    assert m.best_large == list(res.mixtures)[int(res.objective[-1].argmin())]
+    lo, hi = m.kendall_ci
     assert -1 <= lo <= hi <= 1
-    assert isinstance(m["rank_noninvariance"], bool)
+    assert isinstance(m.rank_noninvariance, bool)
     assert len(list((tmp_path / "mixtures" / "runs").glob("*.json"))) == 2 * (5 + 1)
     assert all(p.is_file() for p in res.figures.values())

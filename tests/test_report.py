@@ -4,11 +4,17 @@ stage that was not run, and nothing rebuilt."""
 import math
 import re
 
+from test_results import skeleton
+
 from mai_repro import plots
 from mai_repro.artifacts import LOCK_FILE, STAGES, Run, atomic_write_json, project_root
 from mai_repro.config import load
-from mai_repro.stages import report
+from mai_repro.stages import read_metrics, report
+from mai_repro.stages.collapse import CollapseMetrics
+from mai_repro.stages.grpo import GRPOMetrics
+from mai_repro.stages.midtraining import MidtrainingMetrics, ModelSummary
 from mai_repro.stages.report import HELD, NO_VERDICT, NOT_HELD, NOT_RUN
+from mai_repro.stages.self_distillation import SelfDistillationMetrics
 from mai_repro.train.config import ABLATIONS
 
 BY_ID = {f.id: f for f in report.FINDINGS}
@@ -30,10 +36,19 @@ def verdicts(c):
 
 
 WIKI = {"pages": 10, "facts": 100, "token_ratio": 3.2, "bytes_ratio": 2.0,
+        "token_ratio_by_lang": {"en": 3.2},
         "retention": {"markup: value present": 0.8, "text: value present": 0.4,
                       "text: parsed": 0.0}}
-COLLAPSE = {"ppl_gen0": 100.0, "generations": 3,
+COLLAPSE = {**skeleton(CollapseMetrics), "ppl_gen0": 100.0, "generations": 3,
             "ppl_last": {"replace": 180.0, "keep_real": 130.0, "accumulate": 110.0}}
+
+RUNG = {"width": 32, "depth": 2, "params_nonembedding": 1000, "tokens": 4096,
+        "compute": 1e10, "objective": 3.0}
+LADDER = {"fit": {"A": 2.0, "alpha": 0.3, "E": 1.0, "c0": 1e10,
+                  "stderr": {"A": 0.1, "alpha": "nan", "E": 0.1}},
+          "rungs": [RUNG, {**RUNG, "width": 64}], "baseline_eg": [1.0, "inf"],
+          "noise_band": [0.98, 1.02], "eg": {}, "sign_holds": {}, "verdict": {},
+          "run_seconds": 1.0}
 
 
 def test_verdicts_follow_the_values(tmp_path):
@@ -76,34 +91,44 @@ def test_missing_stage_shows_not_run_and_no_number(tmp_path):
     assert all(s["status"] == NOT_RUN and s["wall_time_s"] is None for s in c.stages)
 
 
-def test_missing_key_in_a_present_manifest_shows_not_run(tmp_path):
-    write(tmp_path, "wikipedia", {"pages": 10, "facts": 100})  # no token_ratio, no retention
-    write(tmp_path, "midtraining", {"contexts": [64, 256], "summary": [
-        {"model": "pre-trained", "context_gain": 0.01}]})  # the final model's row is missing
+def test_renamed_metric_makes_its_stage_unreadable_not_not_run(tmp_path):
+    renamed = {k: v for k, v in WIKI.items() if k != "token_ratio"} | {"tok_ratio": 3.2}
+    write(tmp_path, "wikipedia", renamed)
     c = card(tmp_path)
     by = {r.finding.id: r for r in c.results}
-    for fid in ("wikipedia.more_tokens", "wikipedia.about_3x", "wikipedia.infoboxes",
-                "midtraining.context", "midtraining.retrieval"):
-        assert by[fid].verdict == NOT_RUN and by[fid].measured == NOT_RUN, fid
-    assert "token_ratio" in by["wikipedia.more_tokens"].note
+    for fid in ("wikipedia.more_tokens", "wikipedia.about_3x", "wikipedia.infoboxes"):
+        assert by[fid].verdict == NO_VERDICT and by[fid].measured == report.UNREADABLE, fid
+        assert "tok_ratio" in by[fid].note and "WikipediaMetrics" in by[fid].note
     heads = {h["figure"]: h["value"] for h in c.headlines}
-    assert heads["pages / infobox facts"] == "10 / 100"  # present keys still read
-    assert heads["markup / text tokens"] == NOT_RUN
+    assert heads["pages / infobox facts"] == heads["markup / text tokens"] == report.UNREADABLE
+    assert next(s for s in c.stages if s["stage"] == "wikipedia")["status"] == report.UNREADABLE
+
+
+def test_missing_key_in_a_present_manifest_shows_not_run(tmp_path):
+    pre_trained = {**skeleton(ModelSummary), "model": "pre-trained", "context_gain": 0.01}
+    write(tmp_path, "midtraining", {**skeleton(MidtrainingMetrics), "contexts": [64, 256],
+                                    "summary": [pre_trained]})  # the final model's row is missing
+    c = card(tmp_path)
+    by = {r.finding.id: r for r in c.results}
+    for fid in ("midtraining.context", "midtraining.retrieval"):
+        assert by[fid].verdict == NOT_RUN and by[fid].measured == NOT_RUN, fid
 
 
 def test_unreadable_value_gives_no_verdict_not_a_crash(tmp_path):
-    write(tmp_path, "wikipedia", {**WIKI, "token_ratio": "lots"})
+    write(tmp_path, "wikipedia", {**WIKI, "token_ratio": "lots"})  # not a number
+    write(tmp_path, "collapse", COLLAPSE)
     v = verdicts(card(tmp_path))
-    assert v["wikipedia.more_tokens"] == NO_VERDICT
-    assert v["wikipedia.infoboxes"] == HELD  # the other findings of the stage still read
+    assert v["wikipedia.more_tokens"] == v["wikipedia.infoboxes"] == NO_VERDICT
+    assert v["collapse.replace"] == HELD  # the other stages still read
 
 
 def test_counts_add_up(tmp_path):
     write(tmp_path, "wikipedia", {**WIKI, "token_ratio": 1.2})
     write(tmp_path, "collapse", COLLAPSE)
-    write(tmp_path, "ladder", {"eg": {"standard_init": [0.9, 0.8], "standard_moe": [1.2, 1.3],
-                                      "all_moe": [0.9, 1.1]},
-                               "noise_band": [0.98, 1.02]})
+    eg = {"standard_init": [0.9, 0.8], "standard_moe": [1.2, 1.3], "all_moe": [0.9, 1.1]}
+    write(tmp_path, "ladder", {**LADDER, "eg": eg, "noise_band": [0.98, 1.02],
+                               "sign_holds": {n: True for n in eg},
+                               "verdict": {n: "" for n in eg}})
     c = card(tmp_path)
     counts = c.counts
     assert sum(counts.values()) == len(c.results) == len(report.FINDINGS)
@@ -156,11 +181,13 @@ def test_accuracy_rule():
 
 def test_grpo_and_self_distillation(tmp_path):
     ab = {"measure": "m", "with": 1.0, "without": 5.0, "steps": 8, "claim": "c"}
-    write(tmp_path, "grpo", {"accuracy_start": 0.1, "accuracy_final": 0.6, "steps": 40,
-                             "task": {"n_eval": 120}, "reward_gain": 0.2,
+    grpo = skeleton(GRPOMetrics)
+    write(tmp_path, "grpo", {**grpo, "accuracy_start": 0.1, "accuracy_final": 0.6, "steps": 40,
+                             "task": {**grpo["task"], "n_eval": 120}, "reward_gain": 0.2,
                              "verdicts": {"outer_clip": {**ab, "held": True},
                                           "entropy_control": {**ab, "held": False}}})
-    write(tmp_path, "self_distillation", {"accuracy": {"multi_checkpoint": 0.5,
+    write(tmp_path, "self_distillation", {**skeleton(SelfDistillationMetrics),
+                                          "accuracy": {"multi_checkpoint": 0.5,
                                                        "final_only": 0.52}, "n_eval": 200})
     c = card(tmp_path)
     v = verdicts(c)
@@ -185,6 +212,9 @@ def test_build_reads_and_rebuilds_nothing(tmp_path):
     assert run.status("report") == "complete"
     m = run.read_manifest("report")["metrics"]
     assert m["counts"] == c.counts and m["counts"][HELD] == 2
+    typed = read_metrics(run, "report")  # ReportMetrics, loaded strictly
+    assert typed.counts == c.counts and [f.id for f in typed.findings] == [
+        r.finding.id for r in c.results]
     assert m["figures"] == {"collapse": ["collapse/figures/generations.png"]}
     assert c.summary is not None and c.summary.is_file()
     ids = [f["id"] for f in m["findings"]]
@@ -199,3 +229,12 @@ def test_report_stage_is_registered_without_upstream():
     assert set(report.card_stages()) == set(STAGES) - {"report"}
     assert "self_distillation" in report.card_stages()
     assert report.card_stages()[0] == "overview" and report.card_stages()[-1] == "collapse"
+
+
+def test_grpo_claims_are_written_once_next_to_their_stage():
+    from mai_repro.stages import grpo
+
+    assert report.GRPO_CLAIMS is grpo.CLAIMS
+    claims = {f.id.removeprefix("grpo."): f.claim for f in report.FINDINGS
+              if f.stage == "grpo" and f.id != "grpo.climb"}
+    assert claims == grpo.CLAIMS

@@ -12,6 +12,7 @@ from mai_repro.data import tokenizer as tk
 from mai_repro.data.bytelevel import stdlib_sources
 from mai_repro.data.corpus import iter_clean, write_clean
 from mai_repro.data.loader import from_stage
+from mai_repro.stages import read_metrics
 from mai_repro.stages import tokenizer as tokenizer_stage
 
 FAMS = ("code", "stem", "math")
@@ -126,15 +127,16 @@ def test_stage_end_to_end(tmp_path):
         write_stdlib_corpus(st.dir)
     result = tokenizer_stage.build(run)
     assert run.status("tokenizer") == "complete"
-    m = run.read_manifest("tokenizer")["metrics"]
-    assert m["heldout_roundtrip"]["failed"] == 0 and m["heldout_roundtrip"]["checked"] > 0
-    assert m["loader_share_max_abs_err"] < tokenizer_stage.SHARE_TOLERANCE
-    assert m["dtype"] == "uint16" and m["vocab_size"] <= 512
+    m = read_metrics(run, "tokenizer")  # TokenizerMetrics, loaded strictly from the manifest
+    assert m == result.metrics
+    assert m.heldout_roundtrip["failed"] == 0 and m.heldout_roundtrip["checked"] > 0
+    assert m.loader_share_max_abs_err < tokenizer_stage.SHARE_TOLERANCE
+    assert m.dtype == "uint16" and m.vocab_size <= 512
     # Families the corpus lacks get no tokens; the planner says where their share went.
-    assert m["planned_tokens"] == pytest.approx(cfg.pretrain.steps * cfg.pretrain.batch_size * 32)
-    assert any("general" in w for w in m["mixture_warnings"])
+    assert m.planned_tokens == pytest.approx(cfg.pretrain.steps * cfg.pretrain.batch_size * 32)
+    assert any("general" in w for w in m.mixture_warnings)
     assert result.plan["general"].training_tokens == 0
-    assert tk.load(tmp_path / "tokenizer" / "tokenizer.json").vocab_size == m["vocab_size"]
+    assert tk.load(tmp_path / "tokenizer" / "tokenizer.json").vocab_size == m.vocab_size
     loader = from_stage(run.require("tokenizer"), batch_size=4, seed=0)
     assert set(loader.families) == set(FAMS)
     assert next(loader).shape == (4, 33)

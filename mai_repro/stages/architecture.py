@@ -39,6 +39,7 @@ from mai_repro.model.accounting import (
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.moe import load_cv
 from mai_repro.model.transformer import Transformer
+from mai_repro.schema import result_dict
 from mai_repro.train.loop import Schedule, lm_step, make_optimizer
 
 
@@ -140,6 +141,35 @@ def time_fwd_bwd(cfg: ModelConfig, seq_len: int, batch: int, device: str, reps: 
     return float(np.median(times[1:]))
 
 
+STAGE = "architecture"
+
+
+@dataclass
+class ArchitectureMetrics:
+    """What the stage's manifest records (``metrics``), read back by attribute. ``zero``:
+    zero-initialised attention output; ``standard``: random init (or a standard MoE)."""
+
+    total_params: int
+    active_params: int
+    flops_per_token_latent: float  # forward FLOPs per token with LatentMoE
+    flops_per_token_standard_moe: float  # ... with a standard MoE of the same active compute
+    load_cv_init_zero: float  # expert-load CV at init
+    load_cv_init_standard: float
+    load_cv_final_zero: float
+    load_cv_final_standard: float
+    similarity_init_zero: float  # MoE-input mean pairwise cosine at init
+    similarity_init_standard: float
+    loss_final_zero: float  # mean of the probe run's last 5 losses
+    loss_final_standard: float
+    fwd_bwd_ms_latent: float
+    fwd_bwd_ms_standard_moe: float
+    corpus_files: int
+    corpus_bytes: int
+
+
+METRICS = ArchitectureMetrics
+
+
 @dataclass
 class ArchitectureResult:
     layers: list[dict[str, Any]]
@@ -148,7 +178,7 @@ class ArchitectureResult:
     runs: dict[str, ProbeRun]
     cost: dict[str, float]
     figures: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: ArchitectureMetrics
 
 
 def _figures(runs: dict[str, ProbeRun], st) -> dict[str, Any]:
@@ -177,7 +207,7 @@ def _figures(runs: dict[str, ProbeRun], st) -> dict[str, Any]:
 def build(run: Run) -> ArchitectureResult:
     cfg, probe = run.cfg.model, run.cfg.probe
     device = resolve_device(run.cfg.device)
-    with run.stage("architecture") as st:
+    with run.stage(STAGE) as st:
         sources = bytelevel.stdlib_sources(probe.corpus_bytes)
         texts = [t for _, t in sources]
         st.inputs["stdlib_sources"] = hashlib.sha256(
@@ -192,19 +222,19 @@ def build(run: Run) -> ArchitectureResult:
                 "standard_ms": time_fwd_bwd(standard, probe.seq_len, probe.batch_size, device)}
         figures = _figures(runs, st)
         z, s = runs["zero-init"], runs["standard init"]
-        st.metrics.update({
-            "total_params": count_params(cfg).total, "active_params": count_params(cfg).active,
-            "flops_per_token_latent": flops["latent"]["total"],
-            "flops_per_token_standard_moe": flops["standard"]["total"],
-            "load_cv_init_zero": z.load_cv[0], "load_cv_init_standard": s.load_cv[0],
-            "load_cv_final_zero": z.load_cv[-1], "load_cv_final_standard": s.load_cv[-1],
-            "similarity_init_zero": z.similarity[0],
-            "similarity_init_standard": s.similarity[0],
-            "loss_final_zero": float(np.mean(z.loss[-5:])),
-            "loss_final_standard": float(np.mean(s.loss[-5:])),
-            "fwd_bwd_ms_latent": cost["latent_ms"], "fwd_bwd_ms_standard_moe": cost["standard_ms"],
-            "corpus_files": len(sources), "corpus_bytes": sum(len(t) for t in texts),
-        })
-        metrics = dict(st.metrics)
+        metrics = ArchitectureMetrics(
+            total_params=count_params(cfg).total, active_params=count_params(cfg).active,
+            flops_per_token_latent=flops["latent"]["total"],
+            flops_per_token_standard_moe=flops["standard"]["total"],
+            load_cv_init_zero=z.load_cv[0], load_cv_init_standard=s.load_cv[0],
+            load_cv_final_zero=z.load_cv[-1], load_cv_final_standard=s.load_cv[-1],
+            similarity_init_zero=z.similarity[0],
+            similarity_init_standard=s.similarity[0],
+            loss_final_zero=float(np.mean(z.loss[-5:])),
+            loss_final_standard=float(np.mean(s.loss[-5:])),
+            fwd_bwd_ms_latent=cost["latent_ms"], fwd_bwd_ms_standard_moe=cost["standard_ms"],
+            corpus_files=len(sources), corpus_bytes=sum(len(t) for t in texts),
+        )
+        st.metrics.update(result_dict(metrics))
     return ArchitectureResult(layer_table(cfg), count_params(cfg), flops, runs, cost, figures,
                               metrics)

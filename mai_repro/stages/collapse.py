@@ -36,6 +36,7 @@ from mai_repro.eval import detector
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.generation import generate
 from mai_repro.model.transformer import Transformer
+from mai_repro.schema import result_dict
 from mai_repro.train.loop import split_output, train_lm
 
 STAGE = "collapse"
@@ -124,11 +125,38 @@ def tail_stats(rows: np.ndarray, rare: np.ndarray, real_distinct: int) -> TailSt
 
 
 @dataclass
+class CollapseMetrics:
+    """What the stage's manifest records (``metrics``), read back by attribute. Regimes
+    (replace, keep_real, accumulate) key the ``*_last`` dicts: the last generation's values."""
+
+    generations: int
+    seq_len: int
+    n_seqs: int
+    ppl_gen0: float  # held-out human-text perplexity of generation 0 (trained on real data)
+    ppl_last: dict[str, float]
+    nll_p99_gen0: float  # the worst 1% of human sequences, nats per token
+    nll_p99_last: dict[str, float]
+    rare_share_real: float  # share of rare tokens in the human data
+    rare_share_gen0: float  # ... in generation 0's samples
+    rare_share_last: dict[str, float]
+    coverage_gen0: float
+    coverage_last: dict[str, float]
+    distinct3_real: float
+    distinct3_last: dict[str, float]
+    detector_flagged_real: float  # share flagged by notebook 01's detector
+    detector_flagged_gen0: float
+    detector_flagged_last: dict[str, float]
+
+
+METRICS = CollapseMetrics
+
+
+@dataclass
 class CollapseResult:
     records: list[dict[str, Any]]  # one per (regime, generation)
     real: dict[str, Any]  # the same statistics of the real dataset
     figures: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: CollapseMetrics
     samples: dict[str, str]  # decoded text of the last generation's first sample, per regime
 
 
@@ -255,23 +283,23 @@ def build(run: Run) -> CollapseResult:
         figures = _figures(records, real_stats, st)
         last = {r["regime"]: r for r in records if r["generation"] == c.generations}
         g0 = records[0]
-        st.metrics.update({
-            "generations": c.generations, "seq_len": seq_len, "n_seqs": c.n_seqs,
-            "ppl_gen0": g0["heldout_ppl"],
-            "ppl_last": {k: v["heldout_ppl"] for k, v in last.items()},
-            "nll_p99_gen0": g0["nll_p99"],
-            "nll_p99_last": {k: v["nll_p99"] for k, v in last.items()},
-            "rare_share_real": real_stats["rare_share"], "rare_share_gen0": g0["rare_share"],
-            "rare_share_last": {k: v["rare_share"] for k, v in last.items()},
-            "coverage_gen0": g0["coverage"],
-            "coverage_last": {k: v["coverage"] for k, v in last.items()},
-            "distinct3_real": real_stats["distinct3"],
-            "distinct3_last": {k: v["distinct3"] for k, v in last.items()},
-            "detector_flagged_real": real_stats["detector_flagged"],
-            "detector_flagged_gen0": g0["detector_flagged"],
-            "detector_flagged_last": {k: v["detector_flagged"] for k, v in last.items()},
-        })
-        metrics = dict(st.metrics)
+        metrics = CollapseMetrics(
+            generations=c.generations, seq_len=seq_len, n_seqs=c.n_seqs,
+            ppl_gen0=g0["heldout_ppl"],
+            ppl_last={k: v["heldout_ppl"] for k, v in last.items()},
+            nll_p99_gen0=g0["nll_p99"],
+            nll_p99_last={k: v["nll_p99"] for k, v in last.items()},
+            rare_share_real=real_stats["rare_share"], rare_share_gen0=g0["rare_share"],
+            rare_share_last={k: v["rare_share"] for k, v in last.items()},
+            coverage_gen0=g0["coverage"],
+            coverage_last={k: v["coverage"] for k, v in last.items()},
+            distinct3_real=real_stats["distinct3"],
+            distinct3_last={k: v["distinct3"] for k, v in last.items()},
+            detector_flagged_real=real_stats["detector_flagged"],
+            detector_flagged_gen0=g0["detector_flagged"],
+            detector_flagged_last={k: v["detector_flagged"] for k, v in last.items()},
+        )
+        st.metrics.update(result_dict(metrics))
     return CollapseResult(records, real_stats, figures, metrics, samples_text)
 
 

@@ -25,11 +25,82 @@ from mai_repro.rl.climb import (
 from mai_repro.rl.rollout import (
     sample_groups,
 )
-from mai_repro.schema import cpu_threads, resolve_device
+from mai_repro.schema import cpu_threads, resolve_device, result_dict
 from mai_repro.train.checkpoint import load_model_file, save_model_file
 
 STAGE = "grpo"
 UPSTREAM = "midtraining"
+
+# The report's claim for each stabiliser (section 6 of RECIPE.md), written once: the ablation
+# that switches it off tests it (ablation_verdicts stores it with the verdict) and the report
+# card states it (mai_repro.stages.report).
+CLAIMS = {
+    "outer_clip": "the outer ratio clip prevents the gradient-norm spikes of unclipped branches",
+    "entropy_control": "adaptive entropy control (widened upper clip) keeps entropy near its "
+                       "target H*",
+    "top_p_mask": "top-p masking in the learner is needed: without it the policy diverges",
+    "routing_replay": "MoE routing replay keeps the learner's log-probs equal to inference's",
+}
+
+
+@dataclass
+class TaskSetup:
+    kinds: list[str]
+    train_difficulties: list[int]
+    eval_difficulty: int
+    n_train_pool: int
+    n_eval: int  # held-out problems
+    eval_samples: int  # samples per held-out problem
+
+
+@dataclass
+class NumberMass:
+    """Probability of a number token right after 'Answer:', on the held-out prompts."""
+
+    start: float
+    final: float
+
+
+@dataclass
+class Evaluation:
+    step: int
+    accuracy: float
+    solved_any: float
+    length: float
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    file: str  # relative to the stage folder
+
+
+@dataclass
+class GRPOMetrics:
+    """What the stage's manifest records (``metrics``), read back by attribute. ``verdicts``
+    stays a dict per ablation: its measured keys differ between ablations."""
+
+    task: TaskSetup
+    steps: int
+    accuracy_start: float  # held-out accuracy of the starting checkpoint
+    accuracy_final: float
+    accuracy_best: float
+    accuracy_gain: float
+    number_mass: NumberMass
+    reward_first_third: float  # mean task reward of every rollout drawn, first third of steps
+    reward_last_third: float
+    reward_gain: float
+    main_wall_s: float
+    ablation_wall_s: dict[str, float]
+    empty_batches: int
+    dropped_stale: int
+    rollouts: int
+    evals: list[Evaluation]  # of the main climb
+    verdicts: dict[str, dict[str, Any]]  # ablation -> measure, with, without, held, ...
+    checkpoints: list[Checkpoint]  # the policy along the climb; the last is model.pt
+
+
+METRICS = GRPOMetrics
 
 
 @dataclass
@@ -37,7 +108,7 @@ class GRPOResult:
     main: ClimbResult
     ablations: dict[str, ClimbResult]
     figures: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: GRPOMetrics
     samples: list[dict[str, Any]]
 
 
@@ -56,40 +127,36 @@ def ablation_verdicts(main: ClimbResult, ablations: dict[str, ClimbResult], c: G
     for name, ab in ablations.items():
         n = len(ab.history)
         base = main.history[:n]
-        if name == "outer_clip":
+        if name == "outer_clip":  # without it the gradient norm spikes
             b = max((r["grad_norm"] for r in base), default=math.nan)
             a = max((r["grad_norm"] for r in ab.history), default=math.nan)
             out[name] = {"measure": "largest gradient norm", "with": b, "without": a,
-                         "claim": "without the outer clip the gradient norm spikes",
                          "held": bool(a > 2 * b)}
-        elif name == "entropy_control":
+        elif name == "entropy_control":  # without it entropy falls further below H*
             q = max(1, n // 4)
             b, a = mean_over(base, "entropy", last=q), mean_over(ab.history, "entropy", last=q)
             out[name] = {"measure": f"mean entropy of the last {q} steps (H* = "
                                     f"{c.entropy_target})", "with": b, "without": a,
-                         "claim": "without adaptive entropy control entropy falls further "
-                                  "below H*",
                          # a difference under a tenth of the main run's distance from H*
                          # is a tie, not a finding
                          "held": bool(b - a > 0.1 * abs(b - c.entropy_target))}
-        elif name == "top_p_mask":
+        elif name == "top_p_mask":  # without it the ratio is biased below 1 by the mass
+            # outside the nucleus
             b, a = mean_over(base, "ratio_mean"), mean_over(ab.history, "ratio_mean")
             mass = mean_over(ab.history, "nucleus_mass")
             out[name] = {"measure": "mean ratio pi_theta / pi_old", "with": b, "without": a,
                          "nucleus_mass": mass,
-                         "claim": "without top-p masking the ratio is biased below 1 by the "
-                                  "mass outside the nucleus",
                          "held": bool(abs(a - 1) > 2 * abs(b - 1) and abs(a - mass)
                                       < abs(a - 1))}
-        elif name == "routing_replay":
+        elif name == "routing_replay":  # without it the learner's log-probs drift from the
+            # inference ones
             b, a = mean_over(base, "mismatch_max"), mean_over(ab.history, "mismatch_max")
             out[name] = {"measure": "largest train/inference |log-prob diff| of a batch "
                                     "(mean over batches)", "with": b, "without": a,
                          "mean_with": mean_over(base, "mismatch"),
                          "mean_without": mean_over(ab.history, "mismatch"),
-                         "claim": "without routing replay the learner's log-probs drift from "
-                                  "the inference ones",
                          "held": bool(a > 1.5 * b and a > 1e-3)}
+        out[name]["claim"] = CLAIMS[name]
         out[name]["steps"] = n
         out[name]["accuracy_with"] = _acc_at(main, n)
         out[name]["accuracy_without"] = ab.evals[-1]["accuracy"] if ab.evals else None
@@ -147,30 +214,30 @@ def build(run: Run) -> GRPOResult:
         figures = _figures(main, ablations, verdicts, c, st)
         acc0, acc1 = main.evals[0]["accuracy"], main.evals[-1]["accuracy"]
         third = max(1, len(main.history) // 3)
-        st.metrics.update({
-            "task": {"kinds": list(c.kinds), "train_difficulties": list(c.difficulties),
-                     "eval_difficulty": c.eval_difficulty, "n_train_pool": len(pool),
-                     "n_eval": len(held), "eval_samples": c.eval_samples},
-            "steps": len(main.history), "accuracy_start": acc0, "accuracy_final": acc1,
-            "accuracy_best": max(e["accuracy"] for e in main.evals),
-            "accuracy_gain": acc1 - acc0, "number_mass": mass,
+        metrics = GRPOMetrics(
+            task=TaskSetup(kinds=list(c.kinds), train_difficulties=list(c.difficulties),
+                           eval_difficulty=c.eval_difficulty, n_train_pool=len(pool),
+                           n_eval=len(held), eval_samples=c.eval_samples),
+            steps=len(main.history), accuracy_start=acc0, accuracy_final=acc1,
+            accuracy_best=max(e["accuracy"] for e in main.evals),
+            accuracy_gain=acc1 - acc0, number_mass=NumberMass(**mass),
             # the task reward of every rollout drawn (before the filters select groups)
-            "reward_first_third": mean_over(main.history, "pass_rate_drawn", first=third),
-            "reward_last_third": mean_over(main.history, "pass_rate_drawn", last=third),
-            "reward_gain": mean_over(main.history, "pass_rate_drawn", last=third)
+            reward_first_third=mean_over(main.history, "pass_rate_drawn", first=third),
+            reward_last_third=mean_over(main.history, "pass_rate_drawn", last=third),
+            reward_gain=mean_over(main.history, "pass_rate_drawn", last=third)
             - mean_over(main.history, "pass_rate_drawn", first=third),
-            "main_wall_s": main.wall_s,
-            "ablation_wall_s": {k: v.wall_s for k, v in ablations.items()},
-            "empty_batches": main.empty_batches, "dropped_stale": main.dropped_stale,
-            "rollouts": main.rollouts,
-            "evals": main.evals, "verdicts": verdicts,
+            main_wall_s=main.wall_s,
+            ablation_wall_s={k: v.wall_s for k, v in ablations.items()},
+            empty_batches=main.empty_batches, dropped_stale=main.dropped_stale,
+            rollouts=main.rollouts,
+            evals=[Evaluation(**e) for e in main.evals], verdicts=verdicts,
             # the policy along the climb (the last is model.pt): self-distillation's sources
-            "checkpoints": saved,
-        })
+            checkpoints=[Checkpoint(**x) for x in saved],
+        )
+        st.metrics.update(result_dict(metrics))
         st.path("history.json").write_text(
             json.dumps({"main": main.history,
                                       **{k: v.history for k, v in ablations.items()}}))
-        metrics = dict(st.metrics)
     return GRPOResult(main, ablations, figures, metrics, samples)
 
 

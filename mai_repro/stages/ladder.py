@@ -35,7 +35,7 @@ from mai_repro.config import resolve_device
 from mai_repro.model.accounting import count_params, forward_flops_per_token
 from mai_repro.model.config import ModelConfig
 from mai_repro.schema import build as build_config
-from mai_repro.schema import to_dict
+from mai_repro.schema import result_dict, to_dict
 from mai_repro.train.config import ABLATIONS, SweepConfig, report_objective
 from mai_repro.train.scaling import PowerLawFit, efficiency_gain, fit_power_law
 from mai_repro.train.sweep import Job, effective_workers, run_sweep
@@ -165,6 +165,52 @@ def start_method(device: str) -> str | None:
 
 
 @dataclass
+class FitStderr:
+    A: float
+    alpha: float
+    E: float
+
+
+@dataclass
+class LadderFit:
+    """The baseline's fit L(C) = A (C / c0)^-alpha + E; stderr nan when the rungs cannot tell."""
+
+    A: float
+    alpha: float
+    E: float
+    c0: float
+    stderr: FitStderr
+
+
+@dataclass
+class Rung:
+    width: int
+    depth: int
+    params_nonembedding: int
+    tokens: int
+    compute: float  # training FLOPs
+    objective: float  # weighted held-out NLL
+
+
+@dataclass
+class LadderMetrics:
+    """What the stage's manifest records (``metrics``), read back by attribute. Ablation names
+    are keys of the dict-valued metrics; an EG that is not finite is stored as "inf"."""
+
+    fit: LadderFit
+    rungs: list[Rung]  # the baseline's rungs
+    baseline_eg: list[float]  # the baseline's rungs against their own fit
+    noise_band: list[float]  # [lowest, highest] of baseline_eg
+    eg: dict[str, list[float]]  # ablation -> EG per rung
+    sign_holds: dict[str, bool]  # EG on one side of 1 at every rung
+    verdict: dict[str, str]  # the EG per rung in words
+    run_seconds: float
+
+
+METRICS = LadderMetrics
+
+
+@dataclass
 class LadderResult:
     runs: dict[str, list[dict[str, Any]]]  # variant -> one result per rung
     fit: PowerLawFit
@@ -172,7 +218,7 @@ class LadderResult:
     baseline_eg: list[float]  # the baseline's own rungs against its fit: the noise band
     sign_holds: dict[str, bool]
     figures: dict[str, Path]
-    metrics: dict[str, Any]
+    metrics: LadderMetrics
 
     def table(self) -> list[dict[str, Any]]:
         rows = []
@@ -220,7 +266,7 @@ def _figures(result: LadderResult, st: Any) -> dict[str, Path]:
     ax.legend(fontsize=7)
     ax = axes[1]
     ax.axhline(1.0, color="k", lw=1)
-    ax.axhspan(*result.metrics["noise_band"], color="grey", alpha=0.15,
+    ax.axhspan(*result.metrics.noise_band, color="grey", alpha=0.15,
                label="baseline's own scatter")
     for name, colour in zip(result.eg, plots.PALETTE[1:], strict=False):
         eg = np.array(result.eg[name], dtype=float)
@@ -263,26 +309,23 @@ def build(run: Run) -> LadderResult:
         eg = {n: [efficiency_gain(fit, r["objective"], r["compute"]) for r in runs[n]]
               for n in lc.ablations}
         sign = {n: all(e > 1 for e in v) or all(e < 1 for e in v) for n, v in eg.items()}
-        st.metrics.update({
-            "fit": {"A": fit.A, "alpha": fit.alpha, "E": fit.E, "c0": fit.c0,
-                    "stderr": {"A": fit.stderr[0], "alpha": fit.stderr[1],
-                               "E": fit.stderr[2]}},
-            "rungs": [{"width": w, "depth": d, "params_nonembedding": r["params_nonembedding"],
-                       "tokens": r["tokens"], "compute": r["compute"],
-                       "objective": r["objective"]}
-                      for w, d, r in zip(lc.widths, lc.depths, base, strict=True)],
-            "baseline_eg": [_json_float(e) for e in baseline_eg], "noise_band": list(band),
-            "eg": {n: [_json_float(e) for e in v] for n, v in eg.items()},
-            "sign_holds": sign,
-            "verdict": {n: verdict(v, band) for n, v in eg.items()},
-            "run_seconds": sum(r["seconds"] for r in results),
-        })
-        result = LadderResult(runs, fit, eg, baseline_eg, sign, {}, {})
-        result.metrics = st.metrics
+        metrics = LadderMetrics(
+            fit=LadderFit(fit.A, fit.alpha, fit.E, fit.c0, FitStderr(*fit.stderr[:3])),
+            rungs=[Rung(w, d, r["params_nonembedding"], r["tokens"], r["compute"],
+                        r["objective"])
+                   for w, d, r in zip(lc.widths, lc.depths, base, strict=True)],
+            baseline_eg=[_inf_if_nonfinite(e) for e in baseline_eg], noise_band=list(band),
+            eg={n: [_inf_if_nonfinite(e) for e in v] for n, v in eg.items()},
+            sign_holds=sign,
+            verdict={n: verdict(v, band) for n, v in eg.items()},
+            run_seconds=sum(r["seconds"] for r in results),
+        )
+        st.metrics.update(result_dict(metrics))  # an infinite EG is stored as "inf"
+        result = LadderResult(runs, fit, eg, baseline_eg, sign, {}, metrics)
         result.figures = _figures(result, st)
-        result.metrics = dict(st.metrics)
     return result
 
 
-def _json_float(x: float) -> float | str:
-    return x if np.isfinite(x) else "inf"
+def _inf_if_nonfinite(x: float) -> float:
+    """An EG that is not finite (the candidate beats the fit's floor E) counts as infinite."""
+    return x if np.isfinite(x) else math.inf

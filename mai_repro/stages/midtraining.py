@@ -50,6 +50,7 @@ from mai_repro.data.tokenizer import SPECIALS  # ids 0 .. len - 1: never a key o
 from mai_repro.eval import longctx
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer, with_config
+from mai_repro.schema import result_dict
 from mai_repro.train.checkpoint import load_model_file, save_model_file
 from mai_repro.train.loop import Schedule, lm_step, make_optimizer
 
@@ -258,29 +259,115 @@ def train_run(model: Transformer, positions: str, m: MidtrainConfig,
 # The stage.
 
 @dataclass
+class StageRecord:
+    """One mid-training stage of one position treatment."""
+
+    stage: int  # 1-based
+    context: int
+    batch_size: int
+    steps: int
+    tokens: int
+    rope_base: float
+    rope_scale: float
+    wall_s: float
+    tokens_per_s: float
+    activation_mib: float | None  # saved activations of one step
+    cuda_peak_mib: float | None  # None off CUDA
+    windows: dict[str, int]  # training windows per family
+    final_loss: float  # mean of the stage's last 5 losses
+
+
+@dataclass
+class ModelSummary:
+    """One evaluated model (pre-trained, after each stage, each alternative)."""
+
+    model: str  # "pre-trained", "stage <k> (<context>)", "<alternative> (final)"
+    retrieval_by_length: dict[str, float]  # passkey accuracy per probe length
+    retrieval_final: float  # ... at the final context
+    nats_by_length: dict[str, float]  # nats the planted key is worth, per probe length
+    nats_final: float
+    context_gain: float  # loss past pre_len with the context cut to pre_len minus full
+    loss_within_pre: float
+    loss_beyond_pre: float
+    loss_last_quarter: float
+    loss_mean: float
+
+
+@dataclass
+class AttentionMemory:
+    """One local layer at the final context, forward + backward: dense mask vs block-wise."""
+
+    dense_s: float
+    dense_mib: float | None
+    blocked_s: float
+    blocked_mib: float | None
+
+
+@dataclass
+class MidtrainingMetrics:
+    """What the stage's manifest records (``metrics``), read back by attribute. Position
+    treatments, model labels and families are keys of the dict-valued metrics."""
+
+    pre_len: int  # the pre-training context
+    contexts: list[int]  # one per stage
+    positions: str  # the position treatment of the main run
+    compare: list[str]  # alternatives trained for comparison
+    weights: dict[str, float]  # the mid-training mix, per family
+    min_doc: int
+    eval_windows: int
+    eval_min_doc: int
+    probe_lengths: list[int]
+    probe_depths: list[float]
+    probe_vocab: int
+    chance: float  # passkey accuracy by guessing
+    stages: dict[str, list[StageRecord]]  # treatment -> its stages
+    losses: dict[str, list[list[float]]]  # treatment -> stage -> training loss per step
+    retrieval: dict[str, list[list[float]]]  # model -> length x depth passkey accuracy
+    retrieval_nats: dict[str, list[list[float]]]  # model -> length x depth nats of the key
+    summary: list[ModelSummary]
+    retrieval_gain: float  # final stage - pre-trained, passkey accuracy at the final context
+    nats_gain: float
+    attention_memory: AttentionMemory
+    eval_s: dict[str, float]  # model -> evaluation seconds
+    wall_s: float
+
+    def by_model(self) -> dict[str, ModelSummary]:
+        return {s.model: s for s in self.summary}
+
+    @property
+    def final_label(self) -> str:
+        """The summary label of the main run's last stage."""
+        return f"stage {len(self.contexts)} ({self.contexts[-1]})"
+
+
+METRICS = MidtrainingMetrics
+
+
+@dataclass
 class MidtrainResult:
-    metrics: dict[str, Any]
+    metrics: MidtrainingMetrics
     figures: dict[str, Path]
 
 
 
 
 def _summary(label: str, ev: Mapping[str, Any], lengths: list[int], pre_len: int,
-             final: int) -> dict[str, Any]:
+             final: int) -> ModelSummary:
     grid, nats = np.asarray(ev["retrieval"]), np.asarray(ev["retrieval_nats"])
     curve, cut = np.asarray(ev["loss_by_position"]), np.asarray(ev["loss_cut"])
-    return {"model": label,
-            "retrieval_by_length": dict(zip(map(str, lengths), grid.mean(1).round(4).tolist(),
-                                            strict=True)),
-            "retrieval_final": float(grid[-1].mean()),
-            "nats_by_length": dict(zip(map(str, lengths), nats.mean(1).round(4).tolist(),
-                                       strict=True)),
-            "nats_final": float(nats[-1].mean()),
-            "context_gain": float((cut - curve)[pre_len:].mean()),
-            "loss_within_pre": float(curve[pre_len // 2:pre_len].mean()),
-            "loss_beyond_pre": float(curve[pre_len:].mean()),
-            "loss_last_quarter": float(curve[3 * final // 4:].mean()),
-            "loss_mean": float(curve.mean())}
+    return ModelSummary(
+        model=label,
+        retrieval_by_length=dict(zip(map(str, lengths), grid.mean(1).round(4).tolist(),
+                                     strict=True)),
+        retrieval_final=float(grid[-1].mean()),
+        nats_by_length=dict(zip(map(str, lengths), nats.mean(1).round(4).tolist(),
+                                strict=True)),
+        nats_final=float(nats[-1].mean()),
+        context_gain=float((cut - curve)[pre_len:].mean()),
+        loss_within_pre=float(curve[pre_len // 2:pre_len].mean()),
+        loss_beyond_pre=float(curve[pre_len:].mean()),
+        loss_last_quarter=float(curve[3 * final // 4:].mean()),
+        loss_mean=float(curve.mean()))
 
 
 def build(run: Run) -> MidtrainResult:
@@ -328,46 +415,46 @@ def build(run: Run) -> MidtrainResult:
                                 device)
         summaries = [_summary(k, v, lengths, pre_len, final) for k, v in evals.items()]
         final_label = f"stage {len(m.contexts)} ({final})"
-        by = {s["model"]: s for s in summaries}
-        st.metrics.update({
-            "pre_len": pre_len, "contexts": list(m.contexts), "positions": m.positions,
-            "compare": list(m.compare), "weights": weights, "min_doc": min_doc,
-            "eval_windows": len(eval_windows), "eval_min_doc": eval_min_doc,
-            "probe_lengths": lengths, "probe_depths": list(m.probe_depths),
-            "probe_vocab": len(passkey.vocab), "chance": 1 / len(passkey.vocab),
-            "stages": {name: [{k: v for k, v in r.items() if k != "loss"} | {
-                "final_loss": float(np.mean(r["loss"][-5:]))} for r in recs]
-                for name, recs in runs.items()},
-            "losses": {name: [r["loss"] for r in recs] for name, recs in runs.items()},
-            "retrieval": {k: v["retrieval"] for k, v in evals.items()},
-            "retrieval_nats": {k: v["retrieval_nats"] for k, v in evals.items()},
-            "summary": summaries,
-            "retrieval_gain": by[final_label]["retrieval_final"]
-            - by["pre-trained"]["retrieval_final"],
-            "nats_gain": by[final_label]["nats_final"] - by["pre-trained"]["nats_final"],
-            "attention_memory": attn,
-            "eval_s": {k: v["eval_s"] for k, v in evals.items()},
-            "wall_s": time.time() - t_start,
-        })
-        figures = _figures(st.metrics, {k: (np.asarray(v["loss_by_position"]),
-                                            np.asarray(v["loss_cut"]))
-                                        for k, v in evals.items()}, st)
-        metrics = dict(st.metrics)
+        by = {s.model: s for s in summaries}
+        metrics = MidtrainingMetrics(
+            pre_len=pre_len, contexts=list(m.contexts), positions=m.positions,
+            compare=list(m.compare), weights=weights, min_doc=min_doc,
+            eval_windows=len(eval_windows), eval_min_doc=eval_min_doc,
+            probe_lengths=lengths, probe_depths=list(m.probe_depths),
+            probe_vocab=len(passkey.vocab), chance=1 / len(passkey.vocab),
+            stages={name: [StageRecord(**{k: v for k, v in r.items() if k != "loss"},
+                                       final_loss=float(np.mean(r["loss"][-5:])))
+                           for r in recs]
+                    for name, recs in runs.items()},
+            losses={name: [r["loss"] for r in recs] for name, recs in runs.items()},
+            retrieval={k: v["retrieval"] for k, v in evals.items()},
+            retrieval_nats={k: v["retrieval_nats"] for k, v in evals.items()},
+            summary=summaries,
+            retrieval_gain=by[final_label].retrieval_final - by["pre-trained"].retrieval_final,
+            nats_gain=by[final_label].nats_final - by["pre-trained"].nats_final,
+            attention_memory=AttentionMemory(**attn),
+            eval_s={k: v["eval_s"] for k, v in evals.items()},
+            wall_s=time.time() - t_start,
+        )
+        st.metrics.update(result_dict(metrics))
+        figures = _figures(metrics, {k: (np.asarray(v["loss_by_position"]),
+                                         np.asarray(v["loss_cut"]))
+                                     for k, v in evals.items()}, st)
     return MidtrainResult(metrics, figures)
 
 
-def _figures(metrics: Mapping[str, Any], curves: Mapping[str, np.ndarray], st: Any
+def _figures(metrics: MidtrainingMetrics, curves: Mapping[str, np.ndarray], st: Any
              ) -> dict[str, Path]:
     figs: dict[str, Path] = {}
     # 1. training loss per stage, every position treatment
     fig, ax = plots.new(width=7.5, height=3.6)
-    for i, (name, losses) in enumerate(metrics["losses"].items()):
+    for i, (name, losses) in enumerate(metrics.losses.items()):
         step0 = 0
         for k, stage_losses in enumerate(losses):
             xs = np.arange(step0, step0 + len(stage_losses))
             ax.plot(xs, stage_losses, color=plots.PALETTE[i], lw=1.2, ls="-" if k % 2 == 0
                     else "--", label=f"{name}: stage {k + 1} "
-                                     f"({metrics['contexts'][k]} tokens)")
+                                     f"({metrics.contexts[k]} tokens)")
             step0 += len(stage_losses)
     ax.set(xlabel="mid-training step", ylabel="training loss (nats/token)",
            title="Mid-training loss per stage (context grows 4x per stage)")
@@ -375,7 +462,7 @@ def _figures(metrics: Mapping[str, Any], curves: Mapping[str, np.ndarray], st: A
     figs["curves"] = plots.save(fig, st.path("figures", "curves"))
     # 2. loss by position (log-spaced bins), and what the context beyond pre_len is worth
     fig, axes = plots.new(1, 2, width=5.2, height=4.0)
-    pre_len = metrics["pre_len"]
+    pre_len = metrics.pre_len
     for i, (label, (curve, cut)) in enumerate(curves.items()):
         L = len(curve)
         edges = np.unique(np.geomspace(1, L, 28).astype(int))
@@ -393,8 +480,8 @@ def _figures(metrics: Mapping[str, Any], curves: Mapping[str, np.ndarray], st: A
     axes[1].axhline(0, color="black", lw=0.8)
     axes[1].xaxis.set_minor_formatter(NullFormatter())  # log ticks 3x10^2 ... overlap
     axes[0].set(xlabel="token position", ylabel="held-out loss (nats/token)",
-                title=f"Loss by position ({metrics['eval_windows']} windows of "
-                      f"{metrics['contexts'][-1]} tokens)")
+                title=f"Loss by position ({metrics.eval_windows} windows of "
+                      f"{metrics.contexts[-1]} tokens)")
     axes[1].set(xlabel="token position", ylabel="loss with context cut to "
                                                 f"{pre_len} minus full (nats)",
                 title="What the context beyond the pre-training length is worth")
@@ -403,18 +490,18 @@ def _figures(metrics: Mapping[str, Any], curves: Mapping[str, np.ndarray], st: A
     # 3. retrieval heatmaps: accuracy, and the nats the planted key is worth
     rows = [("retrieval", "passkey accuracy", "viridis", (0, 1)),
             ("retrieval_nats", "nats the key is worth", "RdBu", None)]
-    n = len(metrics["retrieval"])
+    n = len(metrics.retrieval)
     fig, axes = plots.new(2, n, width=3.2, height=3.0, squeeze=False)
     for r, (key, name, cmap, lim) in enumerate(rows):
-        grids = metrics[key]
+        grids = getattr(metrics, key)
         top = max(1e-3, max(abs(v) for g in grids.values() for row in g for v in row))
         vmin, vmax = lim or (-top, top)
         for ax, (label, grid) in zip(axes[r], grids.items(), strict=True):
             g = np.asarray(grid)
             im = ax.imshow(g, vmin=vmin, vmax=vmax, cmap=cmap, origin="lower", aspect="auto")
-            ax.set_xticks(range(len(metrics["probe_depths"])),
-                          [f"{d:.0%}" for d in metrics["probe_depths"]], fontsize=7)
-            ax.set_yticks(range(len(metrics["probe_lengths"])), metrics["probe_lengths"],
+            ax.set_xticks(range(len(metrics.probe_depths)),
+                          [f"{d:.0%}" for d in metrics.probe_depths], fontsize=7)
+            ax.set_yticks(range(len(metrics.probe_lengths)), metrics.probe_lengths,
                           fontsize=8)
             ax.set(title=label if r == 0 else "", xlabel="key depth" if r == 1 else "")
             ax.grid(False)

@@ -32,6 +32,7 @@ from mai_repro import plots
 from mai_repro.artifacts import Run, require
 from mai_repro.config import resolve_device
 from mai_repro.data.config import FAMILIES
+from mai_repro.schema import load_result, result_dict
 from mai_repro.stages.ladder import run_tokens, rung_model, start_method, sweep_job
 from mai_repro.train.scaling import RankAgreement, fit_mixture_regression, rank_agreement
 from mai_repro.train.sweep import run_sweep
@@ -79,7 +80,7 @@ class MixtureResult:
     chosen: dict[str, float]
     runs: dict[str, Any]
     figures: dict[str, Path]
-    metrics: dict[str, Any]
+    metrics: MixturesMetrics
 
     def table(self) -> list[dict[str, Any]]:
         names = list(self.mixtures)
@@ -95,10 +96,65 @@ class MixtureResult:
         return sorted(rows, key=lambda r: r[f"rank s{len(self.scales) - 1}"])
 
 
-def _agreement_dict(a: RankAgreement) -> dict[str, Any]:
-    return {"kendall_tau": a.kendall_tau, "kendall_ci": list(a.kendall_ci),
-            "spearman_rho": a.spearman_rho, "spearman_ci": list(a.spearman_ci),
-            "top1_agree": a.top1_agree, "pairwise_flips": a.pairwise_flips, "n": a.n}
+@dataclass
+class Agreement:
+    """Rank agreement of two orderings of the mixtures (95% bootstrap intervals)."""
+
+    kendall_tau: float
+    kendall_ci: list[float]
+    spearman_rho: float
+    spearman_ci: list[float]
+    top1_agree: bool
+    pairwise_flips: float  # share of pairs ordered differently
+    n: int  # mixtures
+
+
+@dataclass
+class Scale:
+    width: int
+    depth: int
+    tokens: int
+    compute: float  # training FLOPs per run
+    params_nonembedding: int
+
+
+@dataclass
+class MixturesMetrics:
+    """What the stage's manifest records (``metrics``), read back by attribute. Mixture and
+    family names are keys of the dict-valued metrics; ``s0`` is the smallest scale."""
+
+    chosen_mixture: dict[str, float]  # family -> weight: what notebook 07 pre-trains on
+    chosen_name: str
+    best_small: str
+    best_large: str
+    best_crossed: bool
+    mixtures: dict[str, dict[str, float]]  # mixture -> family -> weight
+    scales: list[Scale]
+    objective: dict[str, dict[str, float]]  # "s<scale>" -> mixture -> weighted held-out NLL
+    seed_noise: list[float]  # per scale
+    noise_threshold: list[float]  # twice the seed noise
+    agreement_vs_largest: list[Agreement]  # scale s vs the largest, for s < largest
+    kendall_tau: float  # smallest vs largest scale (agreement_vs_largest[0])
+    kendall_ci: list[float]
+    spearman_rho: float
+    spearman_ci: list[float]
+    top1_agree: bool
+    pairwise_flips: float
+    flips_beyond_noise: int
+    pairs_beyond_noise: int
+    rank_noninvariance: bool  # the best changes, or a pair flips beyond the noise
+    regression_vs_largest: Agreement  # the RegMix-style prediction vs the largest scale
+    regression_vs_smallest: Agreement
+    regression_prediction: list[float]  # per mixture
+    run_seconds: float
+
+
+METRICS = MixturesMetrics
+
+
+def _agreement(a: RankAgreement) -> Agreement:
+    return Agreement(a.kendall_tau, list(a.kendall_ci), a.spearman_rho, list(a.spearman_ci),
+                     a.top1_agree, a.pairwise_flips, a.n)
 
 
 def flips_beyond_noise(small: np.ndarray, large: np.ndarray, noise_small: float,
@@ -156,7 +212,7 @@ def _figures(res: MixtureResult, st: Any) -> dict[str, Path]:
            ylabel="weighted held-out NLL", title="do the best mixtures' curves cross?")
     ax.legend(fontsize=7)
     ax = axes[1]
-    pred = res.metrics["regression_prediction"]
+    pred = res.metrics.regression_prediction
     ax.scatter(pred, large, color=plots.OURS, s=22)
     r = res.regression_vs_large
     ax.set(xlabel="RegMix-style prediction (fitted at the smallest scale)",
@@ -209,34 +265,35 @@ def build(run: Run) -> MixtureResult:
         clear_flips, clear_pairs = flips_beyond_noise(obj[0], obj[-1], 2 * noise[0],
                                                       2 * noise[-1])
         a = agreement[0]
-        st.metrics.update({
-            "chosen_mixture": chosen, "chosen_name": best_large,
-            "best_small": best_small, "best_large": best_large,
-            "best_crossed": best_small != best_large,
-            "mixtures": mixtures, "scales": scales,
-            "objective": {f"s{s}": dict(zip(names, obj[s].tolist(), strict=True))
-                          for s in range(n_s)},
-            "seed_noise": noise, "noise_threshold": [2 * x for x in noise],
-            "agreement_vs_largest": [_agreement_dict(x) for x in agreement],
-            "kendall_tau": a.kendall_tau, "kendall_ci": list(a.kendall_ci),
-            "spearman_rho": a.spearman_rho, "spearman_ci": list(a.spearman_ci),
-            "top1_agree": a.top1_agree, "pairwise_flips": a.pairwise_flips,
-            "flips_beyond_noise": clear_flips, "pairs_beyond_noise": clear_pairs,
-            "rank_noninvariance": (not a.top1_agree) or clear_flips > 0,
-            "regression_vs_largest": _agreement_dict(reg_large),
-            "regression_vs_smallest": _agreement_dict(reg_small),
-            "regression_prediction": pred.tolist(),
-            "run_seconds": sum(r["seconds"] for r in results.values()),
-        })
+        metrics = MixturesMetrics(
+            chosen_mixture=chosen, chosen_name=best_large,
+            best_small=best_small, best_large=best_large,
+            best_crossed=best_small != best_large,
+            mixtures=mixtures, scales=[Scale(**x) for x in scales],
+            objective={f"s{s}": dict(zip(names, obj[s].tolist(), strict=True))
+                       for s in range(n_s)},
+            seed_noise=noise, noise_threshold=[2 * x for x in noise],
+            agreement_vs_largest=[_agreement(x) for x in agreement],
+            kendall_tau=a.kendall_tau, kendall_ci=list(a.kendall_ci),
+            spearman_rho=a.spearman_rho, spearman_ci=list(a.spearman_ci),
+            top1_agree=a.top1_agree, pairwise_flips=a.pairwise_flips,
+            flips_beyond_noise=clear_flips, pairs_beyond_noise=clear_pairs,
+            rank_noninvariance=(not a.top1_agree) or clear_flips > 0,
+            regression_vs_largest=_agreement(reg_large),
+            regression_vs_smallest=_agreement(reg_small),
+            regression_prediction=pred.tolist(),
+            run_seconds=sum(r["seconds"] for r in results.values()),
+        )
+        st.metrics.update(result_dict(metrics))
         result = MixtureResult(mixtures, scales, obj, noise, agreement, reg_large, reg_small,
-                               best_small, best_large, chosen, results, {}, dict(st.metrics))
+                               best_small, best_large, chosen, results, {}, metrics)
         result.figures = _figures(result, st)
     return result
 
 
 def chosen_mixture(run: Run) -> dict[str, float]:
     """The mixture that notebook 07 pre-trains on: the best at the largest scale of stage 06."""
-    weights = require(run, STAGE).metrics["chosen_mixture"]
+    weights = load_result(MixturesMetrics, require(run, STAGE).metrics).chosen_mixture
     return {f: float(weights[f]) for f in FAMILIES}
 
 

@@ -24,6 +24,7 @@ from mai_repro.model.accounting import (
     training_flops,
 )
 from mai_repro.model.config import ModelConfig
+from mai_repro.schema import result_dict
 from mai_repro.train.goodput import GoodputBreakdown, from_goodput_and_overhead
 
 HOUR = 3600.0
@@ -31,6 +32,32 @@ HOUR = 3600.0
 
 # The training phases of the report's section 4, in order.
 REPORT_PHASES = ("pre-training", "mid-training 1", "mid-training 2")
+
+
+STAGE = "overview"
+
+
+@dataclass
+class OverviewMetrics:
+    """What the stage's manifest records (``metrics``), read back by attribute."""
+
+    total_params: int  # of the MAI-Base-1-like config built from the report's architecture
+    active_params: int
+    total_params_rel_err: float  # ours / the report's - 1
+    active_params_rel_err: float
+    pretrain_flops: float  # 6 N D of pre-training
+    pretrain_days_at_mfu: float  # on the report's GPUs at mfu_assumed
+    mfu_assumed: float
+    implied_mfu: float  # what the report's own figures imply
+    goodput: float
+    ideal_hours: float
+    actual_hours: float
+    overhead_shares: dict[str, float]  # share of the overhead hours per part
+    mixture_training_tokens_ok: bool  # the planner rebuilds the composition table's tokens
+    mixture_epochs_ok: bool  # ... and its epochs within rounding
+
+
+METRICS = OverviewMetrics
 
 
 @dataclass
@@ -43,7 +70,7 @@ class OverviewResult:
     mixture: MixturePlan
     mixture_check: list[dict[str, Any]]
     figures: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: OverviewMetrics
 
 
 def roadmap() -> list[dict[str, str]]:
@@ -159,7 +186,7 @@ def _figure_mixture(checks: list[dict[str, Any]], path) -> Any:
 def build(run: Run) -> OverviewResult:
     """Compute everything notebook 00 shows, save figures and the stage manifest."""
     cfg = run.cfg.overview
-    with run.stage("overview") as st:
+    with run.stage(STAGE) as st:
         mai = mai_base_1()
         params = count_params(mai)
         peak = cfg.gpu_peak_tflops * 1e12
@@ -175,21 +202,21 @@ def build(run: Run) -> OverviewResult:
             "mixture": _figure_mixture(checks, st.path("figures", "mixture")),
         }
         shares = gp.shares()
-        st.metrics.update({
-            "total_params": params.total,
-            "active_params": params.active,
-            "total_params_rel_err": params.total / reference.TOTAL_PARAMS - 1,
-            "active_params_rel_err": params.active / reference.ACTIVE_PARAMS - 1,
-            "pretrain_flops": compute[0]["flops"],
-            "pretrain_days_at_mfu": compute[0]["days"],
-            "mfu_assumed": cfg.mfu,
-            "implied_mfu": implied_mfu,
-            "goodput": gp.goodput,
-            "ideal_hours": gp.ideal_s / HOUR,
-            "actual_hours": gp.actual_s / HOUR,
-            "overhead_shares": shares,
-            "mixture_training_tokens_ok": all(c["training within 0.06T"] for c in checks),
-            "mixture_epochs_ok": all(c["report epochs in interval"] for c in checks),
-        })
-        metrics = dict(st.metrics)
+        metrics = OverviewMetrics(
+            total_params=params.total,
+            active_params=params.active,
+            total_params_rel_err=params.total / reference.TOTAL_PARAMS - 1,
+            active_params_rel_err=params.active / reference.ACTIVE_PARAMS - 1,
+            pretrain_flops=compute[0]["flops"],
+            pretrain_days_at_mfu=compute[0]["days"],
+            mfu_assumed=cfg.mfu,
+            implied_mfu=implied_mfu,
+            goodput=gp.goodput,
+            ideal_hours=gp.ideal_s / HOUR,
+            actual_hours=gp.actual_s / HOUR,
+            overhead_shares=shares,
+            mixture_training_tokens_ok=all(c["training within 0.06T"] for c in checks),
+            mixture_epochs_ok=all(c["report epochs in interval"] for c in checks),
+        )
+        st.metrics.update(result_dict(metrics))
     return OverviewResult(mai, params, compute, implied_mfu, gp, plan, checks, figures, metrics)

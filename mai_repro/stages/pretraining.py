@@ -38,7 +38,7 @@ from mai_repro.data.tokenizer import SPECIALS
 from mai_repro.eval.longctx import induction_score
 from mai_repro.model.accounting import count_params
 from mai_repro.model.config import ModelConfig
-from mai_repro.schema import to_dict
+from mai_repro.schema import result_dict, to_dict
 from mai_repro.train import checkpoint as ck
 from mai_repro.train import distributed
 from mai_repro.train.checkpoint import load_model_file
@@ -150,11 +150,76 @@ def main(argv: list[str] | None = None) -> int:
 # Stage 07: the supervised main run, its goodput and figures.
 
 @dataclass
+class Failure:
+    kind: str  # "kill -9", "hang" or "exception"
+    step: int  # the last step the child had finished
+    cause: str
+
+
+@dataclass
+class Induction:
+    """The induction score at one evaluation (eval.longctx.induction_score)."""
+
+    step: int
+    tokens: int
+    first: float  # nats per token on the first copy of repeated random tokens
+    second: float  # ... on the second copy
+    ratio: float  # second / first
+
+
+@dataclass
+class Spike:
+    """A step whose update the spike guard refused (or rolled back)."""
+
+    step: int
+    action: str
+    loss: float
+    planted: bool  # a bad batch planted on purpose (else a false alarm)
+
+
+@dataclass
+class PretrainingMetrics:
+    """What the stage's manifest records (``metrics``), read back by attribute. Families are
+    keys of the held-out NLL dicts."""
+
+    steps: int
+    tokens: int
+    total_params: int
+    active_params: int
+    final_loss: float  # mean training loss of the last 10 kept steps
+    heldout_nll_first: dict[str, float]  # family -> held-out NLL at the first evaluation
+    heldout_nll_final: dict[str, float]  # ... at the last
+    tokens_per_s: float  # median over the steady (post-warmup) steps
+    mfu: float | None  # None when the device's peak FLOPs are unknown
+    peak_flops: float | None
+    peak_source: str | None
+    goodput: float
+    ideal_s: float
+    actual_s: float
+    overhead_s: dict[str, float]  # seconds lost per part
+    failures: list[Failure]  # injected failures, in order
+    restarts: int
+    planted_bad_steps: list[int]
+    spikes: list[Spike]
+    rollbacks: int
+    steps_executed: int  # steps run, re-runs after restarts and roll-backs included
+    checkpoint_stall_s: dict[str, float]  # "sync" / "async": training-thread wait per save
+    final_load_cv: float | None  # expert-load CV at the last step that measured it
+    # the induction score at each evaluation: loss on the second copy of repeated random
+    # tokens over the first (copying has formed when it is well below 1)
+    induction: list[Induction]
+    induction_ratio_final: float | None
+
+
+METRICS = PretrainingMetrics
+
+
+@dataclass
 class PretrainResult:
     events: list[dict]
     failures: list[dict]
     goodput: GoodputBreakdown
-    metrics: dict[str, Any]
+    metrics: PretrainingMetrics
     figures: dict[str, Path]
 
 
@@ -329,36 +394,33 @@ def build(run: Run) -> PretrainResult:
         mfus = [e["mfu"] for e in steady if e["mfu"] is not None]
         starts = [e for e in events if e["event"] == "start"]
         last_eval = {e["step"]: e for e in events if e["event"] == "eval" and "induction" in e}
-        induction = [{"step": k, "tokens": k * p.batch_size * p.seq_len, **last_eval[k]["induction"]}
+        induction = [Induction(k, k * p.batch_size * p.seq_len, **last_eval[k]["induction"])
                      for k in sorted(last_eval)]
-        st.metrics.update({
-            "steps": p.steps, "tokens": p.steps * p.batch_size * p.seq_len,
-            "total_params": params.total, "active_params": params.active,
-            "final_loss": float(np.mean([e["loss"] for e in kept[-10:]])),
-            "heldout_nll_first": first_nll, "heldout_nll_final": final_nll,
-            "tokens_per_s": statistics.median(e["tokens_per_s"] for e in steady),
-            "mfu": statistics.median(mfus) if mfus else None,
-            "peak_flops": starts[0]["peak_flops"] if starts else None,
-            "peak_source": starts[0]["peak_source"] if starts else None,
-            "goodput": gp.goodput, "ideal_s": gp.ideal_s, "actual_s": gp.actual_s,
-            "overhead_s": gp.parts_s,
-            "failures": [{k: f[k] for k in ("kind", "step", "cause")} for f in failures],
-            "restarts": report.restarts,
-            "planted_bad_steps": planted,
-            "spikes": [{"step": e["step"], "action": e["action"], "loss": e["loss"],
-                        "planted": e["planted"]} for e in spikes],
-            "rollbacks": sum(e["event"] == "rollback" for e in events),
-            "steps_executed": sum(e["event"] == "step" for e in events),
-            "checkpoint_stall_s": stalls,
-            "final_load_cv": next((e["load_cv"] for e in reversed(kept)
-                                   if e["load_cv"] is not None), None),
-            # the induction score at each evaluation: loss on the second copy of repeated
-            # random tokens over the first (copying has formed when it is well below 1)
-            "induction": induction,
-            "induction_ratio_final": induction[-1]["ratio"] if induction else None,
-        })
+        metrics = PretrainingMetrics(
+            steps=p.steps, tokens=p.steps * p.batch_size * p.seq_len,
+            total_params=params.total, active_params=params.active,
+            final_loss=float(np.mean([e["loss"] for e in kept[-10:]])),
+            heldout_nll_first=first_nll, heldout_nll_final=final_nll,
+            tokens_per_s=statistics.median(e["tokens_per_s"] for e in steady),
+            mfu=statistics.median(mfus) if mfus else None,
+            peak_flops=starts[0]["peak_flops"] if starts else None,
+            peak_source=starts[0]["peak_source"] if starts else None,
+            goodput=gp.goodput, ideal_s=gp.ideal_s, actual_s=gp.actual_s,
+            overhead_s=gp.parts_s,
+            failures=[Failure(f["kind"], f["step"], f["cause"]) for f in failures],
+            restarts=report.restarts,
+            planted_bad_steps=planted,
+            spikes=[Spike(e["step"], e["action"], e["loss"], e["planted"]) for e in spikes],
+            rollbacks=sum(e["event"] == "rollback" for e in events),
+            steps_executed=sum(e["event"] == "step" for e in events),
+            checkpoint_stall_s=stalls,
+            final_load_cv=next((e["load_cv"] for e in reversed(kept)
+                                if e["load_cv"] is not None), None),
+            induction=induction,
+            induction_ratio_final=induction[-1].ratio if induction else None,
+        )
+        st.metrics.update(result_dict(metrics))
         figures = _figures(events, failures, gp, st)
-        metrics = dict(st.metrics)
     return PretrainResult(events, failures, gp, metrics, figures)
 
 

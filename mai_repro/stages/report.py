@@ -2,23 +2,28 @@
 
 One :class:`Finding` per claim of the MAI-Thinking-1 report that a notebook of ours measures:
 the stage it comes from, the claim in words (with the report's figure where RECIPE.md gives
-one), how to read our measurement from that stage's manifest (``<run_dir>/<stage>/manifest.json``,
-key ``metrics``) and the rule that turns the measured values into a verdict:
+one), how to read our measurement from that stage's metrics and the rule that turns the measured
+values into a verdict. A finding reads the stage's typed metrics by attribute: the manifest's
+``metrics`` (``<run_dir>/<stage>/manifest.json``) loaded strictly into the stage module's
+``METRICS`` dataclass (:func:`mai_repro.stages.read_metrics`; curation, which has no class yet,
+is read as the plain dict). Verdicts:
 
 - ``held``: the measurement agrees with the claim at our scale;
 - ``not held``: it contradicts the claim at our scale;
 - ``no verdict``: the stage ran but the measurement cannot decide (inside the noise, or a sign
-  that flips between rungs);
-- ``not run``: the stage's manifest is absent, or it lacks a key the finding reads.
+  that flips between rungs); also when the stage's metrics do not load into its class (a
+  renamed, missing or mistyped metric): then the measurement reads "unreadable" with the error;
+- ``not run``: the stage's manifest is absent, or an entry a finding reads is absent from a
+  dict-valued metric (an ablation, family or model that was not run).
 
 Every measured number on the card is read from a manifest; nothing measured is typed here.
 The report's own figures are constants below (or in :mod:`mai_repro.reference`), each citing
 its section of RECIPE.md. The card reads whatever stages a run directory holds and rebuilds
 nothing: a stage that was not run shows as "not run", never as a number.
 
-Notebook 10's self-distillation finding reads ``metrics["accuracy"]["multi_checkpoint"]`` and
-``metrics["accuracy"]["final_only"]`` (held-out accuracy of the two students after their short
-climbs, at the same budget) and ``metrics["n_eval"]``.
+Notebook 10's self-distillation finding reads ``metrics.accuracy["multi_checkpoint"]`` and
+``metrics.accuracy["final_only"]`` (held-out accuracy of the two students after their short
+climbs, at the same budget) and ``metrics.n_eval``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from typing import Any
 
 from mai_repro import reference
 from mai_repro.artifacts import STAGES, Run
+from mai_repro.schema import ResultError, result_dict
+from mai_repro.stages import read_metrics as read_stage_metrics
+from mai_repro.stages.grpo import CLAIMS as GRPO_STABILISER_CLAIMS
 from mai_repro.train.config import ABLATIONS
 
 STAGE = "report"
@@ -78,7 +86,7 @@ class Finding:
     stage: str  # a key of artifacts.STAGES
     section: str  # RECIPE.md section
     claim: str  # the report's claim in words, with its figure where it gives one
-    read: Callable[[Mapping[str, Any]], dict[str, Any]]  # metrics -> values (raises Missing)
+    read: Callable[[Any], dict[str, Any]]  # typed metrics -> values (raises Missing)
     rule: Callable[[dict[str, Any]], bool | None]  # values -> held / not held / no verdict
     rule_text: str  # the rule in words
     show: Callable[[dict[str, Any]], str]  # values -> our measurement in words
@@ -107,8 +115,55 @@ class Headline:
 
     stage: str
     label: str
-    read: Callable[[Mapping[str, Any]], Any]
+    read: Callable[[Any], Any]  # typed metrics -> value
     fmt: Callable[[Any], str]
+
+
+@dataclass
+class FindingRecord:
+    """One finding as the report stage's manifest stores it."""
+
+    id: str
+    stage: str
+    section: str
+    claim: str
+    measured: str
+    verdict: str
+    rule: str
+    note: str
+    values: Any  # what the finding read from its stage (None when not run)
+
+
+@dataclass
+class HeadlineRecord:
+    notebook: str
+    stage: str
+    figure: str
+    value: str
+
+
+@dataclass
+class StageRecord:
+    notebook: str
+    stage: str
+    status: str  # complete, stale, not run, unreadable
+    wall_time_s: float | None
+    finished_at: str | None
+    figures: int
+
+
+@dataclass
+class ReportMetrics:
+    """What the report stage's manifest records (``metrics``), read back by attribute."""
+
+    counts: dict[str, int]  # verdict -> findings
+    findings: list[FindingRecord]
+    headlines: list[HeadlineRecord]
+    stages: list[StageRecord]
+    figures: dict[str, list[str]]  # stage -> its figures, relative to the run directory
+
+
+METRICS = ReportMetrics
 
 
 @dataclass
@@ -130,20 +185,20 @@ class Card:
     def finding_rows(self) -> list[dict[str, Any]]:
         return [r.row() for r in self.results]
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> ReportMetrics:
         """What the report stage's manifest stores."""
-        return {
-            "counts": self.counts,
-            "findings": [{"id": r.finding.id, "stage": r.finding.stage,
-                          "section": r.finding.section, "claim": r.finding.claim,
-                          "measured": r.measured, "verdict": r.verdict,
-                          "rule": r.finding.rule_text, "note": r.note,
-                          "values": _jsonable(r.values)} for r in self.results],
-            "headlines": self.headlines,
-            "stages": self.stages,
-            "figures": {s: [str(p.relative_to(self.run_dir)) for p in ps]
-                        for s, ps in self.figures.items()},
-        }
+        return ReportMetrics(
+            counts=self.counts,
+            findings=[FindingRecord(
+                id=r.finding.id, stage=r.finding.stage, section=r.finding.section,
+                claim=r.finding.claim, measured=r.measured, verdict=r.verdict,
+                rule=r.finding.rule_text, note=r.note, values=_jsonable(r.values))
+                for r in self.results],
+            headlines=[HeadlineRecord(**h) for h in self.headlines],
+            stages=[StageRecord(**s) for s in self.stages],
+            figures={s: [str(p.relative_to(self.run_dir)) for p in ps]
+                     for s, ps in self.figures.items()},
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,31 +242,27 @@ def _sign_words(eg: list[float], band: list[float]) -> str:
     return side + (" (within the baseline's scatter)" if inside else "")
 
 
-def _midtraining_pair(m: Mapping[str, Any]) -> dict[str, Any]:
-    contexts = get(m, "contexts")
-    by = {s["model"]: s for s in get(m, "summary")}
-    final_name = f"stage {len(contexts)} ({contexts[-1]})"
-    pre, final = get(by, "pre-trained"), get(by, final_name)
-    return {"pre_len": get(m, "pre_len"), "context": contexts[-1],
-            "pre_gain": get(pre, "context_gain"), "final_gain": get(final, "context_gain"),
-            "pre_retrieval": get(pre, "retrieval_final"),
-            "final_retrieval": get(final, "retrieval_final"),
-            "retrieval_gain": get(m, "retrieval_gain"),
-            "pre_nats": get(pre, "nats_final"), "final_nats": get(final, "nats_final")}
+def _midtraining_pair(m: Any) -> dict[str, Any]:
+    by = m.by_model()
+    pre, final = get(by, "pre-trained"), get(by, m.final_label)
+    return {"pre_len": m.pre_len, "context": m.contexts[-1],
+            "pre_gain": pre.context_gain, "final_gain": final.context_gain,
+            "pre_retrieval": pre.retrieval_final, "final_retrieval": final.retrieval_final,
+            "retrieval_gain": m.retrieval_gain,
+            "pre_nats": pre.nats_final, "final_nats": final.nats_final}
 
 
-def _spikes(m: Mapping[str, Any]) -> dict[str, Any]:
-    spikes = get(m, "spikes")
-    return {"planted": sorted(get(m, "planted_bad_steps")),
-            "caught": sorted({s["step"] for s in spikes}),
-            "false_alarms": sum(1 for s in spikes if not s.get("planted", False)),
-            "rollbacks": get(m, "rollbacks"), "final_loss": get(m, "final_loss")}
+def _spikes(m: Any) -> dict[str, Any]:
+    return {"planted": sorted(m.planted_bad_steps),
+            "caught": sorted({s.step for s in m.spikes}),
+            "false_alarms": sum(1 for s in m.spikes if not s.planted),
+            "rollbacks": m.rollbacks, "final_loss": m.final_loss}
 
 
-def _overhead(m: Mapping[str, Any]) -> dict[str, Any]:
-    parts = get(m, "overhead_s")
-    total = sum(num(parts[k]) for k in parts)
-    ours = {k: num(get(parts, k)) / total if total else math.nan
+def _overhead(m: Any) -> dict[str, Any]:
+    parts = m.overhead_s
+    total = sum(parts.values())
+    ours = {k: get(parts, k) / total if total else math.nan
             for k in reference.OVERHEAD_PARTS}
     return {"ours": ours, "report": {k: v[1] for k, v in reference.OVERHEAD_PARTS.items()}}
 
@@ -220,9 +271,9 @@ def _order(shares: Mapping[str, float]) -> list[str]:
     return sorted(shares, key=lambda k: -shares[k])
 
 
-def _collapse(m: Mapping[str, Any]) -> dict[str, Any]:
-    return {"gen0": get(m, "ppl_gen0"), "generations": get(m, "generations"),
-            **{r: get(m, "ppl_last", r) for r in ("replace", "keep_real", "accumulate")}}
+def _collapse(m: Any) -> dict[str, Any]:
+    return {"gen0": m.ppl_gen0, "generations": m.generations,
+            **{r: get(m.ppl_last, r) for r in ("replace", "keep_real", "accumulate")}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,13 +286,7 @@ LADDER_CLAIMS = {  # ablation (changes one recipe choice back) -> the report's c
     "all_global": "periodic local/global attention beats all-global attention",
 }
 
-GRPO_CLAIMS = {  # stabiliser switched off -> what the report says happens without it, section 6
-    "outer_clip": "the outer ratio clip prevents the gradient-norm spikes of unclipped branches",
-    "entropy_control": "adaptive entropy control (widened upper clip) keeps entropy near its "
-                       "target H*",
-    "top_p_mask": "top-p masking in the learner is needed: without it the policy diverges",
-    "routing_replay": "MoE routing replay keeps the learner's log-probs equal to inference's",
-}
+GRPO_CLAIMS = GRPO_STABILISER_CLAIMS  # written once, in stages/grpo.py, section 6
 
 
 def _ladder_finding(name: str) -> Finding:
@@ -249,8 +294,7 @@ def _ladder_finding(name: str) -> Finding:
         id=f"ladder.{name}", stage="ladder", section="2, 3",
         claim=f"{LADDER_CLAIMS[name]} on a scaling ladder (validate on ladders, not one run; "
               f"EG of the ablation < 1)",
-        read=lambda m: {"eg": [num(e) for e in get(m, "eg", name)],
-                        "band": [num(b) for b in get(m, "noise_band")]},
+        read=lambda m: {"eg": get(m.eg, name), "band": m.noise_band},
         rule=lambda v: ladder_rule(v["eg"], v["band"]),
         rule_text="held: EG < 1 and below the baseline's scatter at every rung; not held: EG "
                   "> 1 and above it at every rung; else no verdict",
@@ -263,7 +307,7 @@ def _grpo_ablation_finding(name: str) -> Finding:
     return Finding(
         id=f"grpo.{name}", stage="grpo", section="6",
         claim=GRPO_CLAIMS[name],
-        read=lambda m: dict(get(m, "verdicts", name)),
+        read=lambda m: dict(get(m.verdicts, name)),
         rule=lambda v: bool(v["held"]),
         rule_text="the rule notebook 09 applies to the same steps with and without it "
                   "(docs/rl.md)",
@@ -278,9 +322,9 @@ FINDINGS: list[Finding] = [
         claim=f"MAI-Base-1 has ~{reference.TOTAL_PARAMS / 1e12:.0f}T total and "
               f"{reference.ACTIVE_PARAMS / 1e9:.0f}B active parameters (a config built from "
               f"the report's architecture)",
-        read=lambda m: {"total": get(m, "total_params"), "active": get(m, "active_params"),
-                        "total_err": get(m, "total_params_rel_err"),
-                        "active_err": get(m, "active_params_rel_err")},
+        read=lambda m: {"total": m.total_params, "active": m.active_params,
+                        "total_err": m.total_params_rel_err,
+                        "active_err": m.active_params_rel_err},
         rule=lambda v: abs(v["total_err"]) <= 0.05 and abs(v["active_err"]) <= 0.05,
         rule_text="held: both counts within 5% of the report's",
         show=lambda v: f"{v['total'] / 1e12:.3f}T total ({v['total_err']:+.1%}), "
@@ -290,8 +334,8 @@ FINDINGS: list[Finding] = [
         id="overview.composition", stage="overview", section="1",
         claim="the composition table of the 30T training tokens is consistent (training "
               "tokens from unique tokens and shares, epochs within rounding)",
-        read=lambda m: {"tokens": get(m, "mixture_training_tokens_ok"),
-                        "epochs": get(m, "mixture_epochs_ok")},
+        read=lambda m: {"tokens": m.mixture_training_tokens_ok,
+                        "epochs": m.mixture_epochs_ok},
         rule=lambda v: bool(v["tokens"] and v["epochs"]),
         rule_text="held: the planner rebuilds every family's training tokens within 0.06T "
                   "and its epochs within the rounding interval",
@@ -333,7 +377,7 @@ FINDINGS: list[Finding] = [
     Finding(
         id="wikipedia.more_tokens", stage="wikipedia", section="1",
         claim="raw wiki markup costs more tokens than the rendered text",
-        read=lambda m: {"ratio": num(get(m, "token_ratio"))},
+        read=lambda m: {"ratio": m.token_ratio},
         rule=lambda v: v["ratio"] > 1,
         rule_text="held: markup / text token ratio > 1",
         show=lambda v: f"{v['ratio']:.2f}x the tokens",
@@ -341,7 +385,7 @@ FINDINGS: list[Finding] = [
     Finding(
         id="wikipedia.about_3x", stage="wikipedia", section="1",
         claim=f"... about {WIKI_TOKEN_RATIO:.0f}x more tokens",
-        read=lambda m: {"ratio": num(get(m, "token_ratio"))},
+        read=lambda m: {"ratio": m.token_ratio},
         rule=lambda v: (WIKI_TOKEN_RATIO / WIKI_RATIO_FACTOR <= v["ratio"]
                         <= WIKI_TOKEN_RATIO * WIKI_RATIO_FACTOR),
         rule_text=f"held: ratio within a factor {WIKI_RATIO_FACTOR} of "
@@ -351,10 +395,9 @@ FINDINGS: list[Finding] = [
     Finding(
         id="wikipedia.infoboxes", stage="wikipedia", section="1",
         claim="in raw markup the infoboxes (dense structured facts) survive",
-        read=lambda m: {"markup": num(get(m, "retention", "markup: value present")),
-                        "text": max(num(v) for k, v in get(m, "retention").items()
-                                    if k.startswith("text:")),
-                        "facts": get(m, "facts")},
+        read=lambda m: {"markup": get(m.retention, "markup: value present"),
+                        "text": max(v for k, v in m.retention.items() if k.startswith("text:")),
+                        "facts": m.facts},
         rule=lambda v: v["markup"] > v["text"],
         rule_text="held: markup keeps a larger share of infobox values than stripped text",
         show=lambda v: f"markup keeps {v['markup']:.0%} of {v['facts']:,} infobox values, "
@@ -363,7 +406,7 @@ FINDINGS: list[Finding] = [
     Finding(
         id="tokenizer.mixture", stage="tokenizer", section="1",
         claim="the training data follows the planned mixture (shares and epochs per family)",
-        read=lambda m: {"err": num(get(m, "loader_share_max_abs_err")),
+        read=lambda m: {"err": m.loader_share_max_abs_err,
                         "tol": _share_tolerance()},
         rule=lambda v: v["err"] < v["tol"],
         rule_text="held: the loader's sampled shares within the tolerance of the plan",
@@ -373,8 +416,8 @@ FINDINGS: list[Finding] = [
         id="architecture.latent_flops", stage="architecture", section="2",
         claim="LatentMoE (experts in a latent width) costs fewer FLOPs per token than a "
               "standard MoE",
-        read=lambda m: {"latent": num(get(m, "flops_per_token_latent")),
-                        "standard": num(get(m, "flops_per_token_standard_moe"))},
+        read=lambda m: {"latent": m.flops_per_token_latent,
+                        "standard": m.flops_per_token_standard_moe},
         rule=lambda v: v["latent"] < v["standard"],
         rule_text="held: forward FLOPs per token, LatentMoE < standard MoE",
         show=lambda v: f"standard MoE {v['standard'] / v['latent']:.2f}x the FLOPs of "
@@ -384,8 +427,8 @@ FINDINGS: list[Finding] = [
         id="architecture.zero_init_diversity", stage="architecture", section="2",
         claim="zero-initialised attention output keeps token diversity at init (random init "
               "makes attention an average pool)",
-        read=lambda m: {"zero": num(get(m, "similarity_init_zero")),
-                        "standard": num(get(m, "similarity_init_standard"))},
+        read=lambda m: {"zero": m.similarity_init_zero,
+                        "standard": m.similarity_init_standard},
         rule=lambda v: v["zero"] < v["standard"],
         rule_text="held: MoE-input cosine similarity at init lower with zero-init",
         show=lambda v: f"cosine {v['zero']:.3f} zero-init vs {v['standard']:.3f} standard",
@@ -393,8 +436,7 @@ FINDINGS: list[Finding] = [
     Finding(
         id="architecture.zero_init_balance", stage="architecture", section="2",
         claim="... and keeps routing balanced in the following MoE layers",
-        read=lambda m: {"zero": num(get(m, "load_cv_init_zero")),
-                        "standard": num(get(m, "load_cv_init_standard"))},
+        read=lambda m: {"zero": m.load_cv_init_zero, "standard": m.load_cv_init_standard},
         rule=lambda v: v["zero"] < v["standard"],
         rule_text="held: expert-load CV at init lower with zero-init",
         show=lambda v: f"load CV {v['zero']:.3f} zero-init vs {v['standard']:.3f} standard",
@@ -404,10 +446,9 @@ FINDINGS: list[Finding] = [
         id="mixtures.rank_noninvariance", stage="mixtures", section="1",
         claim=f"mixture rankings change with scale (rank non-invariance; the report's curves "
               f"crossed near {MIXTURE_CROSSOVER_PARAMS / 1e9:.0f}B parameters)",
-        read=lambda m: {"flag": get(m, "rank_noninvariance"),
-                        "tau": num(get(m, "kendall_tau")),
-                        "ci": [num(x) for x in get(m, "kendall_ci")],
-                        "top1": get(m, "top1_agree"), "flips": get(m, "flips_beyond_noise")},
+        read=lambda m: {"flag": m.rank_noninvariance, "tau": m.kendall_tau,
+                        "ci": m.kendall_ci, "top1": m.top1_agree,
+                        "flips": m.flips_beyond_noise},
         rule=lambda v: bool(v["flag"]),
         rule_text="held: the best mixture changes between the smallest and largest scale, or "
                   "a pair flips by more than the seed noise",
@@ -418,7 +459,7 @@ FINDINGS: list[Finding] = [
     Finding(
         id="pretraining.goodput", stage="pretraining", section="5",
         claim=f"goodput {reference.GOODPUT:.1%} over the pre-training run",
-        read=lambda m: {"goodput": num(get(m, "goodput")), "failures": len(get(m, "failures"))},
+        read=lambda m: {"goodput": m.goodput, "failures": len(m.failures)},
         rule=lambda v: v["goodput"] >= reference.GOODPUT,
         rule_text=f"held: goodput >= {reference.GOODPUT:.0%}",
         show=lambda v: f"{v['goodput']:.1%} with {v['failures']} injected failures",
@@ -448,8 +489,8 @@ FINDINGS: list[Finding] = [
     Finding(
         id="pretraining.restarts", stage="pretraining", section="5",
         claim="a failed run restarts from its full-state checkpoint and completes",
-        read=lambda m: {"failures": len(get(m, "failures")), "restarts": get(m, "restarts"),
-                        "steps": get(m, "steps"), "executed": get(m, "steps_executed")},
+        read=lambda m: {"failures": len(m.failures), "restarts": m.restarts,
+                        "steps": m.steps, "executed": m.steps_executed},
         rule=lambda v: v["restarts"] == v["failures"] and v["executed"] >= v["steps"],
         rule_text="held: one restart per injected failure and every step done",
         show=lambda v: f"{v['failures']} failures, {v['restarts']} restarts, "
@@ -459,8 +500,8 @@ FINDINGS: list[Finding] = [
         id="pretraining.async_checkpoint", stage="pretraining", section="5",
         claim="asynchronous checkpointing (copy, then write in the background) stalls "
               "training less than a synchronous save",
-        read=lambda m: {"sync": num(get(m, "checkpoint_stall_s", "sync")),
-                        "async": num(get(m, "checkpoint_stall_s", "async"))},
+        read=lambda m: {"sync": get(m.checkpoint_stall_s, "sync"),
+                        "async": get(m.checkpoint_stall_s, "async")},
         rule=lambda v: v["async"] < v["sync"],
         rule_text="held: the training thread's stall per checkpoint, async < sync",
         show=lambda v: f"{v['async'] * 1e3:.1f} ms async vs {v['sync'] * 1e3:.1f} ms sync",
@@ -511,9 +552,8 @@ FINDINGS: list[Finding] = [
         id="grpo.climb", stage="grpo", section="6",
         claim="the RL climb raises held-out accuracy, starting from a base never exposed to "
               "reasoning traces",
-        read=lambda m: {"start": num(get(m, "accuracy_start")),
-                        "final": num(get(m, "accuracy_final")),
-                        "n": get(m, "task", "n_eval"), "steps": get(m, "steps")},
+        read=lambda m: {"start": m.accuracy_start, "final": m.accuracy_final,
+                        "n": m.task.n_eval, "steps": m.steps},
         rule=lambda v: accuracy_rule(v["final"] - v["start"], v["final"], v["start"], v["n"]),
         rule_text=f"held: gain > {ACCURACY_Z:.0f} standard errors; not held: gain <= 0",
         show=lambda v: f"{v['start']:.1%} -> {v['final']:.1%} on {v['n']} held-out problems "
@@ -524,9 +564,8 @@ FINDINGS: list[Finding] = [
         id="self_distillation.multi_checkpoint", stage="self_distillation", section="6",
         claim="self-distillation on traces from several checkpoints of the climb beats traces "
               "from the final checkpoint only",
-        read=lambda m: {"multi": num(get(m, "accuracy", "multi_checkpoint")),
-                        "final": num(get(m, "accuracy", "final_only")),
-                        "n": m.get("n_eval")},
+        read=lambda m: {"multi": get(m.accuracy, "multi_checkpoint"),
+                        "final": get(m.accuracy, "final_only"), "n": m.n_eval},
         rule=lambda v: accuracy_rule(v["multi"] - v["final"], v["multi"], v["final"], v["n"]),
         rule_text=f"held: difference > {ACCURACY_Z:.0f} standard errors; not held: <= 0",
         show=lambda v: f"held-out accuracy {v['multi']:.1%} multi-checkpoint vs "
@@ -536,9 +575,8 @@ FINDINGS: list[Finding] = [
         id="self_distillation.consolidation", stage="self_distillation", section="6",
         claim="specialists consolidated by trace distillation (sample and token weights) keep "
               "each specialist's skill in one model",
-        read=lambda m: {"acc": get(m, "specialists", "accuracy"),
-                        "kinds": get(m, "specialists", "kinds"),
-                        "n": get(m, "specialists", "n_eval")},
+        read=lambda m: {"acc": m.specialists.accuracy, "kinds": m.specialists.kinds,
+                        "n": m.specialists.n_eval},
         rule=lambda v: consolidation_rule(v["acc"], v["kinds"], v["n"]),
         rule_text=f"over the kinds a specialist learned ({ACCURACY_Z:.0f} SE above the pre-RL "
                   f"model): held if the consolidated model is above the pre-RL model on each "
@@ -592,12 +630,12 @@ def _total(d: Mapping[str, Any]) -> float:
 
 HEADLINES: list[Headline] = [
     Headline("overview", "total / active parameters (MAI-like config)",
-             lambda m: (get(m, "total_params"), get(m, "active_params")),
+             lambda m: (m.total_params, m.active_params),
              lambda v: f"{v[0] / 1e12:.3f}T / {v[1] / 1e9:.1f}B"),
-    Headline("overview", "pre-training compute (FLOPs)", lambda m: get(m, "pretrain_flops"),
+    Headline("overview", "pre-training compute (FLOPs)", lambda m: m.pretrain_flops,
              _f(".3e")),
     Headline("overview", "goodput arithmetic: ideal / actual hours",
-             lambda m: (get(m, "ideal_hours"), get(m, "actual_hours")),
+             lambda m: (m.ideal_hours, m.actual_hours),
              lambda v: f"{v[0]:.0f} h / {v[1]:.0f} h"),
     Headline("curation", "documents in / kept", lambda m: (get(m, "inputs"), get(m, "kept")),
              lambda v: f"{v[0]:,} / {v[1]:,}"),
@@ -608,65 +646,60 @@ HEADLINES: list[Headline] = [
     Headline("curation", "PII strings scrubbed", lambda m: _total(get(m, "pii")), _f(",.0f")),
     Headline("curation", "AI-content detector AUC (own-model text)",
              lambda m: get(m, "detector_headline_auc"), _f(".3f")),
-    Headline("wikipedia", "pages / infobox facts", lambda m: (get(m, "pages"), get(m, "facts")),
+    Headline("wikipedia", "pages / infobox facts", lambda m: (m.pages, m.facts),
              lambda v: f"{v[0]:,} / {v[1]:,}"),
-    Headline("wikipedia", "markup / text tokens", lambda m: get(m, "token_ratio"), _f(".2f")),
-    Headline("tokenizer", "vocabulary", lambda m: get(m, "vocab_size"), _f(",.0f")),
-    Headline("tokenizer", "training tokens", lambda m: _total(get(m, "train_tokens")),
-             _f(",.0f")),
+    Headline("wikipedia", "markup / text tokens", lambda m: m.token_ratio, _f(".2f")),
+    Headline("tokenizer", "vocabulary", lambda m: m.vocab_size, _f(",.0f")),
+    Headline("tokenizer", "training tokens", lambda m: _total(m.train_tokens), _f(",.0f")),
     Headline("tokenizer", "held-out round trips failed / checked",
-             lambda m: (get(m, "heldout_roundtrip", "failed"),
-                        get(m, "heldout_roundtrip", "checked")),
+             lambda m: (get(m.heldout_roundtrip, "failed"),
+                        get(m.heldout_roundtrip, "checked")),
              lambda v: f"{v[0]} / {v[1]}"),
     Headline("architecture", "total / active parameters",
-             lambda m: (get(m, "total_params"), get(m, "active_params")),
+             lambda m: (m.total_params, m.active_params),
              lambda v: f"{v[0]:,} / {v[1]:,}"),
     Headline("architecture", "final loss zero-init / standard init",
-             lambda m: (get(m, "loss_final_zero"), get(m, "loss_final_standard")),
+             lambda m: (m.loss_final_zero, m.loss_final_standard),
              lambda v: f"{num(v[0]):.3f} / {num(v[1]):.3f}"),
-    Headline("ladder", "rungs", lambda m: len(get(m, "rungs")), str),
-    Headline("ladder", "fit alpha / E",
-             lambda m: (get(m, "fit", "alpha"), get(m, "fit", "E")),
+    Headline("ladder", "rungs", lambda m: len(m.rungs), str),
+    Headline("ladder", "fit alpha / E", lambda m: (m.fit.alpha, m.fit.E),
              lambda v: f"{num(v[0]):.3f} / {num(v[1]):.3f}"),
     Headline("ladder", "ablations whose EG sign holds across rungs",
-             lambda m: (sum(bool(x) for x in get(m, "sign_holds").values()),
-                        len(get(m, "sign_holds"))),
+             lambda m: (sum(bool(x) for x in m.sign_holds.values()), len(m.sign_holds)),
              lambda v: f"{v[0]} of {v[1]}"),
     Headline("mixtures", "mixtures x scales",
-             lambda m: (len(get(m, "mixtures")), len(get(m, "scales"))),
+             lambda m: (len(m.mixtures), len(m.scales)),
              lambda v: f"{v[0]} x {v[1]}"),
     Headline("mixtures", "Kendall tau, smallest vs largest scale",
-             lambda m: get(m, "kendall_tau"), _f(".3f")),
+             lambda m: m.kendall_tau, _f(".3f")),
     Headline("mixtures", "best mixture small / large scale",
-             lambda m: (get(m, "best_small"), get(m, "best_large")),
+             lambda m: (m.best_small, m.best_large),
              lambda v: f"{v[0]} / {v[1]}"),
-    Headline("pretraining", "steps x tokens", lambda m: (get(m, "steps"), get(m, "tokens")),
+    Headline("pretraining", "steps x tokens", lambda m: (m.steps, m.tokens),
              lambda v: f"{v[0]:,} steps, {v[1]:,} tokens"),
-    Headline("pretraining", "final training loss", lambda m: get(m, "final_loss"), _f(".3f")),
-    Headline("pretraining", "goodput / MFU", lambda m: (get(m, "goodput"), get(m, "mfu")),
+    Headline("pretraining", "final training loss", lambda m: m.final_loss, _f(".3f")),
+    Headline("pretraining", "goodput / MFU", lambda m: (m.goodput, m.mfu),
              lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
-    Headline("pretraining", "throughput (tokens/s)", lambda m: get(m, "tokens_per_s"),
-             _f(",.0f")),
-    Headline("midtraining", "contexts", lambda m: get(m, "contexts"),
+    Headline("pretraining", "throughput (tokens/s)", lambda m: m.tokens_per_s, _f(",.0f")),
+    Headline("midtraining", "contexts", lambda m: m.contexts,
              lambda v: " -> ".join(str(c) for c in v)),
-    Headline("midtraining", "retrieval gain (passkey)", lambda m: get(m, "retrieval_gain"),
+    Headline("midtraining", "retrieval gain (passkey)", lambda m: m.retrieval_gain,
              _f("+.2f")),
     Headline("collapse", "human-text perplexity: generation 0 / last replace",
-             lambda m: (get(m, "ppl_gen0"), get(m, "ppl_last", "replace")),
+             lambda m: (m.ppl_gen0, get(m.ppl_last, "replace")),
              lambda v: f"{num(v[0]):.1f} / {num(v[1]):.1f}"),
     Headline("grpo", "held-out accuracy start / final",
-             lambda m: (get(m, "accuracy_start"), get(m, "accuracy_final")),
+             lambda m: (m.accuracy_start, m.accuracy_final),
              lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
-    Headline("grpo", "task reward gain (first to last third)",
-             lambda m: get(m, "reward_gain"), _f("+.3f")),
+    Headline("grpo", "task reward gain (first to last third)", lambda m: m.reward_gain,
+             _f("+.3f")),
     Headline("self_distillation", "accuracy multi-checkpoint / final-only (after the climb)",
-             lambda m: (get(m, "accuracy", "multi_checkpoint"),
-                        get(m, "accuracy", "final_only")),
+             lambda m: (get(m.accuracy, "multi_checkpoint"), get(m.accuracy, "final_only")),
              lambda v: f"{num(v[0]):.1%} / {num(v[1]):.1%}"),
     Headline("self_distillation", "verified traces per student (same budget)",
-             lambda m: get(m, "traces", "budget"), str),
+             lambda m: m.traces.budget, str),
     Headline("self_distillation", "consolidated model's accuracy per task kind",
-             lambda m: get(m, "specialists", "accuracy", "consolidated"),
+             lambda m: get(m.specialists.accuracy, "consolidated"),
              lambda v: ", ".join(f"{k} {num(x):.1%}" for k, x in v.items())),
 ]
 
@@ -683,19 +716,34 @@ def notebook_of(stage: str) -> str:
     return STAGES[stage].notebook
 
 
-def read_metrics(run: Run, stage: str) -> dict[str, Any] | None:
-    """A stage's manifest metrics, or None when the stage has no manifest."""
-    manifest = run.read_manifest(stage)
-    if manifest is None:
-        return None
-    metrics = manifest.get("metrics")
-    return metrics if isinstance(metrics, dict) else {}
+UNREADABLE = "unreadable"
 
 
-def evaluate(finding: Finding, metrics: Mapping[str, Any] | None) -> Result:
-    """A finding's verdict from its stage's metrics (None: the stage was not run)."""
+@dataclass(frozen=True)
+class Unreadable:
+    """A stage whose manifest metrics do not load into its ``METRICS`` class (a renamed,
+    missing or mistyped metric): its findings show "unreadable" with the error, not "not run"."""
+
+    error: str
+
+
+def read_metrics(run: Run, stage: str) -> Any:
+    """A stage's typed metrics (its module's ``METRICS``; the plain dict for a stage without
+    one), None when the stage has no manifest, :class:`Unreadable` when they do not load."""
+    try:
+        return read_stage_metrics(run, stage)
+    except ResultError as e:
+        return Unreadable(str(e))
+
+
+def evaluate(finding: Finding, metrics: Any) -> Result:
+    """A finding's verdict from its stage's typed metrics (None: the stage was not run;
+    :class:`Unreadable`: its metrics do not load into the stage's ``METRICS`` class)."""
     if metrics is None:
         return Result(finding, NOT_RUN, NOT_RUN, note="stage not run")
+    if isinstance(metrics, Unreadable):
+        return Result(finding, NO_VERDICT, UNREADABLE, note=f"metrics do not load: "
+                                                            f"{metrics.error}")
     try:
         values = finding.read(metrics)
     except Missing as e:
@@ -716,9 +764,11 @@ def evaluate(finding: Finding, metrics: Mapping[str, Any] | None) -> Result:
     return Result(finding, verdict, measured, values, note)
 
 
-def headline(h: Headline, metrics: Mapping[str, Any] | None) -> str:
+def headline(h: Headline, metrics: Any) -> str:
     if metrics is None:
         return NOT_RUN
+    if isinstance(metrics, Unreadable):
+        return UNREADABLE
     try:
         return h.fmt(h.read(metrics))
     except Missing:
@@ -742,16 +792,17 @@ def make_card(run: Run) -> Card:
     headlines = [{"notebook": notebook_of(h.stage)[:2], "stage": h.stage, "figure": h.label,
                   "value": headline(h, metrics[h.stage])}
                  for h in sorted(HEADLINES, key=lambda h: by_notebook[h.stage])]
-    stages = []
+    stage_rows = []
     for s in names:
         manifest = run.read_manifest(s)
-        status = NOT_RUN if manifest is None else run.status(s)
-        stages.append({"notebook": notebook_of(s), "stage": s, "status": status,
+        status = NOT_RUN if manifest is None else UNREADABLE if isinstance(
+            metrics[s], Unreadable) else run.status(s)
+        stage_rows.append({"notebook": notebook_of(s), "stage": s, "status": status,
                        "wall_time_s": None if manifest is None else manifest.get("wall_time_s"),
                        "finished_at": None if manifest is None else manifest.get("finished_at"),
                        "figures": len(stage_figures(run.dir, s))})
     figures = {s: stage_figures(run.dir, s) for s in names if stage_figures(run.dir, s)}
-    return Card(run.dir, results, headlines, stages, figures)
+    return Card(run.dir, results, headlines, stage_rows, figures)
 
 
 COLOURS = {HELD: "#2ca02c", NOT_HELD: "#d62728", NO_VERDICT: "#bcbd22", NOT_RUN: "#d9d9d9"}
@@ -791,7 +842,7 @@ def build(run: Run) -> Card:
                 st.inputs[s["stage"]] = (run.read_manifest(s["stage"]) or {}).get(
                     "config_hash", "")
         card.summary = verdict_figure(card, st.path("figures", "verdicts"))
-        st.metrics.update(card.metrics())
+        st.metrics.update(result_dict(card.metrics()))
     return card
 
 

@@ -30,7 +30,8 @@ from mai_repro.rl.distill import (
     trace_stats,
     weighted_mix,
 )
-from mai_repro.schema import cpu_threads
+from mai_repro.schema import cpu_threads, load_result, result_dict
+from mai_repro.stages.grpo import GRPOMetrics
 from mai_repro.train.checkpoint import load_model_file, save_model_file
 
 STAGE = "self_distillation"
@@ -40,8 +41,72 @@ PRE_RL = "midtraining"
 
 
 @dataclass
+class TraceStats:
+    """A set of verified traces: how many, from where, over how many problems."""
+
+    n: int
+    sources: dict[str, int]  # checkpoint ("step <k>") or task kind -> traces
+    problems: int
+    distinct: int  # distinct (problem, completion) pairs
+    tokens: int
+
+
+@dataclass
+class Traces:
+    """The traces of the two students, drawn at the same budget."""
+
+    budget: int  # traces per student
+    drawn_per_checkpoint: int  # samples drawn from each checkpoint
+    verified: dict[str, int]  # checkpoint step -> verified traces
+    multi_checkpoint: TraceStats
+    final_only: TraceStats
+
+
+@dataclass
+class SpecialistsMetrics:
+    """One specialist per task kind, their consolidation and joint RL; model names
+    ("pre_rl", "specialist <kind>", "consolidated", "joint RL") key ``accuracy``."""
+
+    kinds: list[str]
+    steps: int  # GRPO steps per specialist
+    joint_steps: int  # of joint RL: the specialists' steps summed
+    sample_weights: list[float]  # share of the consolidation mix per kind, as configured
+    sample_weights_used: list[float]  # ... with a kind that has no traces left out
+    token_weights: list[float] | None
+    verified: dict[str, int]  # verified traces per kind
+    mix: TraceStats  # the consolidation mix
+    token_share: dict[str, float]  # measured share of the SFT loss per kind
+    n_eval: int  # held-out problems per kind
+    accuracy: dict[str, dict[str, float]]  # model -> kind -> held-out accuracy
+
+
+@dataclass
+class SelfDistillationMetrics:
+    """What the stage's manifest records (``metrics``), read back by attribute. Student names
+    ("multi_checkpoint", "final_only") and evaluation keys stay dict keys."""
+
+    n_eval: int  # held-out problems
+    eval_samples: int
+    checkpoints: list[int]  # steps of the climb the traces come from
+    traces: Traces
+    accuracy: dict[str, float]  # after each student's climb, and pre_rl / rl_final
+    reference: dict[str, dict[str, Any]]  # pre_rl / rl_final evaluations
+    students: dict[str, dict[str, Any]]  # each student after SFT
+    after_climb: dict[str, dict[str, Any]]  # each student after its short GRPO climb
+    rl_steps: int
+    sft_steps: int
+    sft_loss: dict[str, list[float]]  # student -> [first, last] SFT loss
+    specialists: SpecialistsMetrics
+    timings_s: dict[str, float]
+    wall_s: float
+
+
+METRICS = SelfDistillationMetrics
+
+
+@dataclass
 class DistillResult:
-    metrics: dict[str, Any]
+    metrics: SelfDistillationMetrics
     figures: dict[str, Any]
 
 
@@ -58,8 +123,9 @@ def build(run: Run) -> DistillResult:
     tok = load_tokenizer(require(run, "tokenizer").path("tokenizer.json"))
     seed = cfg.seed
     cap = c.final_cap
-    kept = up.manifest["metrics"].get("checkpoints") or [{"step": up.manifest["metrics"]
-                                                          ["steps"], "file": "model.pt"}]
+    climbed = load_result(GRPOMetrics, up.metrics)
+    kept = ([{"step": ck.step, "file": ck.file} for ck in climbed.checkpoints]
+            or [{"step": climbed.steps, "file": "model.pt"}])
     chosen = spread(kept, d.checkpoints)
     n_sft = 3  # two students and the consolidated model
     n_rl = 2 * d.rl_steps + 2 * d.specialist_steps * len(d.specialists)  # + joint RL
@@ -118,29 +184,29 @@ def build(run: Run) -> DistillResult:
 
         sd_fig = _self_distillation_figure(reference, students, after, losses, sets, st)
         sp_fig = _specialist_figure(spec, st)
-        st.metrics.update({
-            "n_eval": len(held), "eval_samples": c.eval_samples,
-            "checkpoints": [ck["step"] for ck in chosen],
-            "traces": {"budget": budget, "drawn_per_checkpoint": drawn // len(chosen),
-                       "verified": {str(k): len(v) for k, v in per_ckpt.items()},
-                       **{name: trace_stats(ts) for name, ts in sets.items()}},
+        metrics = SelfDistillationMetrics(
+            n_eval=len(held), eval_samples=c.eval_samples,
+            checkpoints=[ck["step"] for ck in chosen],
+            traces=Traces(budget=budget, drawn_per_checkpoint=drawn // len(chosen),
+                          verified={str(k): len(v) for k, v in per_ckpt.items()},
+                          **{name: TraceStats(**trace_stats(ts)) for name, ts in sets.items()}),
             # the finding of the report card: held-out accuracy after each student's climb
-            "accuracy": {name: after[name]["accuracy"] for name in sets}
+            accuracy={name: after[name]["accuracy"] for name in sets}
             | {"pre_rl": reference["pre_rl"]["accuracy"],
                "rl_final": reference["rl_final"]["accuracy"]},
-            "reference": reference, "students": students, "after_climb": after,
-            "rl_steps": d.rl_steps, "sft_steps": d.sft_steps,
-            "sft_loss": {k: [v[0], v[-1]] if v else [] for k, v in losses.items()},
-            "specialists": spec,
-            "timings_s": timings, "wall_s": time.time() - t0,
-        })
-        metrics = dict(st.metrics)
+            reference=reference, students=students, after_climb=after,
+            rl_steps=d.rl_steps, sft_steps=d.sft_steps,
+            sft_loss={k: [v[0], v[-1]] if v else [] for k, v in losses.items()},
+            specialists=spec,
+            timings_s=timings, wall_s=time.time() - t0,
+        )
+        st.metrics.update(result_dict(metrics))
     return DistillResult(metrics, {"self_distillation": sd_fig, "specialists": sp_fig})
 
 
 
 def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *, seed: int,
-                progress: Callable[[int], None] | None = None, st=None) -> dict[str, Any]:
+                progress: Callable[[int], None] | None = None, st=None) -> SpecialistsMetrics:
     """One specialist per task kind, their consolidation by weighted trace distillation, and
     joint RL on every kind (the specialists' steps summed); each evaluated on every kind. Returns
     the manifest's ``specialists`` metrics."""
@@ -177,13 +243,13 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
                         st.path("students", "consolidated.pt"))
     acc = {name: {k: evaluate(m, tok, held[k], cf[k], seed)["accuracy"] for k in kinds}
            for name, m in models.items()}
-    return {
-        "kinds": kinds, "steps": d.specialist_steps, "joint_steps": d.specialist_steps
-        * len(kinds), "sample_weights": sample_w,
-        "sample_weights_used": used_w, "token_weights": d.token_weights or None,
-        "verified": {k: len(t) for k, t in zip(kinds, traces, strict=True)},
-        "mix": trace_stats(mix), "token_share": token_share(mix, tw),
-        "n_eval": len(held[kinds[0]]), "accuracy": acc}
+    return SpecialistsMetrics(
+        kinds=kinds, steps=d.specialist_steps, joint_steps=d.specialist_steps * len(kinds),
+        sample_weights=sample_w, sample_weights_used=used_w,
+        token_weights=list(d.token_weights) if d.token_weights else None,
+        verified={k: len(t) for k, t in zip(kinds, traces, strict=True)},
+        mix=TraceStats(**trace_stats(mix)), token_share=token_share(mix, tw),
+        n_eval=len(held[kinds[0]]), accuracy=acc)
 
 
 # -- figures ----------------------------------------------------------------------------------
@@ -222,7 +288,7 @@ def _self_distillation_figure(reference, students, after, losses, sets, st) -> A
 
 
 def _specialist_figure(spec, st) -> Any:
-    acc, kinds, n = spec["accuracy"], spec["kinds"], spec["n_eval"]
+    acc, kinds, n = spec.accuracy, spec.kinds, spec.n_eval
     names = list(acc)
     fig, ax = plots.new(width=6.4, height=3.4)
     width = 0.8 / len(kinds)

@@ -26,11 +26,37 @@ from mai_repro.data.shards import (
     write_shards,
 )
 from mai_repro.data.tokenizer import BPETokenizer, train_on_corpus
+from mai_repro.schema import result_dict
 
 # --- the stage --------------------------------------------------------------------------------
 
 SHARE_TOLERANCE = 0.03  # sampled vs planned family share, absolute, at LOADER_CHECK_ROWS rows
 LOADER_CHECK_ROWS = 4096
+STAGE = "tokenizer"
+
+
+@dataclass
+class TokenizerMetrics:
+    """What the stage's manifest records (``metrics``), read back by attribute. Families are
+    keys of the dict-valued metrics."""
+
+    vocab_size: int
+    dtype: str  # numpy dtype of the shards' token ids
+    special_ids: dict[str, int]  # special token -> id
+    tokenizer_train_bytes: dict[str, int]  # per family
+    fertility: dict[str, dict[str, float | None]]  # family -> split -> tokens per byte
+    train_tokens: dict[str, int]
+    heldout_tokens: dict[str, int]
+    docs: dict[str, dict[str, int]]  # family -> split -> documents
+    budget_tokens: float  # steps x batch x seq_len of pre-training
+    planned_tokens: float  # what the mixture plan spends of it
+    epochs: dict[str, float | None]  # per family
+    mixture_warnings: list[str]
+    loader_share_max_abs_err: float  # largest |sampled - planned| family share of the loader
+    heldout_roundtrip: dict[str, int]  # held-out documents checked / failed
+
+
+METRICS = TokenizerMetrics
 
 
 @dataclass
@@ -45,7 +71,7 @@ class TokenizerResult:
     loader_shares: dict[str, dict[str, float]]  # family -> planned, sampled
     roundtrip: dict[str, int]  # held-out documents checked and failed
     figures: dict[str, Path]
-    metrics: dict[str, Any]
+    metrics: TokenizerMetrics
 
     def composition(self) -> list[dict[str, Any]]:
         """Our corpus in the report's table format (tokens, not trillions)."""
@@ -131,7 +157,7 @@ def build(run: Run) -> TokenizerResult:
     cfg = run.cfg
     clean = run.require("curation").dir
     seed, frac = cfg.seed, cfg.mixture.heldout_fraction
-    with run.stage("tokenizer") as st:
+    with run.stage(STAGE) as st:
         st.add_input("clean", clean / "clean")
         tok, train_bytes = train_on_corpus(
             clean, FAMILIES, cfg.model.vocab_size, cfg.tokenizer.train_bytes,
@@ -160,22 +186,22 @@ def build(run: Run) -> TokenizerResult:
         vocab = vocab_stats(tok, train_shards)
         figures = {"fertility": _figure_fertility(stats, st.path("figures", "fertility")),
                    "vocab": _figure_vocab(vocab, st.path("figures", "vocab"))}
-        st.metrics.update({
-            "vocab_size": tok.vocab_size, "dtype": token_dtype(cfg.model.vocab_size).name,
-            "special_ids": tok.special_ids, "tokenizer_train_bytes": train_bytes,
-            "fertility": {f: {s: _finite(v.fertility) for s, v in d.items()}
-                          for f, d in stats.items()},
-            "train_tokens": {f: d["train"].tokens for f, d in stats.items()},
-            "heldout_tokens": {f: d["heldout"].tokens for f, d in stats.items()},
-            "docs": {f: {s: v.docs for s, v in d.items()} for f, d in stats.items()},
-            "budget_tokens": plan.budget, "planned_tokens": plan.planned_tokens,
-            "epochs": {f.family: _finite(f.epochs) for f in plan.families},
-            "mixture_warnings": plan.warnings,
-            "loader_share_max_abs_err": max(abs(v["sampled"] - v["planned"])
-                                            for v in loader_shares.values()),
-            "heldout_roundtrip": roundtrip,
-        })
-        metrics = json.loads(json.dumps(st.metrics))
+        metrics = TokenizerMetrics(
+            vocab_size=tok.vocab_size, dtype=token_dtype(cfg.model.vocab_size).name,
+            special_ids=dict(tok.special_ids), tokenizer_train_bytes=dict(train_bytes),
+            fertility={f: {s: _finite(v.fertility) for s, v in d.items()}
+                       for f, d in stats.items()},
+            train_tokens={f: d["train"].tokens for f, d in stats.items()},
+            heldout_tokens={f: d["heldout"].tokens for f, d in stats.items()},
+            docs={f: {s: v.docs for s, v in d.items()} for f, d in stats.items()},
+            budget_tokens=plan.budget, planned_tokens=plan.planned_tokens,
+            epochs={f.family: _finite(f.epochs) for f in plan.families},
+            mixture_warnings=list(plan.warnings),
+            loader_share_max_abs_err=max(abs(v["sampled"] - v["planned"])
+                                         for v in loader_shares.values()),
+            heldout_roundtrip=dict(roundtrip),
+        )
+        st.metrics.update(result_dict(metrics))
     return TokenizerResult(tok, stats, train_bytes, plan, vocab, loader_shares, roundtrip,
                            figures, metrics)
 
