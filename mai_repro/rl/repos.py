@@ -235,5 +235,6 @@ def build_repo(task: Task, path: Path) -> TaskRepo:
     git(path, "commit", "-q", "-am", f"{task.name}: reference fix")
     fix = git(path, "rev-parse", "HEAD")
     git(path, "tag", "solution")
-    git(path, "checkout", "-q", base)
+    git(path, "branch", "base", base)  # what an episode clones when history is scrubbed
+    git(path, "checkout", "-q", "base")
     return TaskRepo(task, path, base, fix, pristine={TEST_FILE: task.test_source()})

@@ -39,6 +39,7 @@ file system is readable (the sandbox can read what its user id may read); withou
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from mai_repro.rl.repos import (
+    GIT_ENV,
     MODULE,
     TEST_CONFIG,
     TEST_FILE,
@@ -85,7 +87,7 @@ class Defences:
     scrub: bool = True  # remove history after the base commit
     reset_tests: bool = True  # tests and test configuration from the pristine copy
     monitor: bool = True  # audit hook, output scan, runner integrity
-    isolate: bool = True  # network, mount and PID namespaces and an own uid (where permitted)
+    isolate: bool = True  # network, mount and PID namespaces (where the OS permits them)
 
     def label(self) -> str:
         off = [k for k, v in vars(self).items() if not v]
@@ -114,6 +116,8 @@ class Episode:
     isolated: bool
     scrubbed: bool
     wall_s: float
+    uid: int = -1  # the user id the tests ran as
+    values: list[Any] = field(default_factory=list)  # what the function returned, per case
     stdout: str = ""
 
     @property
@@ -131,6 +135,7 @@ class Episode:
 _NS_FLAGS = ["--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc"]
 
 
+@functools.cache
 def namespaces_available() -> bool:
     """Whether ``unshare`` may create network, mount and PID namespaces here (root needed)."""
     unshare = shutil.which("unshare")
@@ -154,21 +159,27 @@ def sandbox_python() -> str:
 # --- episode steps -------------------------------------------------------------------------
 
 def fresh_copy(repo: TaskRepo, dest: Path, scrub: bool) -> bool:
-    """Clone ``repo`` to ``dest`` at its base commit; with ``scrub`` remove all that came after.
-    Returns whether the fix commit is unreachable *and* absent from the object store."""
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(repo.path), str(dest)],
-                   check=True, capture_output=True, timeout=60)
-    git(dest, "checkout", "-q", "-B", "main", repo.base)
+    """Clone ``repo`` to ``dest`` at its base commit; with ``scrub`` nothing after it comes along.
+
+    Scrubbed, the clone goes through git's transfer protocol (``--no-local``) for the ``base``
+    branch alone, which sends only the objects reachable from the base commit: the fix commit,
+    its tree and blobs, the tag and the other branches never reach the copy; then the remote is
+    removed and the reflogs expired and pruned. Unscrubbed, it is a plain full clone. Returns
+    whether the fix commit is absent from the copy's object store (``git cat-file -e``)."""
     if scrub:
-        for ref in git(dest, "for-each-ref", "--format=%(refname)").splitlines():
-            if ref != "refs/heads/main":
-                git(dest, "update-ref", "-d", ref)
-        git(dest, "remote", "remove", "origin") if git(dest, "remote") else None
+        subprocess.run(["git", "clone", "-q", "--no-local", "--single-branch", "--branch",
+                        "base", "--no-tags", str(repo.path), str(dest)],
+                       check=True, capture_output=True, timeout=60, env=GIT_ENV)
+        git(dest, "branch", "-q", "-m", "base", "main")
+        git(dest, "remote", "remove", "origin")
         git(dest, "reflog", "expire", "--expire=now", "--all")
-        git(dest, "gc", "-q", "--prune=now")
-    gone = subprocess.run(["git", "-C", str(dest), "cat-file", "-e", repo.fix],
-                          capture_output=True).returncode != 0
-    return gone
+        git(dest, "prune", "--expire=now")
+    else:
+        subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(repo.path), str(dest)],
+                       check=True, capture_output=True, timeout=60, env=GIT_ENV)
+        git(dest, "checkout", "-q", "-B", "main", repo.base)
+    return subprocess.run(["git", "-C", str(dest), "cat-file", "-e", repo.fix],
+                          capture_output=True, env=GIT_ENV).returncode != 0
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -253,7 +264,7 @@ def run_sandboxed(work: Path, runner: Path, uid: int, request: dict, limits: Lim
                   isolate: bool) -> tuple[list[dict], str, int | None, bool]:
     """Run the harness on ``work``; returns (result events, output, exit status, timed out)."""
     rfd, wfd = os.pipe()
-    args = [sandbox_python() if isolate else sys.executable, str(runner / "harness.py"),
+    args = [sandbox_python(), str(runner / "harness.py"),
             str(limits.cpu_s), str(limits.memory_mb), str(limits.file_mb), str(limits.nproc)]
     init = [sys.executable, "-I", "-S", str(runner / "init.py"), str(work), str(uid), str(wfd), *args,
             "1" if isolate else "0"]
@@ -321,15 +332,18 @@ def wait_gone(uid: int, timeout: float = 5.0) -> list[int]:
 
 
 def grade(events: list[dict], cases: list[tuple[list, Any]], output: str, rc: int | None,
-          timed_out: bool, limits: Limits, monitor: bool) -> tuple[int, list[str], list[str]]:
-    """(cases passed, violations, errors) from the harness's events, checked outside."""
+          timed_out: bool, limits: Limits, monitor: bool
+          ) -> tuple[int, list[str], list[str], list[Any]]:
+    """(cases passed, violations, errors, values) from the harness's events, checked here,
+    outside the sandbox: the expected values never entered it."""
     expected = {i: json.loads(json.dumps(e)) for i, (_, e) in enumerate(cases)}
-    passed, seen, violations, errors = 0, set(), [], []
+    passed, seen, violations, errors, values = 0, set(), [], [], []
     done = False
     for ev in events:
         kind = ev.get("event")
         if kind == "value" and isinstance(ev.get("i"), int) and ev["i"] not in seen:
             seen.add(ev["i"])
+            values.append(ev.get("value"))
             passed += ev["i"] in expected and ev.get("value") == expected[ev["i"]]
         elif kind == "error":
             errors.append(str(ev.get("error"))[:300])
@@ -348,7 +362,7 @@ def grade(events: list[dict], cases: list[tuple[list, Any]], output: str, rc: in
     if monitor and FAKE_VERDICT.search(output):
         violations.append("output imitates a test verdict: "
                           + FAKE_VERDICT.search(output).group(0)[:60])
-    return passed, list(dict.fromkeys(violations)), errors
+    return passed, list(dict.fromkeys(violations)), errors, values
 
 
 def run_episode(repo: TaskRepo, completion: Completion, defences: Defences = Defences(),
@@ -357,7 +371,10 @@ def run_episode(repo: TaskRepo, completion: Completion, defences: Defences = Def
     t0 = time.monotonic()
     isolate = defences.isolate and namespaces_available()
     root = Path(tempfile.mkdtemp(prefix="mai-sbx-", dir=tmp_root))
-    uid = 200_000 + secrets.randbelow(800_000) if isolate else os.getuid()
+    # An own user id whenever we are root: RLIMIT_NPROC does not bind root, and the id lets
+    # us check afterwards that no process of the episode is left.
+    own_uid = os.geteuid() == 0
+    uid = 200_000 + secrets.randbelow(800_000) if own_uid else os.getuid()
     try:
         work, runner = root / "work", root / "runner"
         scrubbed = fresh_copy(repo, work, defences.scrub)
@@ -376,7 +393,7 @@ def run_episode(repo: TaskRepo, completion: Completion, defences: Defences = Def
             src = resources.files("mai_repro.rl.sandbox_runner").joinpath(name)
             (runner / name).write_text(src.read_text())
         before = {p for p in root.rglob("*") if not _inside(p, work)}
-        if isolate:
+        if own_uid:
             for p in [work, *work.rglob("*")]:
                 os.lchown(p, uid, uid)
             root.chmod(0o755)
@@ -384,20 +401,21 @@ def run_episode(repo: TaskRepo, completion: Completion, defences: Defences = Def
                    "monitor": defences.monitor}
         events, output, rc, timed_out = run_sandboxed(work, runner, uid, request, limits,
                                                       isolate)
-        passed, found, errors = grade(events, cases, output, rc, timed_out, limits,
+        passed, found, errors, values = grade(events, cases, output, rc, timed_out, limits,
                                       defences.monitor)
         violations += found
         escaped = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
                          if not _inside(p, work) and p not in before)
         if escaped:
             violations.append(f"file written outside the working directory ({escaped[0]})")
-        if isolate and (left := wait_gone(uid)):
+        if own_uid and (left := wait_gone(uid)):
             for pid in left:  # never expected: the PID namespace died with its process 1
                 os.kill(pid, signal.SIGKILL)
             violations.append(f"{len(left)} process(es) outlived the run")
         return Episode(task=repo.task.name, passed=passed, total=len(cases),
                        violations=violations, errors=errors, returncode=rc,
                        timed_out=timed_out, isolated=isolate, scrubbed=scrubbed,
-                       wall_s=time.monotonic() - t0, stdout=output[:2000])
+                       wall_s=time.monotonic() - t0, uid=uid, values=values,
+                       stdout=output[:2000])
     finally:
         shutil.rmtree(root, ignore_errors=True)

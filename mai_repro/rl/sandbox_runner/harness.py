@@ -19,7 +19,7 @@ import sys
 RESULT_FD = 3
 WORK = os.path.realpath(sys.argv[1])
 _write, _dumps, _exit = os.write, json.dumps, os._exit
-_state = {"active": False, "busy": False}
+_state = {"active": False, "busy": False, "stop": False, "seen": set()}
 
 
 def emit(obj):
@@ -55,8 +55,11 @@ def audit(event, args, emit=emit):  # defaults bind the originals: patching has 
             if _inside(path, os.path.join(WORK, ".git")):
                 reason = f"read of .git ({os.path.relpath(path, WORK)})"
             elif writes and not _inside(path, WORK):
-                reason = f"write outside the working directory ({path})"
-        if reason:
+                where = os.path.relpath(path, WORK) if path.startswith("/tmp/") else path
+                reason = f"write outside the working directory ({where})"
+        kind = reason.split(" (")[0] if reason else None
+        if reason and kind not in _state["seen"]:  # each kind once: the first is the evidence
+            _state["seen"].add(kind)
             emit({"event": "violation", "reason": reason})
     finally:
         _state["busy"] = False
@@ -66,8 +69,10 @@ def run_case(fn, i, args, emit=emit):
     try:
         emit({"event": "value", "i": i, "value": fn(*args)})
     except MemoryError:
+        _state["stop"] = True
         emit({"event": "violation", "reason": "memory limit reached (MemoryError)"})
     except SystemExit as e:
+        _state["stop"] = True
         emit({"event": "violation", "reason": f"interpreter exit during a test (code {e.code})"})
     except BaseException as e:  # a wrong solution: the case fails, nothing more
         emit({"event": "error", "i": i, "error": f"{type(e).__name__}: {e}"[:300]})
@@ -102,8 +107,9 @@ def main(emit=emit, run_case=run_case, tampered=tampered):
     except BaseException as e:
         emit({"event": "error", "i": -1, "error": f"import: {type(e).__name__}: {e}"[:300]})
     for i, args in enumerate(request["inputs"]):
-        if fn is not None:
-            run_case(fn, i, args)
+        if fn is None or _state["stop"]:  # after a violation the rest would only repeat it
+            break
+        run_case(fn, i, args)
     _state["active"] = False
     bad = tampered()
     if bad and request.get("monitor"):
