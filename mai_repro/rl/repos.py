@@ -69,7 +69,7 @@ class Task:
         """The test file: a literal list of cases (the grader reads it with ast.literal_eval,
         never by executing it) and a pytest function for a human running ``pytest``."""
         cases = self.cases if cases is None else cases
-        lines = ",\n".join(f"    ({json.dumps(a)}, {json.dumps(e)})" for a, e in cases)
+        lines = ",\n".join(f"    ({a!r}, {e!r})" for a, e in cases)
         return (f'"""Tests of {self.function} ({self.label})."""\n\n'
                 f"from solution import {self.function}\n\n"
                 f"CASES = [\n{lines},\n]\n\n\n"

@@ -39,6 +39,7 @@ file system is readable (the sandbox can read what its user id may read); withou
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -117,6 +118,7 @@ class Episode:
     scrubbed: bool
     wall_s: float
     uid: int = -1  # the user id the tests ran as
+    workspace: str = ""  # the episode's temporary folder (removed at the end)
     values: list[Any] = field(default_factory=list)  # what the function returned, per case
     stdout: str = ""
 
@@ -250,7 +252,7 @@ SIGNALS = {signal.SIGXCPU: "CPU-time limit (SIGXCPU)", signal.SIGXFSZ: "file-siz
 def _reader(stream: Any, cap: int, out: list[bytes]) -> threading.Thread:
     def run() -> None:
         size = 0
-        while chunk := stream.read(4096):
+        while chunk := stream.read1(4096):  # what is there now: never wait for a full block
             if size < cap:
                 out.append(chunk[:cap - size])
             size += len(chunk)
@@ -261,8 +263,10 @@ def _reader(stream: Any, cap: int, out: list[bytes]) -> threading.Thread:
 
 
 def run_sandboxed(work: Path, runner: Path, uid: int, request: dict, limits: Limits,
-                  isolate: bool) -> tuple[list[dict], str, int | None, bool]:
-    """Run the harness on ``work``; returns (result events, output, exit status, timed out)."""
+                  isolate: bool, sweep: bool) -> tuple[list[dict], str, int | None, bool, int]:
+    """Run the harness on ``work``; returns (result events, output, exit status, timed out,
+    processes that outlived it). With ``sweep`` (we are root and ``uid`` is the episode's
+    own), every process of ``uid`` left after the run is killed and counted."""
     rfd, wfd = os.pipe()
     args = [sandbox_python(), str(runner / "harness.py"),
             str(limits.cpu_s), str(limits.memory_mb), str(limits.file_mb), str(limits.nproc)]
@@ -288,6 +292,13 @@ def run_sandboxed(work: Path, runner: Path, uid: int, request: dict, limits: Lim
     except subprocess.TimeoutExpired:
         timed_out = True
     with_group_killed(proc)
+    outlived = 0
+    if sweep and (left := wait_gone(uid, timeout=1.0)):
+        outlived = len(left)  # not expected in a PID namespace: it dies with its process 1
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_gone(uid)
     for t in threads:
         t.join(timeout=5)
     events = []
@@ -296,7 +307,8 @@ def run_sandboxed(work: Path, runner: Path, uid: int, request: dict, limits: Lim
             events.append(json.loads(line))
         except json.JSONDecodeError:
             events.append({"event": "garbage", "line": line[:200]})
-    return events, b"".join(output).decode(errors="replace"), proc.returncode, timed_out
+    return (events, b"".join(output).decode(errors="replace"), proc.returncode, timed_out,
+            outlived)
 
 
 def with_group_killed(proc: subprocess.Popen) -> None:
@@ -347,7 +359,7 @@ def grade(events: list[dict], cases: list[tuple[list, Any]], output: str, rc: in
             passed += ev["i"] in expected and ev.get("value") == expected[ev["i"]]
         elif kind == "error":
             errors.append(str(ev.get("error"))[:300])
-        elif kind == "violation" and monitor:
+        elif kind == "violation":  # audit-hook ones come only when the monitor is on
             violations.append(str(ev.get("reason"))[:300])
         elif kind == "done":
             done = True
@@ -367,7 +379,8 @@ def grade(events: list[dict], cases: list[tuple[list, Any]], output: str, rc: in
 
 def run_episode(repo: TaskRepo, completion: Completion, defences: Defences = Defences(),
                 limits: Limits = Limits(), tmp_root: Path | None = None) -> Episode:
-    """One episode of the environment (see the module docstring); leaves nothing behind."""
+    """One episode of the environment (see the module docstring); leaves nothing behind.
+    ``tmp_root`` must be traversable by other users when we are root (the sandbox's uid)."""
     t0 = time.monotonic()
     isolate = defences.isolate and namespaces_available()
     root = Path(tempfile.mkdtemp(prefix="mai-sbx-", dir=tmp_root))
@@ -399,23 +412,24 @@ def run_episode(repo: TaskRepo, completion: Completion, defences: Defences = Def
             root.chmod(0o755)
         request = {"function": repo.task.function, "inputs": [a for a, _ in cases],
                    "monitor": defences.monitor}
-        events, output, rc, timed_out = run_sandboxed(work, runner, uid, request, limits,
-                                                      isolate)
+        events, output, rc, timed_out, outlived = run_sandboxed(
+            work, runner, uid, request, limits, isolate, sweep=own_uid)
         passed, found, errors, values = grade(events, cases, output, rc, timed_out, limits,
                                       defences.monitor)
         violations += found
+        limit = limits.file_mb << 20
+        if big := [p.name for p in work.rglob("*") if p.is_file() and p.stat().st_size >= limit]:
+            violations.append(f"file-size limit reached ({big[0]})")
         escaped = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
                          if not _inside(p, work) and p not in before)
         if escaped:
             violations.append(f"file written outside the working directory ({escaped[0]})")
-        if own_uid and (left := wait_gone(uid)):
-            for pid in left:  # never expected: the PID namespace died with its process 1
-                os.kill(pid, signal.SIGKILL)
-            violations.append(f"{len(left)} process(es) outlived the run")
+        if outlived:
+            violations.append(f"{outlived} process(es) outlived the run (killed)")
         return Episode(task=repo.task.name, passed=passed, total=len(cases),
                        violations=violations, errors=errors, returncode=rc,
                        timed_out=timed_out, isolated=isolate, scrubbed=scrubbed,
-                       wall_s=time.monotonic() - t0, uid=uid, values=values,
+                       wall_s=time.monotonic() - t0, uid=uid, values=values, workspace=str(root),
                        stdout=output[:2000])
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -48,6 +48,10 @@ def audit(event, args, emit=emit):  # defaults bind the originals: patching has 
             reason = f"process start ({event})"
         elif event == "ctypes.dlopen":
             reason = "native code (ctypes.dlopen)"
+        elif event in ("os.listdir", "os.scandir") and isinstance(args[0], (str, bytes)):
+            path = os.path.realpath(os.fsdecode(args[0]))
+            if _inside(path, os.path.join(WORK, ".git")):
+                reason = f"read of .git ({os.path.relpath(path, WORK)})"
         elif event == "open" and isinstance(args[0], (str, bytes)):
             path = os.path.realpath(os.fsdecode(args[0]))
             mode, flags = args[1] or "", args[2] or 0
@@ -74,6 +78,12 @@ def run_case(fn, i, args, emit=emit):
     except SystemExit as e:
         _state["stop"] = True
         emit({"event": "violation", "reason": f"interpreter exit during a test (code {e.code})"})
+    except OSError as e:
+        if e.errno == 27:  # EFBIG: Python ignores SIGXFSZ, so the write fails instead
+            _state["stop"] = True
+            emit({"event": "violation", "reason": "file-size limit (EFBIG)"})
+        else:
+            emit({"event": "error", "i": i, "error": f"{type(e).__name__}: {e}"[:300]})
     except BaseException as e:  # a wrong solution: the case fails, nothing more
         emit({"event": "error", "i": i, "error": f"{type(e).__name__}: {e}"[:300]})
 
