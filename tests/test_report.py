@@ -197,4 +197,4 @@ def test_report_stage_is_registered_without_upstream():
     assert rep.notebook == "12_report.ipynb" and rep.builder == "mai_repro.stages.report:build"
     assert set(report.card_stages()) == set(STAGES) - {"report"}
     assert "self_distillation" in report.card_stages()
-    assert report.card_stages()[0] == "overview" and report.card_stages()[-1] == "collapse"
+    assert report.card_stages()[0] == "overview" and report.card_stages()[-1] == "agentic"

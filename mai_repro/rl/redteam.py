@@ -203,3 +203,10 @@ def oracle(text: str) -> Iterator[int]:
             yield server.server_address[1]
         finally:
             server.shutdown()
+
+
+@contextlib.contextmanager
+def oracle_per_task(fixes: dict[str, str]) -> Iterator[dict[str, int]]:
+    """One :func:`oracle` per task name; yields {task name: port}."""
+    with contextlib.ExitStack() as stack:
+        yield {name: stack.enter_context(oracle(text)) for name, text in fixes.items()}

@@ -43,7 +43,7 @@ def audit(event, args, emit=emit):  # defaults bind the originals: patching has 
     try:
         reason = None
         if event in NETWORK:
-            reason = f"network access ({event} {args[1:2] if event.endswith('connect') else ''})"
+            reason = f"network access ({event})"
         elif event in SPAWN:
             reason = f"process start ({event})"
         elif event == "ctypes.dlopen":
