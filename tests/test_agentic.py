@@ -208,3 +208,13 @@ def test_an_episode_leaves_no_process_and_no_file(repo, isolate, body):
     print(ep.violations)
     assert {p for p in set(Path("/tmp").iterdir()) - before
             if p.owner() != "root" or p.name.startswith("mai-sbx-")} == set()
+
+
+@pytest.mark.skipif(sandbox.os.geteuid() != 0, reason="only root runs tests as another uid")
+def test_root_refuses_a_workspace_the_sandbox_user_cannot_reach(repo, tmp_path):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    tmp_path.chmod(0o700)
+    with pytest.raises(RuntimeError, match="cannot reach"):
+        run_episode(repo, Completion(body=repo.task.fix_body), limits=LIMITS, tmp_root=private)
+    assert list(private.iterdir()) == []

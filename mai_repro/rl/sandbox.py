@@ -47,6 +47,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -156,6 +157,15 @@ def sandbox_python() -> str:
         if os.access(candidate, os.X_OK):
             return candidate
     return sys.executable
+
+
+def world_reachable(path: Path) -> bool:
+    """Whether any user may reach ``path``: every folder above it searchable by others and the
+    file itself readable and executable by them (a virtualenv under /root is not)."""
+    path = Path(os.path.realpath(path))
+    folders_ok = all(p.stat().st_mode & stat.S_IXOTH for p in path.parents)
+    mode = path.stat().st_mode
+    return folders_ok and (path.is_dir() or bool(mode & stat.S_IXOTH and mode & stat.S_IROTH))
 
 
 # --- episode steps -------------------------------------------------------------------------
@@ -387,6 +397,10 @@ def run_episode(repo: TaskRepo, completion: Completion, defences: Defences = Def
     # An own user id whenever we are root: RLIMIT_NPROC does not bind root, and the id lets
     # us check afterwards that no process of the episode is left.
     own_uid = os.geteuid() == 0
+    if own_uid and not (world_reachable(Path(sandbox_python())) and world_reachable(root)):
+        shutil.rmtree(root)  # as root without a user id of its own no process limit holds
+        raise RuntimeError(f"the sandbox's user id cannot reach {sandbox_python()} or {root}: "
+                           "use a tmp_root and a python3 that every user may read")
     uid = 200_000 + secrets.randbelow(800_000) if own_uid else os.getuid()
     try:
         work, runner = root / "work", root / "runner"
