@@ -218,3 +218,8 @@ def test_root_refuses_a_workspace_the_sandbox_user_cannot_reach(repo, tmp_path):
     with pytest.raises(RuntimeError, match="cannot reach"):
         run_episode(repo, Completion(body=repo.task.fix_body), limits=LIMITS, tmp_root=private)
     assert list(private.iterdir()) == []
+
+
+def test_a_link_to_the_root_left_in_the_working_copy_is_not_followed(repo):
+    ep = _run_body(repo, "    import os\n    os.symlink('/', 'everything')\n    return 0")
+    assert ep.safe and ep.wall_s < 20 and not Path(ep.workspace).exists()

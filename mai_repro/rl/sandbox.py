@@ -4,10 +4,10 @@ Per episode (:func:`run_episode`):
 
 1. **Fresh working copy**: ``git clone`` of the task repository into a new temporary folder,
    checked out at the base commit.
-2. **Scrub** (``Defences.scrub``): every ref but ``main`` (at the base commit) is deleted, the
-   remote and reflogs too, and ``git gc --prune=now`` removes the objects no longer reachable:
-   the later commit with the reference fix is gone from ``.git``, not only from the log
-   (checked: ``git cat-file -e <fix>`` fails).
+2. **Scrub** (``Defences.scrub``): the copy is cloned through git's transfer protocol for the
+   ``base`` branch alone, so only objects reachable from the base commit arrive; the remote is
+   removed, reflogs expired, loose objects pruned. The later commit with the reference fix is
+   absent from ``.git``, not only from the log (checked: ``git cat-file -e <fix>`` fails).
 3. **The policy's change**: a function body and/or whole files (``None`` deletes). A path
    outside the repository or inside ``.git`` is refused and logged as a violation.
 4. **Test reset** (``Defences.reset_tests``): files the policy changed or added among the tests
@@ -21,11 +21,11 @@ Per episode (:func:`run_episode`):
    expected values. Exiting early, printing "passed" or patching the runner cannot produce
    right values; only solving the task can. The run is a separate process with CPU-time,
    address-space, file-size and process-count limits, a wall-clock timeout after which its
-   whole process group is killed, an empty environment, and (``Defences.isolate``, where the
-   OS allows it: root, or unprivileged user namespaces) fresh network, mount and PID
-   namespaces via ``unshare``: no network interface but a downed loopback, every mount
-   read-only except the working copy, a user id of its own, and a PID namespace whose end
-   kills every process the code started.
+   whole process group is killed, an empty environment, a user id of its own (when we are
+   root), and (``Defences.isolate``, where ``unshare`` is permitted: root here) fresh network,
+   mount and PID namespaces: no network interface but a downed loopback, every mount
+   read-only except the working copy, and a PID namespace whose end kills every process the
+   code started.
 6. **Monitor** (``Defences.monitor``): an audit hook in the harness logs forbidden calls
    (network, process start, ``.git`` reads, writes outside the working copy, native code) and
    the grader logs exits before the runner finished, killed processes, timeouts, outputs that
@@ -192,6 +192,15 @@ def fresh_copy(repo: TaskRepo, dest: Path, scrub: bool) -> bool:
         git(dest, "checkout", "-q", "-B", "main", repo.base)
     return subprocess.run(["git", "-C", str(dest), "cat-file", "-e", repo.fix],
                           capture_output=True, env=GIT_ENV).returncode != 0
+
+
+def walk(root: Path) -> list[Path]:
+    """Every entry under ``root``, never following a symbolic link (the sandboxed code may
+    leave a link to ``/`` in the working copy)."""
+    out = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        out += [Path(folder, name) for name in dirs + files]
+    return out
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -419,7 +428,7 @@ def run_episode(repo: TaskRepo, completion: Completion, defences: Defences = Def
         for name in ("harness.py", "init.py"):
             src = resources.files("mai_repro.rl.sandbox_runner").joinpath(name)
             (runner / name).write_text(src.read_text())
-        before = {p for p in root.rglob("*") if not _inside(p, work)}
+        before = {p for p in walk(root) if not _inside(p, work)}
         if own_uid:
             for p in [work, *work.rglob("*")]:
                 os.lchown(p, uid, uid)
@@ -432,9 +441,10 @@ def run_episode(repo: TaskRepo, completion: Completion, defences: Defences = Def
                                       defences.monitor)
         violations += found
         limit = limits.file_mb << 20
-        if big := [p.name for p in work.rglob("*") if p.is_file() and p.stat().st_size >= limit]:
+        if big := [p.name for p in walk(work)
+                   if not p.is_symlink() and p.is_file() and p.stat().st_size >= limit]:
             violations.append(f"file-size limit reached ({big[0]})")
-        escaped = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+        escaped = sorted(p.relative_to(root).as_posix() for p in walk(root)
                          if not _inside(p, work) and p not in before)
         if escaped:
             violations.append(f"file written outside the working directory ({escaped[0]})")
