@@ -89,7 +89,7 @@ STAGES: dict[str, Stage] = {
               report_section="6 Agentic RL environments: sandbox, anti reward hacking, gated "
                              "and lexicographic reward aggregation"),
         # reads every stage's manifest that exists and rebuilds none of them (no upstream)
-        Stage("report", "12_report.ipynb", (), upstream=(),
+        Stage("report", "13_report.ipynb", (), upstream=(),
               report_section="7 Evaluation: the report card"),
     ]
 }

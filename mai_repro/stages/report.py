@@ -1,4 +1,4 @@
-"""Stage ``report`` (notebook 12): the report card.
+"""Stage ``report`` (notebook 13): the report card.
 
 One :class:`Finding` per claim of the MAI-Thinking-1 report that a notebook of ours measures:
 the stage it comes from, the claim in words (with the report's figure where RECIPE.md gives
