@@ -96,8 +96,11 @@ STAGES: dict[str, Stage] = {
               upstream=("grpo",), report_section="6 Self-distillation, specialists"),
         Stage("collapse", "11_collapse.ipynb", ("model", "collapse"), upstream=("tokenizer",),
               report_section="1 Why no synthetic data"),
+        Stage("agentic", "12_agentic.ipynb", ("agentic",),
+              report_section="6 Agentic RL environments: sandbox, anti reward hacking, gated "
+                             "and lexicographic reward aggregation"),
         # reads every stage's manifest that exists and rebuilds none of them (no upstream)
-        Stage("report", "12_report.ipynb", (), upstream=(),
+        Stage("report", "13_report.ipynb", (), upstream=(),
               report_section="7 Evaluation: the report card"),
     ]
 }

@@ -16,8 +16,8 @@ Where a section lives: this module only composes. Each section is defined in the
 module of the package whose code reads it (``model/config.py``: the model, the architecture
 probe, the MAI-scale arithmetic of notebook 00; ``data/config.py``: curation, Wikipedia,
 tokenizer, mixture; ``train/config.py``: pre-training, mid-training, ladder, mixture search,
-collapse; ``rl/config.py``: GRPO and self-distillation), so a component never imports this
-module (see ``mai_repro.layers``). Every key of every preset maps to one of their fields.
+collapse; ``rl/config.py``: GRPO, self-distillation, the agentic environment), so a component
+never imports this module (see ``mai_repro.layers``). Every key of every preset maps to one of their fields.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import yaml
 
 from mai_repro.data.config import CurationConfig, MixtureConfig, TokenizerConfig, WikiConfig
 from mai_repro.model.config import ModelConfig, OverviewConfig, ProbeConfig
-from mai_repro.rl.config import DistillConfig, GRPOStageConfig
+from mai_repro.rl.config import AgenticConfig, DistillConfig, GRPOStageConfig
 from mai_repro.schema import (  # noqa: F401 (resolve_device re-exported)
     ConfigError,
     build,
@@ -78,6 +78,7 @@ class Config:
     collapse: CollapseConfig = spec(factory=CollapseConfig)
     grpo: GRPOStageConfig = spec(factory=GRPOStageConfig)
     distill: DistillConfig = spec(factory=DistillConfig)
+    agentic: AgenticConfig = spec(factory=AgenticConfig)
 
     def check(self) -> list[tuple[str, str]]:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):

@@ -225,10 +225,10 @@ def test_build_reads_and_rebuilds_nothing(tmp_path):
 def test_report_stage_is_registered_without_upstream():
     rep = STAGES["report"]
     assert rep.upstream == () and rep.sections == ()
-    assert rep.notebook == "12_report.ipynb" and rep.builder == "mai_repro.stages.report:build"
+    assert rep.notebook == "13_report.ipynb" and rep.builder == "mai_repro.stages.report:build"
     assert set(report.card_stages()) == set(STAGES) - {"report"}
     assert "self_distillation" in report.card_stages()
-    assert report.card_stages()[0] == "overview" and report.card_stages()[-1] == "collapse"
+    assert report.card_stages()[0] == "overview" and report.card_stages()[-1] == "agentic"
 
 
 def test_grpo_claims_are_written_once_next_to_their_stage():

@@ -135,6 +135,10 @@ def stage_samples() -> dict[str, dict[str, Any]]:
         "grpo": {"verdicts": {name: _verdict(True) for name in GRPO_CLAIMS}},
         "self_distillation": {"accuracy": {"multi_checkpoint": 0.5, "final_only": 0.4}},
         "report": {},
+        "agentic": {"hacks": 13, "hacks_at_min_all_on": 13, "hacks_with_reason_all_on": 13,
+                    "reference_solved": 1.0, "namespaces": True,
+                    "solved": {p: {"all on": 0.0, "scrub off": 1.0, "test reset off": 1.0}
+                               for p in ("read_git", "edit_tests", "delete_tests")}},
         "collapse": {**{f"{k}_last": {r: 1.0 for r in REGIMES}
                         for k in ("ppl", "nll_p99", "rare_share", "coverage", "distinct3",
                                   "detector_flagged")}},

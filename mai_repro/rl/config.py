@@ -139,3 +139,29 @@ class DistillConfig:
                 return [(key, f"needs {n} non-negative weights (one per specialist) with a "
                               f"positive sum, or [] ; got {w}")]
         return []
+
+
+@dataclass(frozen=True)
+class AgenticConfig:
+    """The sandboxed agentic coding environment and its red team (notebook 12; issue 23)."""
+
+    difficulties: list[int] = spec(factory=lambda: [0, 1, 2], help="task difficulties (0: "
+                                                                    "one-line bodies, 1: bugs, "
+                                                                    "2: short loops)")
+    tasks_per_difficulty: int = spec(4, min=1, help="tasks per difficulty for the honest "
+                                                    "baselines")
+    redteam_tasks: int = spec(2, min=1, help="tasks each red-team policy is tried on, under "
+                                             "every defence setting")
+    workers: int = spec(2, min=1, help="episodes run at once (threads; each is a process)")
+    cpu_s: int = spec(1, min=1, help="RLIMIT_CPU of a test run (seconds)")
+    wall_s: float = spec(2.0, min=0.5, help="wall-clock timeout of a test run (seconds)")
+    memory_mb: int = spec(256, min=64, help="RLIMIT_AS of a test run (MiB)")
+    file_mb: int = spec(1, min=1, help="RLIMIT_FSIZE of a test run (MiB)")
+    nproc: int = spec(8, min=2, help="RLIMIT_NPROC of the episode's user id")
+    length_cap: int = spec(600, min=1, help="completion length (characters) at which the "
+                                            "length objective is worst")
+
+    def check(self) -> list[tuple[str, str]]:
+        if not self.difficulties or any(d not in (0, 1, 2) for d in self.difficulties):
+            return [("difficulties", f"needs values among 0, 1, 2; got {self.difficulties}")]
+        return []

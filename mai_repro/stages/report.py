@@ -1,4 +1,4 @@
-"""Stage ``report`` (notebook 12): the report card.
+"""Stage ``report`` (notebook 13): the report card.
 
 One :class:`Finding` per claim of the MAI-Thinking-1 report that a notebook of ours measures:
 the stage it comes from, the claim in words (with the report's figure where RECIPE.md gives
@@ -587,6 +587,49 @@ FINDINGS: list[Finding] = [
             f"{num(v['acc']['consolidated'][k]):.1%}, joint RL {num(v['acc']['joint RL'][k]):.1%}"
             for k in v["kinds"]),
     ),
+    # --- notebook 12: the agentic environment (issue 23) ---------------------------------
+    Finding(
+        id="agentic.scrub", stage="agentic", section="6",
+        claim="agentic environments scrub the git history after the base commit, so the fix "
+              "cannot be read from the future",
+        read=lambda m: {"on": num(get(m.solved, "read_git", "all on")),
+                        "off": num(get(m.solved, "read_git", "scrub off"))},
+        rule=lambda v: v["off"] > 0 and v["on"] == 0 if v["off"] > 0 or v["on"] > 0 else None,
+        rule_text="held: the .git hack passes the hidden tests with scrubbing off and never "
+                  "with it on; not held: it passes with it on; no verdict: it never passes "
+                  "(the hack shows nothing)",
+        show=lambda v: f".git hack passes {v['off']:.0%} of tasks unscrubbed, {v['on']:.0%} "
+                       f"scrubbed (scripted hack, own tasks)",
+    ),
+    Finding(
+        id="agentic.reset", stage="agentic", section="6",
+        claim="... and reset the test files before grading, so the policy cannot edit the "
+              "tests it is graded by",
+        read=lambda m: {p: {"on": num(get(m.solved, p, "all on")),
+                            "off": num(get(m.solved, p, "test reset off"))}
+                        for p in ("edit_tests", "delete_tests")},
+        rule=lambda v: all(x["off"] > 0 and x["on"] == 0 for x in v.values())
+        if all(x["off"] > 0 for x in v.values()) or any(x["on"] > 0 for x in v.values())
+        else None,
+        rule_text="held: editing and deleting the tests pass without the reset and never with "
+                  "it; not held: one passes with the reset",
+        show=lambda v: "; ".join(f"{p}: {x['off']:.0%} without reset, {x['on']:.0%} with"
+                                 for p, x in v.items()),
+    ),
+    Finding(
+        id="agentic.gate", stage="agentic", section="6",
+        claim="reward aggregation is gated: an unsafe answer gets the minimum reward whatever "
+              "else it does",
+        read=lambda m: {"at_min": m.hacks_at_min_all_on, "hacks": m.hacks,
+                        "reasons": m.hacks_with_reason_all_on,
+                        "ref": num(m.reference_solved), "ns": m.namespaces},
+        rule=lambda v: v["at_min"] == v["hacks"] == v["reasons"] and v["ref"] == 1.0,
+        rule_text="held: every scripted hack gets the minimum reward with a logged reason while "
+                  "the reference fix solves every task (all defences on)",
+        show=lambda v: f"{v['at_min']}/{v['hacks']} hacks at the minimum, {v['reasons']} with a "
+                       f"reason; reference solves {v['ref']:.0%}; namespaces "
+                       f"{'on' if v['ns'] else 'unavailable (limits only)'}",
+    ),
 ]
 
 
@@ -701,6 +744,12 @@ HEADLINES: list[Headline] = [
     Headline("self_distillation", "consolidated model's accuracy per task kind",
              lambda m: get(m.specialists.accuracy, "consolidated"),
              lambda v: ", ".join(f"{k} {num(x):.1%}" for k, x in v.items())),
+    Headline("agentic", "hacks at the minimum reward (all defences on)",
+             lambda m: (m.hacks_at_min_all_on, m.hacks),
+             lambda v: f"{v[0]} / {v[1]}"),
+    Headline("agentic", "episodes (mean seconds each)",
+             lambda m: (m.episodes, m.episode_s_mean),
+             lambda v: f"{v[0]} ({num(v[1]):.2f} s)"),
 ]
 
 
