@@ -60,7 +60,7 @@ def _licenses() -> list[str]:
     return ["MIT", "BSD-2-Clause", "BSD-3-Clause", "BSD-4-Clause-UC", "Apache-2.0", "PSF-2.0",
             "ISC", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "GFDL-1.3-or-later", "GPL-1.0-or-later",
             "GPL-2.0-only", "GPL-2.0-or-later", "GPL-3.0-or-later", "LGPL-2.1-or-later",
-            "Linux-man-pages-copyleft"]
+            "Linux-man-pages-copyleft", "LicenseRef-PublicDomain", "LicenseRef-Debian-FAQ"]
 
 
 def _cutoffs() -> dict[str, str]:
