@@ -93,11 +93,11 @@ _MD_RULES = (
     (re.compile(r"__([^_\n]+)__"), r"\1"),
     (re.compile(r"(?<![\w*])\*([^*\n]+)\*(?!\w)"), r"\1"),  # italics
     (re.compile(r"`([^`\n]+)`"), r"\1"),  # inline code
-    (re.compile(r"^\s*[-*+]\s+", re.M), ""),  # bullets
-    (re.compile(r"^\s*\d+[.)]\s+", re.M), ""),  # numbered lists
+    (re.compile(r"^[ \t]*[-*+][ \t]+", re.M), ""),  # bullets
+    (re.compile(r"^[ \t]*\d+[.)][ \t]+", re.M), ""),  # numbered lists
     (re.compile(r"\[([^\]\n]+)\]\([^)\n]+\)"), r"\1"),  # links
-    (re.compile(r"^\s*>\s?", re.M), ""),  # quotes
-    (re.compile(r"^\s*(-{3,}|\*{3,})\s*$", re.M), ""),  # rules
+    (re.compile(r"^[ \t]*>[ \t]?", re.M), ""),  # quotes
+    (re.compile(r"^[ \t]*(-{3,}|\*{3,})[ \t]*$", re.M), ""),  # rules
 )
 
 
