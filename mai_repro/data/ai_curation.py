@@ -39,7 +39,7 @@ LAYERS = ("markers", "binoculars", "fast_detect", "supervised", "combined")
 # Feature sets tried for the supervised layer (the table of attempts in docs/data.md).
 ATTEMPTS = (("style", ("style",), False), ("style + n-gram", ("style", "ngram"), False),
             ("style + n-gram + byte models", ("style", "ngram", "byte"), False),
-            ("all + word log-odds (used)", ("style", "ngram", "byte"), True))
+            ("all + word model (used)", ("style", "ngram", "byte"), True))
 
 
 @dataclass
@@ -137,7 +137,9 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     bar.update()
     bar.close()
     x = x_all[: len(items)]
-    vectorizer, counts = ad._word_counts([it.text for it in items])
+    counts = ad.word_counts(texts)
+    cand_counts_all = counts
+    counts = counts[: len(items)]
 
     # Evaluation: every layer on the same splits.
     topic_groups = sorted({it.topic_group for it in items if it.label == 1})
@@ -155,15 +157,15 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     summary = {kind: ad.summarise(items, s, cfg.ai_bootstrap, seed)
                for kind, s in scores.items()}
     attempts = []
-    for label, kinds, log_odds in ATTEMPTS:
+    for label, kinds, words in ATTEMPTS:
         cols = _feature_columns(names, kinds)
         s = ad.out_of_fold(splits["genre"], x[:, cols], y, counts, groups,
-                           lambda lo=log_odds: ad.SupervisedDetector(C=cfg.ai_C, seed=seed,
-                                                                    use_log_odds=lo))
+                           lambda w=words: ad.SupervisedDetector(C=cfg.ai_C, seed=seed,
+                                                                   use_words=w))
         worst = min(ad.metrics(s[y == 0], s[(y == 1) & (np.array([it.genre for it in items])
                                                           == g)])["auc"]
                     for g in {it.genre for it in items if it.label == 1})
-        attempts.append({"features": label, "n_features": len(cols) + int(log_odds),
+        attempts.append({"features": label, "n_features": len(cols) + int(words),
                          **ad.metrics(s[y == 0], s[y == 1]), "worst_genre_auc": worst})
     g = scores["genre"]
     roc = {layer: _roc_curve(g[layer][y == 0], g[layer][y == 1]) for layer in LAYERS}
@@ -183,7 +185,7 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     det = make().fit(x[fit_all], y[fit_all], counts[fit_all], np.array(groups)[fit_all])
     s_items = det.score(x, counts)
     threshold = ai.threshold_at_fpr(s_items[calib], cfg.ai_fpr)
-    coef = dict(zip([*names, "word_log_odds"], det.pipeline[-1].coef_.ravel().tolist(),
+    coef = dict(zip([*names, "word_model"], det.pipeline[-1].coef_.ravel().tolist(),
                     strict=True))
 
     # Removals among the candidates.
@@ -192,7 +194,7 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     rows = [r if r is not None else extra_index[d.id] for r, d in zip(cand_rows, candidates,
                                                                         strict=True)]
     cand_x = x_all[rows]
-    cand_counts = _counts_for(vectorizer, [d.text for d in candidates])
+    cand_counts = cand_counts_all[rows]
     sup_scores = det.score(cand_x, cand_counts) if candidates else np.zeros(0)
     # The zero-shot layer acts only if it also separates real model text (AUC at least
     # detector_min_auc), at a threshold set on the same human calibration part: its own
@@ -225,7 +227,7 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
             removals[d.id] = Removal(f"ai_content:{layer}", detail)
 
     if out_dir is not None:
-        ad.save(out_dir, det, vectorizer, ngram, {
+        ad.save(out_dir, det, ngram, {
             "threshold": threshold, "fpr": cfg.ai_fpr, "feature_names": names,
             "zero_shot": {"score": cfg.detector_score, "threshold": zs_threshold,
                           "acts": zs_acts, "auc_real_text": zs_auc},
@@ -242,10 +244,6 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
         {k: dict(v) for k, v in flagged.items()}, {k: dict(v) for k, v in removed.items()},
         len(candidates), roc, names, coef, items, scores)
     return removals, report
-
-
-def _counts_for(vectorizer: Any, texts: list[str]):
-    return vectorizer.transform(texts)
 
 
 def planted_documents(passages: list[ai_text.Passage], path: Path, cutoff: str,

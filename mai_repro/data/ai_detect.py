@@ -6,9 +6,10 @@ genre, topic group and *group* (the passage an edited copy comes from, or the do
 that no split puts a passage and its copy on both sides.
 
 The detector (:class:`SupervisedDetector`): fixed features (:mod:`mai_repro.data.ai_features`)
-plus one learned in each training fold, the mean word log-odds between a unigram model of the
-fold's machine text and one of its human text (cross-fitted, so training rows are scored by
-counts they did not contribute to), scaled and fed to scikit-learn's logistic regression.
+plus one learned in each training fold, the score of a word model (:class:`WordModel`:
+TF-IDF of hashed words and word pairs, logistic regression; cross-fitted, so training rows
+are scored by word models that did not see them), scaled and fed to scikit-learn's logistic
+regression.
 
 The evaluation (:func:`cross_validate`, :func:`summarise`): leave-one-genre-out and
 leave-one-topic-group-out, every item scored once by a model that never saw its genre (or
@@ -68,55 +69,87 @@ def human_genre(doc_id: str, source: str, path: str) -> str:
 # --------------------------------------------------------------------------------------------
 # The classifier.
 
-def _word_counts(texts: Sequence[str]):
-    from sklearn.feature_extraction.text import CountVectorizer
+WORD_FEATURES = 2 ** 18  # hashed word unigrams and bigrams
+
+
+def word_counts(texts: Sequence[str]):
+    """Hashed counts of lower-cased words and word pairs over each text's first
+    ``MAX_CHARS`` characters: a sparse (N, WORD_FEATURES) matrix, no vocabulary to fit."""
+    from sklearn.feature_extraction.text import HashingVectorizer
 
     from mai_repro.data.ai_features import MAX_CHARS, WORD_RE
 
-    vec = CountVectorizer(lowercase=True, token_pattern=WORD_RE.pattern, min_df=2,
-                          preprocessor=lambda t: t[:MAX_CHARS].lower())
-    return vec, vec.fit_transform(texts).tocsr()
+    vec = HashingVectorizer(token_pattern=WORD_RE.pattern, lowercase=False, ngram_range=(1, 2),
+                            preprocessor=lambda t: t[:MAX_CHARS].lower(),
+                            n_features=WORD_FEATURES, alternate_sign=False, norm=None)
+    return vec.transform(texts).tocsr()
 
 
-def _log_odds(counts, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Per-word log p_machine(w) - log p_human(w) from add-alpha unigram models."""
-    m = np.asarray(counts[labels == 1].sum(0)).ravel() + alpha
-    h = np.asarray(counts[labels == 0].sum(0)).ravel() + alpha
-    return np.log(m / m.sum()) - np.log(h / h.sum())
+@dataclass
+class WordModel:
+    """TF-IDF of hashed words and word pairs -> logistic regression: which words a text uses.
+    The one learned feature of the supervised detector, as Ghostbuster's n-gram models are
+    features of its final classifier."""
 
+    C: float = 10.0
+    idf: np.ndarray | None = None
+    coef: np.ndarray | None = None
+    intercept: float = 0.0
 
-def _mean_log_odds(counts, lo: np.ndarray) -> np.ndarray:
-    n = np.asarray(counts.sum(1)).ravel()
-    return np.asarray(counts @ lo).ravel() / np.maximum(n, 1)
+    def _tfidf(self, counts):
+        from sklearn.preprocessing import normalize
+
+        x = counts.astype(np.float64).copy()
+        x.data = 1.0 + np.log(x.data)  # sublinear term frequency
+        return normalize(x.multiply(self.idf).tocsr())
+
+    def fit(self, counts, y: np.ndarray) -> WordModel:
+        from sklearn.linear_model import LogisticRegression
+
+        df = np.bincount(counts.indices, minlength=counts.shape[1])
+        n = counts.shape[0]
+        self.idf = np.log((1 + n) / (1 + df)) + 1.0
+        lr = LogisticRegression(C=self.C, class_weight="balanced", solver="liblinear",
+                                max_iter=1000).fit(self._tfidf(counts), y)
+        self.coef, self.intercept = lr.coef_.ravel(), float(lr.intercept_[0])
+        return self
+
+    def score(self, counts) -> np.ndarray:
+        return np.asarray(self._tfidf(counts) @ self.coef).ravel() + self.intercept
 
 
 @dataclass
 class SupervisedDetector:
-    """Fixed features + in-fold word log-odds -> StandardScaler -> LogisticRegression."""
+    """Fixed features + the in-fold word model's score -> StandardScaler -> LogisticRegression.
+
+    The word model's score for the training rows is cross-fitted (each of ``folds`` parts
+    scored by a word model trained on the others), so the final classifier learns how much
+    to trust it from scores like those it will see on new text."""
 
     C: float = 1.0
-    use_log_odds: bool = True
-    folds: int = 5
+    use_words: bool = True
+    word_C: float = 10.0
+    folds: int = 3
     seed: int = 0
     pipeline: Any = None
-    log_odds: np.ndarray | None = None
+    words: WordModel | None = None
 
-    def _inner_log_odds(self, counts, y: np.ndarray, groups: Sequence[str]) -> np.ndarray:
-        """Cross-fitted feature for training rows: each fold scored by the others."""
+    def _inner_word_scores(self, counts, y: np.ndarray, groups: Sequence[str]) -> np.ndarray:
         fold = np.array([int(unit_hash(g, self.seed + 3) * self.folds) for g in groups])
         out = np.zeros(len(y))
         for k in range(self.folds):
             test = fold == k
             if test.any() and len(set(y[~test])) == 2:
-                out[test] = _mean_log_odds(counts[test], _log_odds(counts[~test], y[~test]))
+                out[test] = WordModel(self.word_C).fit(counts[~test], y[~test]).score(
+                    counts[test])
         return out
 
     def design(self, x: np.ndarray, counts=None, y=None, groups=None) -> np.ndarray:
-        if not self.use_log_odds:
+        if not self.use_words:
             return x
-        lo = self._inner_log_odds(counts, y, groups) if y is not None else \
-            _mean_log_odds(counts, self.log_odds)
-        return np.concatenate([x, lo[:, None]], 1)
+        w = self._inner_word_scores(counts, y, groups) if y is not None else \
+            self.words.score(counts)
+        return np.concatenate([x, w[:, None]], 1)
 
     def fit(self, x: np.ndarray, y: np.ndarray, counts=None, groups=None
             ) -> SupervisedDetector:
@@ -124,8 +157,8 @@ class SupervisedDetector:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        if self.use_log_odds:
-            self.log_odds = _log_odds(counts, y)
+        if self.use_words:
+            self.words = WordModel(self.word_C).fit(counts, y)
         self.pipeline = make_pipeline(
             StandardScaler(), LogisticRegression(C=self.C, class_weight="balanced",
                                                  max_iter=5000))
@@ -265,16 +298,16 @@ def summarise(items: Sequence[Item], scores: dict[str, np.ndarray], n_boot: int,
 # --------------------------------------------------------------------------------------------
 # Saving and loading the detector that curation uses (for later stages and the CLI).
 
-def save(path: Path, det: SupervisedDetector, vectorizer, ngram, meta: dict[str, Any]) -> None:
+def save(path: Path, det: SupervisedDetector, ngram, meta: dict[str, Any]) -> None:
     """Everything to score a new text, as numpy arrays and JSON (no pickles)."""
     path.mkdir(parents=True, exist_ok=True)
     scaler, lr = det.pipeline[0], det.pipeline[-1]
-    vocab = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.get)
     ng_vocab = sorted(ngram.vocab, key=ngram.vocab.get)
     np.savez_compressed(
         path / "supervised.npz", scale_mean=scaler.mean_, scale_std=scaler.scale_,
-        coef=lr.coef_.ravel(), intercept=lr.intercept_, log_odds=det.log_odds,
-        words=np.array(vocab), ngram_words=np.array(ng_vocab), uni=ngram.uni,
+        coef=lr.coef_.ravel(), intercept=lr.intercept_, word_idf=det.words.idf,
+        word_coef=det.words.coef, word_intercept=np.array([det.words.intercept]),
+        ngram_words=np.array(ng_vocab), uni=ngram.uni,
         bi_keys=ngram.bi_keys, bi_counts=ngram.bi_counts, tri_keys=ngram.tri_keys,
         tri_counts=ngram.tri_counts, ctx1_keys=ngram.ctx1_keys,
         ctx1_counts=ngram.ctx1_counts, ctx2_keys=ngram.ctx2_keys,
@@ -289,19 +322,14 @@ class LoadedDetector:
     z: dict[str, np.ndarray]
     meta: dict[str, Any]
     ngram: Any
-    vocab: dict[str, int]
 
     def score(self, texts: Sequence[str], byte_models) -> np.ndarray:
-        from sklearn.feature_extraction.text import CountVectorizer
-
         from mai_repro.data import ai_features as af
 
         x, _ = af.text_features(texts, self.ngram, byte_models)
-        vec = CountVectorizer(lowercase=True, token_pattern=af.WORD_RE.pattern,
-                              vocabulary=self.vocab,
-                              preprocessor=lambda t: t[:af.MAX_CHARS].lower())
-        lo = _mean_log_odds(vec.transform(texts), self.z["log_odds"])
-        design = np.concatenate([x, lo[:, None]], 1)
+        words = WordModel(idf=self.z["word_idf"], coef=self.z["word_coef"],
+                          intercept=float(self.z["word_intercept"][0]))
+        design = np.concatenate([x, words.score(word_counts(texts))[:, None]], 1)
         design = (design - self.z["scale_mean"]) / self.z["scale_std"]
         return design @ self.z["coef"] + float(self.z["intercept"][0])
 
@@ -317,8 +345,7 @@ def load(path: Path) -> LoadedDetector:
     for k in ("bi", "tri", "ctx1", "ctx2"):
         setattr(ngram, f"{k}_keys", z[f"{k}_keys"])
         setattr(ngram, f"{k}_counts", z[f"{k}_counts"])
-    vocab = {str(w): i for i, w in enumerate(z["words"])}
-    return LoadedDetector(z, json.loads((path / "meta.json").read_text()), ngram, vocab)
+    return LoadedDetector(z, json.loads((path / "meta.json").read_text()), ngram)
 
 
 # --------------------------------------------------------------------------------------------
