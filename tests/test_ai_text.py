@@ -168,3 +168,43 @@ def test_saved_detector_scores_like_the_trained_one(tmp_path):
     x_new, _ = af.text_features(new, ngram, models)
     expected = model.score(x_new, ad.word_counts(new))
     assert np.allclose(loaded.score(new, models), expected, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: curation removes the planted passages; no passage reaches the corpus or shards.
+
+def test_no_passage_reaches_the_clean_corpus_or_the_shards(tmp_path):
+    import json
+
+    import mai_repro.config
+    from mai_repro import artifacts
+    from mai_repro.data import curation
+    from mai_repro.data import shards as sh
+    from mai_repro.data.corpus import iter_clean
+
+    cfg = mai_repro.config.load("smoke", {
+        "curation.max_docs_per_source": 12, "curation.detector_steps": 3,
+        "curation.detector_d_model": 32, "curation.detector_seq_len": 64,
+        "curation.detector_score_bytes": 64, "curation.detector_eval_docs": 8,
+        "curation.ai_bootstrap": 10, "curation.ai_plant_share": 0.3,
+        "tokenizer.train_bytes": 100_000, "model.vocab_size": 400, "pretrain.seq_len": 32})
+    run = artifacts.Run(cfg, tmp_path)
+    result = curation.build(run, progress=False)
+    guard = ai_text.PassageGuard(PASSAGES)
+    planted = result.metrics["ai_planted"]
+    assert planted["planted"] > 50 and planted["kept"] == 0
+    reasons = {f.reason for f in result.ledger.fates if "planted" in f.id and not f.kept}
+    assert reasons <= {"after_cutoff", "ai_content:marker", "ai_content:supervised",
+                       "ai_content:zero_shot", "ai_content:known_passage"}
+    clean = list(iter_clean(tmp_path / "curation", sorted(result.metrics[
+        "clean_docs_by_family"])))
+    assert clean and not [d["id"] for d in clean if guard.match(d["text"])]
+    assert not [d for d in clean if "planted" in d["id"]]
+    # the human side of the evaluation holds no passage either
+    assert not [it.id for it in result.ai.items if it.label == 0 and guard.match(it.text)]
+    sh.build(run)
+    clean_ids = {d["id"] for d in clean}
+    ids_files = list((tmp_path / "tokenizer" / "shards").glob("*/*_ids.json"))
+    assert ids_files
+    for ids_file in ids_files:
+        assert set(json.loads(ids_file.read_text())) <= clean_ids

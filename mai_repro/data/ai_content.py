@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+
 # Marker rules: the artifacts of assistant chat output that leak into crawled text. Each
 # rule is a name and a case-insensitive pattern; ``where`` limits a rule to the text's first
 # or last characters (openers and sign-offs live there; the same words mid-text are normal

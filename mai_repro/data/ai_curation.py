@@ -252,8 +252,6 @@ def planted_documents(passages: list[ai_text.Passage], path: Path, cutoff: str,
     Wikipedia URLs, some at blog and forum URLs, dated before and after ``cutoff``) to
     ``path`` and read back with the sample's WARC reader, as documents of the web family
     carrying the crawl's license. About a third are planted as an edited copy."""
-    import dataclasses
-
     from mai_repro.data import readers
     from mai_repro.data.documents import Document, sha256
     from mai_repro.data.sources import WIKI_LICENSE
@@ -267,12 +265,13 @@ def planted_documents(passages: list[ai_text.Passage], path: Path, cutoff: str,
     path.parent.mkdir(parents=True, exist_ok=True)
     readers.write_warc(path, records)
     docs = []
-    for item, p in zip(readers.read_warc(path), posted, strict=True):
+    for item in readers.read_warc(path):
         assert isinstance(item, readers.RawItem)
+        # Only what a crawl would know: URL, date, text; the passage id stays out.
         docs.append(Document(f"general/{path.name}:{item.path}", "general",
                              readers.decode(item.data), "mai-repro planted crawl", "1",
                              WIKI_LICENSE, item.path, item.date, item.url, sha256(item.data)))
-        docs[-1] = dataclasses.replace(docs[-1])  # frozen copy: the passage id stays out
+    assert len(docs) == len(posted)
     return docs
 
 

@@ -50,6 +50,11 @@ STYLE_NAMES = (
 )
 
 
+_CAPITAL_MID = re.compile(r" [A-Z]")
+_DIGIT = re.compile(r"\d")
+_UPPER = re.compile(r"[A-Z]")
+
+
 def _cv(x: Sequence[float]) -> float:
     a = np.asarray(x, dtype=float)
     return float(a.std() / a.mean()) if len(a) > 1 and a.mean() > 0 else 0.0
@@ -71,7 +76,7 @@ def style_features(text: str, max_chars: int = MAX_CHARS) -> list[float]:
     # type-token ratio over windows of 100 words: independent of length (MATTR)
     ttr = [len(set(lower[i:i + 100])) / 100 for i in range(0, max(1, len(lower) - 99), 50)] \
         if len(lower) >= 100 else [len(set(lower)) / n]
-    capital_mid = sum(1 for a, b in zip(t, t[1:], strict=False) if a == " " and b.isupper())
+    capital_mid = len(_CAPITAL_MID.findall(t))
     return [
         math.log1p(len(words)), float(np.mean(lens)), float(np.std(lens)), float(np.mean(ttr)),
         float(np.mean(sents)), _cv(sents),
@@ -79,8 +84,8 @@ def style_features(text: str, max_chars: int = MAX_CHARS) -> list[float]:
         (t.count("\u2014") + t.count("\u2013") + t.count(" - ")) / n,
         t.count("(") / n, t.count("!") / n, t.count("?") / n,
         (t.count('"') + t.count("\u201c") + t.count("\u201d")) / n,
-        sum("'" in w for w in words) / n, sum(c.isdigit() for c in t) / chars,
-        sum(c.isupper() for c in t) / chars, t.count("\n") / n,
+        sum("'" in w for w in words) / n, len(_DIGIT.findall(t)) / chars,
+        len(_UPPER.findall(t)) / chars, t.count("\n") / n,
         sum(bool(re.match(r"([-*+\u2022]|\d+[.)])\s", ln)) for ln in lines) / n_lines,
         sum(ln.startswith("#") or (ln.startswith("**") and ln.endswith("**"))
             for ln in lines) / n_lines,
