@@ -39,7 +39,8 @@ LAYERS = ("markers", "binoculars", "fast_detect", "supervised", "combined")
 # Feature sets tried for the supervised layer (the table of attempts in docs/data.md).
 ATTEMPTS = (("style", ("style",), False), ("style + n-gram", ("style", "ngram"), False),
             ("style + n-gram + byte models", ("style", "ngram", "byte"), False),
-            ("all + word model (used)", ("style", "ngram", "byte"), True))
+            ("style + n-gram + word model", ("style", "ngram"), True),
+            ("style + n-gram + byte models + word model", ("style", "ngram", "byte"), True))
 
 
 @dataclass
@@ -124,19 +125,21 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     y = np.array([it.label for it in items])
     groups = [it.group for it in items]
 
-    # Features, once per text (items, then candidates that are not items).
+    # Features, once per text (items, then candidates that are not items). The byte models'
+    # features of the candidates are computed only if a layer that acts needs them.
     ngram = af.NgramModel([d.text for d in ref])
     item_ids = {it.id: i for i, it in enumerate(items)}
     extra = [d for d in candidates if d.id not in item_ids]
     texts = [it.text for it in items] + [d.text for d in extra]
-    bar = tqdm(total=2, desc="AI-content features", disable=not progress, leave=False)
-    x_all, names = af.text_features(texts, ngram, None)
-    bar.update()
-    x_all = np.concatenate([x_all, af.byte_features(byte_models, texts)], 1)
+    x_all, names = af.text_features(texts, ngram, None, progress)
+    byte_items = af.byte_features(byte_models, [it.text for it in items])
+    x_all = np.concatenate([x_all, np.full((len(texts), len(af.BYTE_NAMES)), np.nan)], 1)
+    x_all[: len(items), -len(af.BYTE_NAMES):] = byte_items
     names = names + list(af.BYTE_NAMES)
-    bar.update()
-    bar.close()
-    x = x_all[: len(items)]
+    x_full = x_all[: len(items)]
+    used = _feature_columns(names, ("style", "ngram", "byte") if cfg.ai_byte_features
+                            else ("style", "ngram"))
+    x = x_full[:, used]
     counts = ad.word_counts(texts)
     cand_counts_all = counts
     counts = counts[: len(items)]
@@ -146,25 +149,30 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     splits = {"genre": ad.leave_one_out(items, ad.genre_key),
               "topic_group": ad.leave_one_out(items, ad.topic_key(topic_groups, seed))}
     marker = np.array([bool(ai.marker_hits(it.text)) for it in items], float)
-    make = lambda: ad.SupervisedDetector(C=cfg.ai_C, seed=seed)  # noqa: E731
+    make = lambda: ad.SupervisedDetector(C=cfg.ai_C, word_C=cfg.ai_word_C,  # noqa: E731
+                                         seed=seed)
     scores: dict[str, dict[str, np.ndarray]] = {}
     for kind, sp in splits.items():
         sup = ad.out_of_fold(sp, x, y, counts, groups, make)
         scores[kind] = {"markers": marker,
-                        "binoculars": x[:, names.index("binoculars")],
-                        "fast_detect": x[:, names.index("fast_detect")],
+                        "binoculars": x_full[:, names.index("binoculars")],
+                        "fast_detect": x_full[:, names.index("fast_detect")],
                         "supervised": sup, "combined": sup + 1e3 * marker}
-    summary = {kind: ad.summarise(items, s, cfg.ai_bootstrap, seed)
+    summary = {kind: ad.summarise(items, s, cfg.ai_bootstrap, seed,
+                                  genre_intervals=("supervised", "binoculars")
+                                  if kind == "genre" else ())
                for kind, s in scores.items()}
     attempts = []
     for label, kinds, words in ATTEMPTS:
         cols = _feature_columns(names, kinds)
-        s = ad.out_of_fold(splits["genre"], x[:, cols], y, counts, groups,
+        s = ad.out_of_fold(splits["genre"], x_full[:, cols], y, counts, groups,
                            lambda w=words: ad.SupervisedDetector(C=cfg.ai_C, seed=seed,
+                                                                   word_C=cfg.ai_word_C,
                                                                    use_words=w))
         worst = min(ad.metrics(s[y == 0], s[(y == 1) & (np.array([it.genre for it in items])
                                                           == g)])["auc"]
                     for g in {it.genre for it in items if it.label == 1})
+        label += " (used)" if words and set(cols) == set(used) else ""
         attempts.append({"features": label, "n_features": len(cols) + int(words),
                          **ad.metrics(s[y == 0], s[y == 1]), "worst_genre_auc": worst})
     g = scores["genre"]
@@ -185,25 +193,27 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     det = make().fit(x[fit_all], y[fit_all], counts[fit_all], np.array(groups)[fit_all])
     s_items = det.score(x, counts)
     threshold = ai.threshold_at_fpr(s_items[calib], cfg.ai_fpr)
-    coef = dict(zip([*names, "word_model"], det.pipeline[-1].coef_.ravel().tolist(),
-                    strict=True))
+    coef = dict(zip([*[names[i] for i in used], "word_model"],
+                    det.pipeline[-1].coef_.ravel().tolist(), strict=True))
 
     # Removals among the candidates.
     cand_rows = [item_ids.get(d.id) for d in candidates]
     extra_index = {d.id: len(items) + k for k, d in enumerate(extra)}
     rows = [r if r is not None else extra_index[d.id] for r, d in zip(cand_rows, candidates,
                                                                         strict=True)]
-    cand_x = x_all[rows]
-    cand_counts = cand_counts_all[rows]
-    sup_scores = det.score(cand_x, cand_counts) if candidates else np.zeros(0)
+    zs_col = names.index(cfg.detector_score)
+    zs_auc = summary["genre"][cfg.detector_score]["auc"][0]
+    zs_acts = zero_shot[1] and zs_auc >= cfg.detector_min_auc
     # The zero-shot layer acts only if it also separates real model text (AUC at least
     # detector_min_auc), at a threshold set on the same human calibration part: its own
     # threshold came from human-era Wikipedia pages and flags other families far too often.
-    _, zs_acts_own = zero_shot
-    zs_col = names.index(cfg.detector_score)
-    zs_auc = summary["genre"][cfg.detector_score]["auc"][0]
-    zs_acts = zs_acts_own and zs_auc >= cfg.detector_min_auc
-    zs_threshold = ai.threshold_at_fpr(x[calib, zs_col], cfg.ai_fpr)
+    zs_threshold = ai.threshold_at_fpr(x_full[calib, zs_col], cfg.ai_fpr)
+    if (zs_acts or cfg.ai_byte_features) and extra:
+        x_all[len(items):, -len(af.BYTE_NAMES):] = af.byte_features(byte_models,
+                                                                    [d.text for d in extra])
+    cand_x = x_all[rows]
+    cand_counts = cand_counts_all[rows]
+    sup_scores = det.score(cand_x[:, used], cand_counts) if candidates else np.zeros(0)
     zs_scores = cand_x[:, zs_col] if candidates else np.zeros(0)
     flagged: dict[str, Counter] = {k: Counter() for k in ("supervised", "zero_shot",
                                                           "known_passage")}
@@ -228,7 +238,8 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
 
     if out_dir is not None:
         ad.save(out_dir, det, ngram, {
-            "threshold": threshold, "fpr": cfg.ai_fpr, "feature_names": names,
+            "threshold": threshold, "fpr": cfg.ai_fpr,
+            "feature_names": [names[i] for i in used], "byte_features": cfg.ai_byte_features,
             "zero_shot": {"score": cfg.detector_score, "threshold": zs_threshold,
                           "acts": zs_acts, "auc_real_text": zs_auc},
             "markers": [r.name for r in ai.MARKER_RULES]})

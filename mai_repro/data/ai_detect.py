@@ -219,11 +219,17 @@ def tpr_at_fpr(human: np.ndarray, machine: np.ndarray, fpr: float) -> float:
     return float((np.asarray(machine) > ai.threshold_at_fpr(human, fpr)).mean())
 
 
-def metrics(human: np.ndarray, machine: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
+def auc(human: np.ndarray, machine: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count half), from average ranks."""
+    from scipy.stats import rankdata
 
-    y = np.r_[np.zeros(len(human)), np.ones(len(machine))]
-    return {"auc": float(roc_auc_score(y, np.r_[human, machine])),
+    ranks = rankdata(np.r_[human, machine])
+    nh, nm = len(human), len(machine)
+    return float((ranks[nh:].sum() - nm * (nm + 1) / 2) / (nh * nm))
+
+
+def metrics(human: np.ndarray, machine: np.ndarray) -> dict[str, float]:
+    return {"auc": auc(human, machine),
             "tpr_1pct": tpr_at_fpr(human, machine, 0.01),
             "tpr_01pct": tpr_at_fpr(human, machine, 0.001)}
 
@@ -240,6 +246,8 @@ def bootstrap(human: np.ndarray, machine: np.ndarray, n: int = 500, seed: int = 
         m = metrics(rng.choice(human, len(human)), rng.choice(machine, len(machine)))
         for k, v in m.items():
             draws[k].append(v)
+    if n == 0:
+        return {k: (v, float("nan"), float("nan")) for k, v in point.items()}
     a = (1 - level) / 2
     return {k: (point[k], float(np.quantile(draws[k], a)), float(np.quantile(draws[k], 1 - a)))
             for k in point}
@@ -272,9 +280,10 @@ def out_of_fold(splits: Sequence[Split], x: np.ndarray, y: np.ndarray, counts,
 
 
 def summarise(items: Sequence[Item], scores: dict[str, np.ndarray], n_boot: int, seed: int,
-              min_human: int = 20) -> dict[str, Any]:
+              min_human: int = 20, genre_intervals: Sequence[str] = ()) -> dict[str, Any]:
     """Pooled metrics per layer with intervals, and per genre of machine text: against all
-    human items, and against the human items of the same genre where there are enough."""
+    human items, and against the human items of the same genre where there are enough.
+    Per-genre intervals only for the layers in ``genre_intervals`` (the others: a point)."""
     y = np.array([it.label for it in items])
     genres = np.array([it.genre for it in items])
     out: dict[str, Any] = {}
@@ -285,8 +294,8 @@ def summarise(items: Sequence[Item], scores: dict[str, np.ndarray], n_boot: int,
         for g in sorted(set(genres[y == 1])):
             mg = s[ok & (y == 1) & (genres == g)]
             hg = s[ok & (y == 0) & (genres == g)]
-            row = {"n_machine": len(mg), "n_human_same_genre": len(hg),
-                   **{f"{k}": v for k, v in bootstrap(h, mg, n_boot, seed).items()}}
+            boot = bootstrap(h, mg, n_boot if layer in genre_intervals else 0, seed)
+            row = {"n_machine": len(mg), "n_human_same_genre": len(hg), **boot}
             if len(hg) >= min_human:
                 row["auc_same_genre"] = metrics(hg, mg)["auc"]
             per_genre[g] = row
@@ -326,7 +335,8 @@ class LoadedDetector:
     def score(self, texts: Sequence[str], byte_models) -> np.ndarray:
         from mai_repro.data import ai_features as af
 
-        x, _ = af.text_features(texts, self.ngram, byte_models)
+        x, _ = af.text_features(texts, self.ngram,
+                                byte_models if self.meta.get("byte_features") else None)
         words = WordModel(idf=self.z["word_idf"], coef=self.z["word_coef"],
                           intercept=float(self.z["word_intercept"][0]))
         design = np.concatenate([x, words.score(word_counts(texts))[:, None]], 1)

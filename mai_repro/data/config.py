@@ -120,6 +120,9 @@ class CurationConfig:
     ai_edit_share: float = spec(0.1, min=0.0, max=0.33, help="share of passages given each "
                                 "edit (Markdown stripped, first sentence removed, joined)")
     ai_C: float = spec(1.0, min=1e-6, help="inverse regularisation of the logistic regression")
+    ai_word_C: float = spec(30.0, min=1e-6, help="inverse regularisation of the word model")
+    ai_byte_features: bool = spec(False, help="feed the byte models' features to the supervised "
+                                  "detector (measured either way: docs/data.md)")
     ai_bootstrap: int = spec(500, min=10, help="bootstrap resamples of every interval")
 
     def check(self) -> list[tuple[str, str]]:
