@@ -110,7 +110,6 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     zero-shot detector's (threshold on own-model text, whether it works there; the threshold
     is set again here, on human documents of every family); ``exclude_ids``: human documents
     that trained the byte models (never on the human side of an evaluation)."""
-    from tqdm.auto import tqdm
 
     ref, labelled = ad.split_human(sample_docs, seed, cfg.ai_reference_share)
     ref += [d for d in labelled if d.id in exclude_ids]
