@@ -162,7 +162,7 @@ def test_saved_detector_scores_like_the_trained_one(tmp_path):
     x, _ = af.text_features(texts, ngram, models)
     counts = ad.word_counts(texts)
     model = ad.SupervisedDetector().fit(x, y, counts, [str(i) for i in range(40)])
-    ad.save(tmp_path, model, ngram, {"threshold": 0.0})
+    ad.save(tmp_path, model, ngram, {"threshold": 0.0, "byte_features": True})
     loaded = ad.load(tmp_path)
     new = [p.text for p in PASSAGES[20:25]] + ["A plain human sentence about rivers. " * 9]
     x_new, _ = af.text_features(new, ngram, models)
