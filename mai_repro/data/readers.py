@@ -189,6 +189,28 @@ def info_nodes(text: str) -> Iterator[tuple[str, str]]:
             yield m.group(1).strip(), body.strip("\n")
 
 
+def prose_chunks(text: str, min_words: int = 250, max_words: int = 600
+                 ) -> Iterator[tuple[str, str]]:
+    """(``p<first paragraph>``, text) pieces of long prose: consecutive paragraphs (split at
+    blank lines) packed until a piece holds at least ``min_words`` words, never past
+    ``max_words`` unless one paragraph alone is longer. A short tail joins the piece before
+    it. Pieces the size of a web page or a forum post, whatever the length of the book."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+    pieces: list[tuple[int, list[str], int]] = []  # (first paragraph, paragraphs, words)
+    for i, para in enumerate(paragraphs):
+        n = len(para.split())
+        if pieces and pieces[-1][2] < min_words and pieces[-1][2] + n <= max_words:
+            first, paras, words = pieces[-1]
+            pieces[-1] = (first, [*paras, para], words + n)
+        else:
+            pieces.append((i, [para], n))
+    if len(pieces) > 1 and pieces[-1][2] < min_words // 2:
+        first, paras, words = pieces.pop(-2)
+        pieces[-1] = (first, paras + pieces[-1][1], words + pieces[-1][2])
+    for first, paras, _ in pieces:
+        yield f"p{first:04d}", "\n\n".join(paras)
+
+
 # --------------------------------------------------------------------------------------------
 # WARC: the format of web crawls. A small writer too, for fixtures built from the sample.
 

@@ -24,10 +24,12 @@ GENSIM_DATA = "gensim/test/test_data/"
 class Source:
     family: str
     file: str  # under data/raw/<family>/
-    origin: str  # "pip-sdist", "pip-wheel", "deb", or "built" (by collect, from the sample)
+    # "pip-sdist", "pip-sdist-members" (only ``members`` kept), "pip-wheel", "deb", or "built"
+    # (by collect, from the sample)
+    origin: str
     package: str
     version: str
-    fmt: str  # "sdist", "tar", "mediawiki", "lines", "warc", "info-tar"
+    fmt: str  # "sdist", "tar", "mediawiki", "lines", "warc", "info-tar", "prose-tar"
     license: str  # SPDX; "sdist" = read from the package, "per-file" = SPDX line, else default
     members: str = ""  # regex of what collect keeps (debs, wheels)
     note: str = ""
@@ -67,6 +69,24 @@ SOURCES: tuple[Source, ...] = (
     *(Source("multilingual", f"manpages-{lang}-4.18.1.tar.gz", "deb", f"manpages-{lang}",
              "4.18.1-1", "tar", "GPL-3.0-or-later", rf"^\./usr/share/man/{lang}/man1/[^/]+\.gz$")
       for lang in ("de", "fr", "es")),
+    # general: human prose of the genres that the AI-content detector must tell apart from
+    # model-written text (how-tos, FAQ answers, release news, fiction, a workshop's talks),
+    # split into documents of a few paragraphs each (readers.prose_chunks)
+    Source("general", "python-3.11-doc-prose.tar.gz", "deb", "python3.11-doc",
+           "3.11.2-6+deb12u9", "prose-tar", "PSF-2.0",
+           r"^\./usr/share/doc/python3\.11/html/_sources/((faq|howto|tutorial)/[^/]+|"
+           r"whatsnew/2\.[0-7])\.rst\.txt$",
+           note="the Python FAQ, HOWTOs, tutorial and the 2.x 'What's New' articles (reST)"),
+    Source("general", "debian-faq-11.1.tar.gz", "deb", "debian-faq", "11.1", "prose-tar",
+           "LicenseRef-Debian-FAQ", r"^\./usr/share/doc/debian/FAQ/debian-faq\.en\.txt\.gz$",
+           note="the Debian FAQ (2021), plain text; verbatim and modified copies permitted "
+                "under the same notice"),
+    Source("general", "canterbury-texts.tar.gz", "pip-sdist-members", "Brotli", "1.1.0",
+           "prose-tar", "LicenseRef-PublicDomain",
+           r"/tests/testdata/(alice29|asyoulik|lcet10)\.txt$",
+           note="Canterbury-corpus texts from Project Gutenberg shipped as compression test "
+                "data: Alice's Adventures in Wonderland, As You Like It, and the Library of "
+                "Congress Workshop on Electronic Texts proceedings (1992)"),
 )
 
 MANIFEST_FIELDS = ("id", "family", "source", "version", "path", "license", "date", "sha256",
@@ -91,7 +111,7 @@ def raw_path(data_dir: Path | str | None, source: Source) -> Path:
 
 
 def _items(source: Source, path: Path) -> Iterator[readers.RawItem | readers.ReadError]:
-    if source.fmt in ("sdist", "tar", "info-tar"):
+    if source.fmt in ("sdist", "tar", "info-tar", "prose-tar"):
         items = readers.read_tar(path)
     elif source.fmt == "mediawiki":
         items = readers.read_mediawiki(path)
@@ -150,7 +170,8 @@ def read_source(source: Source, data_dir: Path | str | None = None,
         doc_license = license_
         if source.license == "per-file":
             doc_license = readers.spdx_in_text(text) or source.default_license
-        pieces = readers.info_nodes(text) if source.fmt == "info-tar" else [(None, text)]
+        pieces = readers.info_nodes(text) if source.fmt == "info-tar" else \
+            readers.prose_chunks(text) if source.fmt == "prose-tar" else [(None, text)]
         for node, piece in pieces:
             path_in = item.path if node is None else f"{item.path}#{node}"
             raw = item.data if node is None else piece.encode("utf-8")

@@ -224,3 +224,42 @@ def evaluate(models: DetectorModels, human_calibration: Sequence[str],
                               float((main["human"] > threshold).mean()),
                               {k: float((main[k] > threshold).mean()) for k in sources},
                               s.score)
+
+
+def score_files(run_dir: str, files: list[str]) -> list[dict]:
+    """One record per file: each layer's score, the combined score, the threshold and the
+    decision, from ``<run_dir>/curation/{detector.pt, ai_detector/}``."""
+    import json
+    from pathlib import Path
+
+    from mai_repro.data import ai_detect
+    from mai_repro.data.ai_content import marker_hits
+
+    stage = Path(run_dir) / "curation"
+    needed = [stage / "detector.pt", stage / "ai_detector" / "supervised.npz",
+              stage / "ai_detector" / "meta.json"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"no AI-content detector in {stage} (missing {', '.join(missing)}); run the "
+            f"curation stage first: python -m mai_repro.pipeline --only 01 --run-dir {run_dir}")
+    byte_models, _ = load_models(needed[0])
+    supervised = ai_detect.load(stage / "ai_detector")
+    meta = json.loads(needed[2].read_text())
+    texts = [Path(f).read_text(encoding="utf-8", errors="replace") for f in files]
+    sup = supervised.score(texts, byte_models) if texts else []
+    zs = byte_models.score(texts, meta["zero_shot"]["score"]) if texts else []
+    out = []
+    for f, t, s_sup, s_zs in zip(files, texts, sup, zs, strict=True):
+        markers = marker_hits(t)
+        combined = float(s_sup) + (1e3 if markers else 0.0)
+        zs_flag = meta["zero_shot"]["acts"] and s_zs > meta["zero_shot"]["threshold"]
+        out.append({"path": f, "markers": markers, "supervised": round(float(s_sup), 4),
+                    "zero_shot": {"score": meta["zero_shot"]["score"],
+                                  "value": round(float(s_zs), 4),
+                                  "threshold": round(meta["zero_shot"]["threshold"], 4),
+                                  "acts": meta["zero_shot"]["acts"]},
+                    "combined": round(combined, 4), "threshold": round(meta["threshold"], 4),
+                    "fpr": meta["fpr"],
+                    "decision": "ai" if combined > meta["threshold"] or zs_flag else "human"})
+    return out

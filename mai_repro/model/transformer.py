@@ -127,6 +127,16 @@ class Transformer(nn.Module):
         return torch.stack([m.last_load.float().cpu() for m in self.moe_layers])
 
 
+def split_output(out: object) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(logits, aux_loss or None) from whatever a model's forward returns."""
+    if isinstance(out, torch.Tensor):
+        return out, None
+    if isinstance(out, (tuple, list)):
+        aux = out[1] if len(out) > 1 and isinstance(out[1], torch.Tensor) else None
+        return out[0], aux
+    return out.logits, getattr(out, "aux_loss", None)
+
+
 def with_config(model: Transformer, cfg: ModelConfig) -> Transformer:
     """The same weights in a model of another (shape-compatible) config, on the same device:
     a stage's RoPE settings, RL's load-balancing weight or dropout changed, nothing else."""

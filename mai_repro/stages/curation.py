@@ -5,11 +5,13 @@ Read every source (unreadable inputs recorded), then:
 map phase, over shards through the executor (process pool, Ray or in-process):
   1. ``source``      dataset-hub domains, excluded paths, license allow-list, private sources
   2. ``cutoff``      the family's knowledge cut-off date
-  3. ``ai_markers``  assistant boilerplate phrases
+  3. ``ai_markers``  marker rules of assistant output (reason ``ai_content:marker``)
   4. ``quality``     Gopher/C4-style heuristics
   5. ``pii``         emails, IP addresses, phone numbers, API keys scrubbed (counted, not removed)
 global phase, in this process:
-  6. ``ai_detector`` documents not proven human-era by date, scored by the zero-shot detector
+  6. ``ai_detector`` documents not proven human-era by date: the supervised detector, the
+                     zero-shot one (if it works on real text) and the data/ai_text guard
+                     (mai_repro.data.ai_curation; reasons ``ai_content:<layer>``)
   7. ``exact_dedup`` and 8. ``near_dedup`` (MinHash LSH)
   9. ``decontamination`` against the RL task sets
 
@@ -24,7 +26,7 @@ import functools
 import hashlib
 import itertools
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,7 +62,7 @@ GLOBAL_STEPS = ("ai_detector", "exact_dedup", "near_dedup", "decontamination")
 
 def _marker(doc: Document) -> Document | Removal:
     phrase = ai_content.find_marker(doc.text)
-    return Removal("ai_marker", phrase) if phrase else doc
+    return Removal("ai_content:marker", phrase) if phrase else doc
 
 
 def map_steps(cfg: CurationConfig) -> list[Step]:
@@ -85,10 +87,12 @@ def shard_job(args: tuple[list[Document], CurationConfig]) -> tuple[list[Documen
     return run_steps(docs, map_steps(cfg))
 
 
-def read_all(cfg: CurationConfig, data_dir, ledger: Ledger) -> list[Document]:
+def read_all(cfg: CurationConfig, data_dir, ledger: Ledger,
+             extra: list[Document] | None = None) -> list[Document]:
     """Every document of the sample (at most max_docs_per_source per source file), each raw
-    file and document verified against data/MANIFEST (SampleIntegrityError if it differs);
-    unreadable inputs get their fate in the ledger."""
+    file and document verified against data/MANIFEST (SampleIntegrityError if it differs),
+    then ``extra`` (the planted crawl records); unreadable inputs get their fate in the
+    ledger."""
     docs = []
     manifest = SampleManifest.read(data_dir)  # each file and document checked against it
     for source in SOURCES:
@@ -104,6 +108,7 @@ def read_all(cfg: CurationConfig, data_dir, ledger: Ledger) -> list[Document]:
                                       count=item.count)
             else:
                 docs.append(item)
+    docs += extra or []
     read = ledger.stat("read")
     read.docs_in += len(docs)
     read.docs_out += len(docs)
@@ -127,14 +132,15 @@ class DetectorReport:
     removed: dict[str, int]
     calibrated_families: list[str]
     losses: dict[str, list[float]]
-    acts: bool  # the measured AUC reached detector_min_auc: flagged documents are removed
+    acts: bool  # the AUC on own-model text reached detector_min_auc (see ai_curation too)
     models: Any = None  # detector.DetectorModels (saved as detector.pt for later stages)
+    train_ids: set[str] = field(default_factory=set)  # documents that trained the models
 
 
 def detector_phase(docs: list[Document], cfg: CurationConfig, seed: int, progress: bool
-                   ) -> tuple[dict[str, Removal], DetectorReport]:
-    """Train the detector on human-era documents, evaluate it, and decide removals among the
-    documents that date provenance cannot clear."""
+                   ) -> DetectorReport:
+    """Train the zero-shot detector's byte models on human-era documents and evaluate them
+    against own-model text (removals are decided in ai_curation, with the other layers)."""
     from mai_repro.eval import detector
 
     human = [d for d in docs if ai_content.is_human_era(d.date, cfg.human_era_before)]
@@ -159,26 +165,14 @@ def detector_phase(docs: list[Document], cfg: CurationConfig, seed: int, progres
     evaluation = detector.evaluate(models, [d.text for d in calib_docs],
                                    [d.text for d in test_docs], [d.text for d in train_docs],
                                    progress)
-    candidates = [d for d in docs if not ai_content.is_human_era(d.date, cfg.human_era_before)]
-    scores = models.score([d.text for d in candidates])
-    # Act only where the threshold was set on enough documents of the same family, and only
-    # if the evaluation shows the detector works at all.
+    # Where it may act: families whose threshold was set on enough held-out documents, and
+    # only if the evaluation shows it works (ai_curation also asks for real model text).
     per_family = Counter(d.family for d in calib_docs)
     calibrated = sorted(f for f, n in per_family.items() if n >= 10)
     acts = evaluation.auc >= cfg.detector_min_auc
-    flagged: Counter = Counter()
-    removed: Counter = Counter()
-    removals = {}
-    for d, score in zip(candidates, scores, strict=True):
-        if score > evaluation.threshold:
-            flagged[d.family] += 1
-            if acts and d.family in calibrated:
-                removed[d.family] += 1
-                removals[d.id] = Removal("ai_detector", f"{s.score} {score:.3f} > "
-                                                        f"{evaluation.threshold:.3f}")
-    return removals, DetectorReport(evaluation, len(train_docs), len(calib_docs),
-                                    len(test_docs), len(candidates), dict(flagged),
-                                    dict(removed), calibrated, models.losses, acts, models)
+    return DetectorReport(evaluation, len(train_docs), len(calib_docs), len(test_docs), 0, {},
+                          {}, calibrated, models.losses, acts, models,
+                          {d.id for d in train_docs})
 
 
 def dedup_phase(docs: list[Document], cfg: CurationConfig, ledger: Ledger
@@ -227,6 +221,7 @@ class CurationResult:
     detector: DetectorReport
     figures: dict[str, Any]
     metrics: dict[str, Any]
+    ai: Any = None  # ai_curation.AiContentReport
 
     def step_table(self) -> list[dict[str, Any]]:
         order = ["read", *MAP_STEPS, *GLOBAL_STEPS]
@@ -284,8 +279,22 @@ def build(run: Run, progress: bool = True) -> CurationResult:
         st.add_input("MANIFEST", data_dir / "MANIFEST")
         for s in SOURCES:
             st.add_input(s.file, raw_path(data_dir, s))
+        for manifest in sorted((data_dir / "ai_text").glob("*.jsonl")):
+            st.add_input(f"ai_text/{manifest.name}", manifest)
+        # AI-content removal, issue 18: plant data/ai_text passages into the crawl, train and
+        # measure the layers (mai_repro.data.ai_curation), remove with one reason per layer.
+        from mai_repro.data import ai_curation, ai_text
+        from mai_repro.eval import detector
+
+        passages = ai_text.load_passages()
+        train_passages, planted_passages = ai_text.split_planted(passages, cfg.ai_plant_share,
+                                                                 run.cfg.seed)
+        planted = ai_curation.planted_documents(planted_passages, st.path("planted.warc.gz"),
+                                                cfg.cutoffs["general"], run.cfg.seed)
         ledger = Ledger()
-        docs = read_all(cfg, data_dir, ledger)
+        docs = read_all(cfg, data_dir, ledger, planted)
+        planted_ids = {d.id for d in planted}
+        sample_docs = [d for d in docs if d.id not in planted_ids]
         shards = [(list(b), cfg) for b in
                   (docs[i:i + cfg.shard_size] for i in range(0, len(docs), cfg.shard_size))]
         kept: list[Document] = []
@@ -293,10 +302,16 @@ def build(run: Run, progress: bool = True) -> CurationResult:
                                                    cfg.workers, progress, "curation shards"):
             kept += shard_kept
             ledger.merge(shard_ledger)
-        removals, det = detector_phase(kept, cfg, run.cfg.seed, progress)
-        from mai_repro.eval import detector
-
+        det = detector_phase(kept, cfg, run.cfg.seed, progress)
         detector.save_models(det.models, det.evaluation.threshold, st.path("detector.pt"))
+        candidates = [d for d in kept if not ai_content.is_human_era(d.date,
+                                                                     cfg.human_era_before)]
+        removals, ai_report = ai_curation.ai_content_phase(
+            sample_docs, candidates, det.models, (det.evaluation.threshold, det.acts),
+            det.train_ids, train_passages, passages, cfg, run.cfg.seed,
+            st.path("ai_detector"), progress)
+        det.scored, det.flagged, det.removed = (ai_report.scored, ai_report.flagged["zero_shot"],
+                                                ai_report.removed["zero_shot"])
         kept = apply_removals(kept, removals, "ai_detector", ledger)
         kept = dedup_phase(kept, cfg, ledger)
         from mai_repro.rl.tasks import decontamination_texts
@@ -305,7 +320,11 @@ def build(run: Run, progress: bool = True) -> CurationResult:
         kept = apply_removals(kept, {d.id: Removal("task_overlap") for d in kept
                                      if guard.match(d.text)}, "decontamination", ledger)
         finish(kept, ledger)
-        ledger.check(manifest_ids(data_dir, cfg.max_docs_per_source))  # a lost document fails
+        ledger.check(manifest_ids(data_dir, cfg.max_docs_per_source)  # a lost document fails
+                     + sorted(planted_ids))
+        ai_metrics = ai_curation.metrics(
+            ai_report, ai_curation.planted_outcome(planted_ids, ledger.fates),
+            ai_curation.human_removed_by_family(ledger.fates, planted_ids))
 
         for family in sorted({d.family for d in kept} | set(cfg.cutoffs)):
             corpus.write_clean(st.dir, family, (
@@ -321,6 +340,7 @@ def build(run: Run, progress: bool = True) -> CurationResult:
         corpus.write_jsonl_gz(st.path("ledger.jsonl.gz"), (asdict(f) for f in ledger.fates))
         st.path("ATTRIBUTION.md").write_text(attribution(kept))
         figures = _figures(ledger, kept, det, st)
+        figures["ai_roc"] = ai_curation.roc_figure(ai_report, st.path("figures", "ai_roc"))
 
         ev = det.evaluation
         main = ev.rocs[ev.method]
@@ -345,6 +365,7 @@ def build(run: Run, progress: bool = True) -> CurationResult:
             "detector_flagged": det.flagged, "detector_removed": det.removed,
             "detector_scored": det.scored, "detector_calibration_docs": det.n_calibration_docs,
             "detector_test_docs": det.n_test_docs, "detector_acts": det.acts,
+            **ai_metrics,
         })
         metrics = dict(st.metrics)
-    return CurationResult(ledger, kept, det, figures, metrics)
+    return CurationResult(ledger, kept, det, figures, metrics, ai_report)

@@ -14,22 +14,12 @@ import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from mai_repro.model.transformer import split_output  # noqa: F401 (re-exported)
 from mai_repro.train.step import LossOut, train_step
-
-
-def split_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(logits, aux_loss or None) from whatever a model's forward returns."""
-    if isinstance(out, torch.Tensor):
-        return out, None
-    if isinstance(out, (tuple, list)):
-        aux = out[1] if len(out) > 1 and isinstance(out[1], torch.Tensor) else None
-        return out[0], aux
-    return out.logits, getattr(out, "aux_loss", None)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor,

@@ -1,0 +1,381 @@
+"""The supervised AI-text detector and its evaluation on real model-written text.
+
+The data: the passages of data/ai_text (:mod:`mai_repro.data.ai_text`, the positive class)
+and human documents of the raw sample (the negative class), each an :class:`Item` with its
+genre, topic group and *group* (the passage an edited copy comes from, or the document), so
+that no split puts a passage and its copy on both sides.
+
+The detector (:class:`SupervisedDetector`): fixed features (:mod:`mai_repro.data.ai_features`)
+plus one learned in each training fold, the score of a word model (:class:`WordModel`:
+TF-IDF of hashed words and word pairs, logistic regression; cross-fitted, so training rows
+are scored by word models that did not see them), scaled and fed to scikit-learn's logistic
+regression.
+
+The evaluation (:func:`cross_validate`, :func:`summarise`): leave-one-genre-out and
+leave-one-topic-group-out, every item scored once by a model that never saw its genre (or
+topic group); ROC AUC and TPR at 1% and 0.1% FPR with bootstrap intervals, per genre.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mai_repro.data import ai_content as ai
+from mai_repro.data.ai_text import unit_hash
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    text: str
+    label: int  # 1 = machine-written (data/ai_text), 0 = human
+    genre: str
+    topic_group: str
+    group: str  # items of one group always fall on the same side of a split
+    edit: str = "none"
+    family: str = ""  # the sample family of a human document ("" for passages)
+
+
+# --------------------------------------------------------------------------------------------
+# Human genres: what kind of text each source of the sample holds.
+
+def human_genre(doc_id: str, source: str, path: str) -> str:
+    """The genre of a human document of the sample, named like the passages' genres where
+    the sample holds the same kind of text (human-only kinds keep their own name)."""
+    p = path.lower()
+    if source == "python3.11-doc":
+        return "forum_reply" if "/faq/" in p else "news" if "/whatsnew/" in p else "howto"
+    if source == "debian-faq":
+        return "forum_reply"
+    if source == "Brotli":
+        return "essay_opinion" if "lcet10" in p else "fiction"
+    if "lee_background" in doc_id:
+        return "news"
+    if doc_id.startswith("multilingual/"):
+        return "multilingual"
+    if doc_id.startswith("general/"):
+        return "encyclopedic"
+    if doc_id.startswith(("stem/", "math/")):
+        return "documentation"
+    return "source_code"
+
+
+# --------------------------------------------------------------------------------------------
+# The classifier.
+
+WORD_FEATURES = 2 ** 18  # hashed word unigrams and bigrams
+
+
+def word_counts(texts: Sequence[str]):
+    """Hashed counts of lower-cased words and word pairs over each text's first
+    ``MAX_CHARS`` characters: a sparse (N, WORD_FEATURES) matrix, no vocabulary to fit."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    from mai_repro.data.ai_features import MAX_CHARS, WORD_RE
+
+    vec = HashingVectorizer(token_pattern=WORD_RE.pattern, lowercase=False, ngram_range=(1, 2),
+                            preprocessor=lambda t: t[:MAX_CHARS].lower(),
+                            n_features=WORD_FEATURES, alternate_sign=False, norm=None)
+    return vec.transform(texts).tocsr()
+
+
+@dataclass
+class WordModel:
+    """TF-IDF of hashed words and word pairs -> logistic regression: which words a text uses.
+    The one learned feature of the supervised detector, as Ghostbuster's n-gram models are
+    features of its final classifier."""
+
+    C: float = 10.0
+    idf: np.ndarray | None = None
+    coef: np.ndarray | None = None
+    intercept: float = 0.0
+
+    def _tfidf(self, counts):
+        from sklearn.preprocessing import normalize
+
+        x = counts.astype(np.float64).copy()
+        x.data = 1.0 + np.log(x.data)  # sublinear term frequency
+        return normalize(x.multiply(self.idf).tocsr())
+
+    def fit(self, counts, y: np.ndarray) -> WordModel:
+        from sklearn.linear_model import LogisticRegression
+
+        df = np.bincount(counts.indices, minlength=counts.shape[1])
+        n = counts.shape[0]
+        self.idf = np.log((1 + n) / (1 + df)) + 1.0
+        lr = LogisticRegression(C=self.C, class_weight="balanced", solver="liblinear",
+                                max_iter=1000).fit(self._tfidf(counts), y)
+        self.coef, self.intercept = lr.coef_.ravel(), float(lr.intercept_[0])
+        return self
+
+    def score(self, counts) -> np.ndarray:
+        return np.asarray(self._tfidf(counts) @ self.coef).ravel() + self.intercept
+
+
+@dataclass
+class SupervisedDetector:
+    """Fixed features + the in-fold word model's score -> StandardScaler -> LogisticRegression.
+
+    The word model's score for the training rows is cross-fitted (each of ``folds`` parts
+    scored by a word model trained on the others), so the final classifier learns how much
+    to trust it from scores like those it will see on new text."""
+
+    C: float = 1.0
+    use_words: bool = True
+    word_C: float = 10.0
+    folds: int = 3
+    seed: int = 0
+    pipeline: Any = None
+    words: WordModel | None = None
+
+    def _inner_word_scores(self, counts, y: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+        fold = np.array([int(unit_hash(g, self.seed + 3) * self.folds) for g in groups])
+        out = np.zeros(len(y))
+        for k in range(self.folds):
+            test = fold == k
+            if test.any() and len(set(y[~test])) == 2:
+                out[test] = WordModel(self.word_C).fit(counts[~test], y[~test]).score(
+                    counts[test])
+        return out
+
+    def design(self, x: np.ndarray, counts=None, y=None, groups=None) -> np.ndarray:
+        if not self.use_words:
+            return x
+        w = self._inner_word_scores(counts, y, groups) if y is not None else \
+            self.words.score(counts)
+        return np.concatenate([x, w[:, None]], 1)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, counts=None, groups=None
+            ) -> SupervisedDetector:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        if self.use_words:
+            self.words = WordModel(self.word_C).fit(counts, y)
+        self.pipeline = make_pipeline(
+            StandardScaler(), LogisticRegression(C=self.C, class_weight="balanced",
+                                                 max_iter=5000))
+        self.pipeline.fit(self.design(x, counts, y, groups), y)
+        return self
+
+    def score(self, x: np.ndarray, counts=None) -> np.ndarray:
+        """The decision function: higher = more machine-like (log-odds of the classifier)."""
+        return self.pipeline.decision_function(self.design(x, counts))
+
+
+# --------------------------------------------------------------------------------------------
+# Splits.
+
+@dataclass(frozen=True)
+class Split:
+    name: str  # the held-out genre or topic group
+    train: np.ndarray  # indices into the items
+    test: np.ndarray
+
+
+def leave_one_out(items: Sequence[Item], key: Callable[[Item], str]) -> list[Split]:
+    """One split per value of ``key``: test = the items with that value, train = the rest.
+    Raises if a group would fall on both sides (``key`` must be constant within a group)."""
+    values = [key(it) for it in items]
+    by_group: dict[str, set[str]] = {}
+    for it, v in zip(items, values, strict=True):
+        by_group.setdefault(it.group, set()).add(v)
+    mixed = [g for g, vs in by_group.items() if len(vs) > 1]
+    if mixed:
+        raise ValueError(f"groups on both sides of a split: {mixed[:3]}")
+    v_arr = np.array(values)
+    return [Split(v, np.flatnonzero(v_arr != v), np.flatnonzero(v_arr == v))
+            for v in sorted(set(values))]
+
+
+def genre_key(it: Item) -> str:
+    return it.genre
+
+
+def topic_key(topic_groups: Sequence[str], seed: int = 0) -> Callable[[Item], str]:
+    """Passages by their topic group; human documents (which have none) spread over the
+    groups at random by document, so every fold tests some human text."""
+    groups = sorted(topic_groups)
+
+    def key(it: Item) -> str:
+        if it.label == 1 or not groups:
+            return it.topic_group
+        return groups[int(unit_hash(it.group, seed + 17) * len(groups))]
+    return key
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics with bootstrap intervals.
+
+def tpr_at_fpr(human: np.ndarray, machine: np.ndarray, fpr: float) -> float:
+    """Share of machine scores above the threshold that flags at most ``fpr`` of human."""
+    return float((np.asarray(machine) > ai.threshold_at_fpr(human, fpr)).mean())
+
+
+def auc(human: np.ndarray, machine: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count half), from average ranks."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.r_[human, machine])
+    nh, nm = len(human), len(machine)
+    return float((ranks[nh:].sum() - nm * (nm + 1) / 2) / (nh * nm))
+
+
+def metrics(human: np.ndarray, machine: np.ndarray) -> dict[str, float]:
+    return {"auc": auc(human, machine),
+            "tpr_1pct": tpr_at_fpr(human, machine, 0.01),
+            "tpr_01pct": tpr_at_fpr(human, machine, 0.001)}
+
+
+def bootstrap(human: np.ndarray, machine: np.ndarray, n: int = 500, seed: int = 0,
+              level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+    """Each metric with its percentile interval: human and machine scores resampled
+    separately (stratified), ``n`` times."""
+    human, machine = np.asarray(human, float), np.asarray(machine, float)
+    point = metrics(human, machine)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {k: [] for k in point}
+    for _ in range(n):
+        m = metrics(rng.choice(human, len(human)), rng.choice(machine, len(machine)))
+        for k, v in m.items():
+            draws[k].append(v)
+    if n == 0:
+        return {k: (v, float("nan"), float("nan")) for k, v in point.items()}
+    a = (1 - level) / 2
+    return {k: (point[k], float(np.quantile(draws[k], a)), float(np.quantile(draws[k], 1 - a)))
+            for k in point}
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-validation of every layer on the same splits.
+
+@dataclass
+class Evaluation:
+    items: list[Item]
+    splits: dict[str, list[Split]]  # "genre" / "topic_group" -> splits
+    scores: dict[str, dict[str, np.ndarray]]  # split kind -> layer -> out-of-fold score
+    feature_names: list[str]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def out_of_fold(splits: Sequence[Split], x: np.ndarray, y: np.ndarray, counts,
+                groups: Sequence[str], make: Callable[[], SupervisedDetector]) -> np.ndarray:
+    """Each item's score from the one model trained without its fold."""
+    out = np.full(len(y), np.nan)
+    g = np.array(groups)
+    for sp in splits:
+        if len(set(y[sp.train])) < 2:
+            continue
+        assert not set(g[sp.train]) & set(g[sp.test]), "a group on both sides of a split"
+        det = make().fit(x[sp.train], y[sp.train], counts[sp.train], g[sp.train])
+        out[sp.test] = det.score(x[sp.test], counts[sp.test])
+    return out
+
+
+def summarise(items: Sequence[Item], scores: dict[str, np.ndarray], n_boot: int, seed: int,
+              min_human: int = 20, genre_intervals: Sequence[str] = ()) -> dict[str, Any]:
+    """Pooled metrics per layer with intervals, and per genre of machine text: against all
+    human items, and against the human items of the same genre where there are enough.
+    Per-genre intervals only for the layers in ``genre_intervals`` (the others: a point)."""
+    y = np.array([it.label for it in items])
+    genres = np.array([it.genre for it in items])
+    out: dict[str, Any] = {}
+    for layer, s in scores.items():
+        ok = ~np.isnan(s)
+        h, m = s[ok & (y == 0)], s[ok & (y == 1)]
+        per_genre = {}
+        for g in sorted(set(genres[y == 1])):
+            mg = s[ok & (y == 1) & (genres == g)]
+            hg = s[ok & (y == 0) & (genres == g)]
+            boot = bootstrap(h, mg, n_boot if layer in genre_intervals else 0, seed)
+            row = {"n_machine": len(mg), "n_human_same_genre": len(hg), **boot}
+            if len(hg) >= min_human:
+                row["auc_same_genre"] = metrics(hg, mg)["auc"]
+            per_genre[g] = row
+        out[layer] = {"n_human": len(h), "n_machine": len(m),
+                      **bootstrap(h, m, n_boot, seed), "per_genre": per_genre}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Saving and loading the detector that curation uses (for later stages and the CLI).
+
+def save(path: Path, det: SupervisedDetector, ngram, meta: dict[str, Any]) -> None:
+    """Everything to score a new text, as numpy arrays and JSON (no pickles)."""
+    path.mkdir(parents=True, exist_ok=True)
+    scaler, lr = det.pipeline[0], det.pipeline[-1]
+    ng_vocab = sorted(ngram.vocab, key=ngram.vocab.get)
+    np.savez_compressed(
+        path / "supervised.npz", scale_mean=scaler.mean_, scale_std=scaler.scale_,
+        coef=lr.coef_.ravel(), intercept=lr.intercept_, word_idf=det.words.idf,
+        word_coef=det.words.coef, word_intercept=np.array([det.words.intercept]),
+        ngram_words=np.array(ng_vocab), uni=ngram.uni,
+        bi_keys=ngram.bi_keys, bi_counts=ngram.bi_counts, tri_keys=ngram.tri_keys,
+        tri_counts=ngram.tri_counts, ctx1_keys=ngram.ctx1_keys,
+        ctx1_counts=ngram.ctx1_counts, ctx2_keys=ngram.ctx2_keys,
+        ctx2_counts=ngram.ctx2_counts)
+    (path / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+
+@dataclass
+class LoadedDetector:
+    """The supervised layer as curation saved it: ``score(texts, byte_models)``."""
+
+    z: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    ngram: Any
+
+    def score(self, texts: Sequence[str], byte_models) -> np.ndarray:
+        from mai_repro.data import ai_features as af
+
+        x, _ = af.text_features(texts, self.ngram,
+                                byte_models if self.meta.get("byte_features") else None)
+        words = WordModel(idf=self.z["word_idf"], coef=self.z["word_coef"],
+                          intercept=float(self.z["word_intercept"][0]))
+        design = np.concatenate([x, words.score(word_counts(texts))[:, None]], 1)
+        design = (design - self.z["scale_mean"]) / self.z["scale_std"]
+        return design @ self.z["coef"] + float(self.z["intercept"][0])
+
+
+def load(path: Path) -> LoadedDetector:
+    from mai_repro.data.ai_features import NgramModel
+
+    z = dict(np.load(path / "supervised.npz"))
+    ngram = NgramModel.__new__(NgramModel)
+    ngram.vocab = {str(w): i + 1 for i, w in enumerate(z["ngram_words"])}
+    ngram.uni = z["uni"]
+    ngram.uni_logp = np.log(ngram.uni / ngram.uni.sum())
+    for k in ("bi", "tri", "ctx1", "ctx2"):
+        setattr(ngram, f"{k}_keys", z[f"{k}_keys"])
+        setattr(ngram, f"{k}_counts", z[f"{k}_counts"])
+    return LoadedDetector(z, json.loads((path / "meta.json").read_text()), ngram)
+
+
+# --------------------------------------------------------------------------------------------
+# Building the items from the sample and data/ai_text.
+
+def split_human(docs: Sequence[Any], seed: int, reference_share: float
+                ) -> tuple[list[Any], list[Any]]:
+    """(reference, labelled) human documents, by a hash of the id: the reference part trains
+    the feature models (byte models, n-gram models) and lends the human paragraphs of the
+    "joined" edits; only the labelled part is ever the human side of an evaluation."""
+    ref = [d for d in docs if unit_hash(d.id, seed + 41) < reference_share]
+    ref_ids = {d.id for d in ref}
+    return ref, [d for d in docs if d.id not in ref_ids]
+
+
+def human_items(docs: Sequence[Any]) -> list[Item]:
+    return [Item(d.id, d.text, 0, human_genre(d.id, d.source, d.path), "", d.id, "none",
+                 d.family) for d in docs if d.text.strip()]
+
+
+def machine_items(passages: Sequence[Any]) -> list[Item]:
+    return [Item(p.id, p.text, 1, p.genre, p.topic_group or "none", p.base or p.id, p.edit)
+            for p in passages]
