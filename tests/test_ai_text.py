@@ -178,9 +178,9 @@ def test_no_passage_reaches_the_clean_corpus_or_the_shards(tmp_path):
 
     import mai_repro.config
     from mai_repro import artifacts
-    from mai_repro.data import curation
-    from mai_repro.data import shards as sh
     from mai_repro.data.corpus import iter_clean
+    from mai_repro.stages import curation
+    from mai_repro.stages import tokenizer as tokenizer_stage
 
     cfg = mai_repro.config.load("smoke", {
         "curation.max_docs_per_source": 12, "curation.detector_steps": 3,
@@ -202,7 +202,7 @@ def test_no_passage_reaches_the_clean_corpus_or_the_shards(tmp_path):
     assert not [d for d in clean if "planted" in d["id"]]
     # the human side of the evaluation holds no passage either
     assert not [it.id for it in result.ai.items if it.label == 0 and guard.match(it.text)]
-    sh.build(run)
+    tokenizer_stage.build(run)
     clean_ids = {d["id"] for d in clean}
     ids_files = list((tmp_path / "tokenizer" / "shards").glob("*/*_ids.json"))
     assert ids_files
