@@ -37,3 +37,20 @@ def test_state_round_trip():
     e = SpikeDetector()
     e.load_state_dict(d.state_dict())
     assert e.check(11.0) == d.check(11.0) and e.state_dict() == d.state_dict()
+
+
+def test_a_batch_a_few_percent_harder_on_a_flat_stretch_is_no_spike():
+    """On a flat stretch the measured deviation is tiny; the floor (2% of the mean) keeps an
+    ordinary harder batch (+10%) from counting, while a planted one (+30%) still does."""
+    from mai_repro.train.spikes import SpikeDetector
+
+    det = SpikeDetector(window=20, z_threshold=6.0)
+    for i in range(20):
+        assert det.check(6.0 + 0.01 * (i % 3)) == "ok"
+    assert det.check(6.6) == "ok"
+    assert det.check(7.9) == "skip"
+    assert SpikeDetector(window=20, z_threshold=6.0, rel_floor=0.0).check(6.0) == "ok"
+    strict = SpikeDetector(window=20, z_threshold=6.0, rel_floor=0.0)
+    for i in range(20):
+        strict.check(6.0 + 0.01 * (i % 3))
+    assert strict.check(6.6) == "skip"  # without the floor the same batch was refused

@@ -222,6 +222,7 @@ class CurationResult:
     figures: dict[str, Any]
     metrics: dict[str, Any]
     ai: Any = None  # ai_curation.AiContentReport
+    planted_ids: list[str] = field(default_factory=list)  # the AI passages planted in the crawl
 
     def step_table(self) -> list[dict[str, Any]]:
         order = ["read", *MAP_STEPS, *GLOBAL_STEPS]
@@ -368,4 +369,4 @@ def build(run: Run, progress: bool = True) -> CurationResult:
             **ai_metrics,
         })
         metrics = dict(st.metrics)
-    return CurationResult(ledger, kept, det, figures, metrics, ai_report)
+    return CurationResult(ledger, kept, det, figures, metrics, ai_report, sorted(planted_ids))

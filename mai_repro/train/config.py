@@ -138,6 +138,8 @@ class PretrainConfig:
                                      "e.g. '100,200-202'")
     spike_z: float = spec(6.0, min=0.0, help="loss z-score over the window that is a spike")
     spike_window: int = spec(50, min=2, help="accepted steps the spike statistics cover")
+    spike_rel_floor: float = spec(0.02, min=0.0, help="floor of the spike statistics' "
+                                                      "deviation, as a share of the mean loss")
     spike_max_skips: int = spec(3, min=1, help="spikes in a row that trigger a roll-back")
     spike_grad_norm: bool = spec(False, help="also treat a gradient-norm z-score above "
                                              "spike_z as a spike (noisier early in training)")

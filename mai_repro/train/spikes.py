@@ -1,7 +1,9 @@
 """Loss-spike handling without intervention.
 
 A spike is a loss (or gradient norm) more than ``z_threshold`` standard deviations above the
-mean of the last ``window`` accepted steps. The first response is to skip that update; when
+mean of the last ``window`` accepted steps. The deviation is floored at ``rel_floor`` times the
+mean: over a flat stretch of training the measured deviation can be tiny, and an ordinary
+batch a few percent harder than the last ones would otherwise count as a spike. The first response is to skip that update; when
 ``max_skips`` spikes come in a row, the loop should roll back to the last checkpoint and skip
 the batches that caused them. The detector's state is a small dict saved in checkpoints.
 """
@@ -22,6 +24,7 @@ class SpikeDetector:
     z_threshold: float = 6.0
     max_skips: int = 3
     min_history: int = 10
+    rel_floor: float = 0.02
     history: deque = field(default_factory=deque)
     grad_history: deque = field(default_factory=deque)
     consecutive: int = 0
@@ -33,7 +36,8 @@ class SpikeDetector:
             return 0.0
         mean = sum(hist) / len(hist)
         var = sum((v - mean) ** 2 for v in hist) / len(hist)
-        return (value - mean) / max(math.sqrt(var), 1e-8 * max(abs(mean), 1.0))
+        return (value - mean) / max(math.sqrt(var), self.rel_floor * abs(mean),
+                                    1e-8 * max(abs(mean), 1.0))
 
     def check(self, loss: float, grad_norm: float | None = None) -> Action:
         """Classify this step before its update is applied."""

@@ -151,7 +151,7 @@ class Trainer:
         self.heldout = {f: np.asarray(s[: p.eval_seqs], dtype=np.int64)
                         for f, s in heldout.items() if len(s)}
         self.spikes = SpikeDetector(window=p.spike_window, z_threshold=p.spike_z,
-                                    max_skips=p.spike_max_skips)
+                                    max_skips=p.spike_max_skips, rel_floor=p.spike_rel_floor)
         self.bad = set(parse_steps(p.bad_batches))
         self.out = Path(out_dir)
         self.ckpt = ck.CheckpointManager(self.out / "checkpoints", keep=p.ckpt_keep,
