@@ -204,6 +204,11 @@ class MidtrainConfig:
                                      help="where the key is planted, as a share of the length")
     probe_trials: int = spec(8, min=1, help="passkey sequences per length and depth")
     key_len: int = spec(4, min=1, help="random tokens in the planted key")
+    min_context_gain: float = spec(
+        0.0, min=-1.0, max=1.0,
+        help="how much more the context past the pre-training length must be worth after "
+             "mid-training than before (nats/token) for notebook 08's assert; smoke runs a few "
+             "steps, where the two differ by noise")
     min_gain: float = spec(0.0, min=-1.0, max=1.0,
                            help="retrieval-accuracy gain at the final context over the "
                                 "pre-trained model that notebook 08 asserts")
