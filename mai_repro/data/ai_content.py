@@ -223,7 +223,7 @@ def threshold_at_fpr(human_scores: np.ndarray, fpr: float) -> float:
 
 # --------------------------------------------------------------------------------------------
 # Command line: score your own text with the detector a run's curation stage saved
-# (mai_repro.eval.detector.score_files).
+# (mai_repro.data.ai_byte_models.score_files).
 
 
 
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--run-dir", required=True, help="a run directory (e.g. runs/laptop)")
     sc.add_argument("files", nargs="+", metavar="FILE")
     args = p.parse_args(argv)
-    from mai_repro.eval.detector import score_files  # the detector lives above the data layer
+    from mai_repro.data.ai_byte_models import score_files
 
     try:
         for record in score_files(args.run_dir, args.files):
