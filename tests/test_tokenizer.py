@@ -30,6 +30,7 @@ ROUND_TRIP = [
     "<|endoftext",
     inspect.getsource(json.decoder),
     textwrap.dedent(inspect.getsource(tk.even_budgets)),
+    "12345 + 678 = 13023; x1000000, 3.14159, -42, ٣ and ４２ (non-ASCII digits)",
 ]
 
 
@@ -44,6 +45,17 @@ def test_round_trip_of_the_project_docs(tok):
     for path in [project_root() / "README.md", *sorted((project_root() / "docs").glob("*.md"))]:
         text = path.read_text(encoding="utf-8")
         assert tok.decode(tok.encode(text)) == text, path.name
+
+
+@pytest.mark.parametrize("number", ["0", "7", "42", "1000", "13023", "3141592653"])
+def test_digits_are_one_token_each_wherever_they_stand(tok, number):
+    """A number is spelled digit by digit in every context, so arithmetic sees one notation."""
+    digit_ids = [tok.encode(d) for d in "0123456789"]
+    assert all(len(ids) == 1 for ids in digit_ids)
+    for text in (number, f" {number}", f"x={number}.", f"Answer: {number}\n"):
+        pieces = [tok.decode([i]) for i in tok.encode(text)]
+        digits = [p.strip() for p in pieces if any(c.isdigit() for c in p)]
+        assert digits == list(number), (text, pieces)
 
 
 def test_special_looking_strings_are_not_special(tok):

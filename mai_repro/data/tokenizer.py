@@ -125,7 +125,12 @@ def train(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> BPET
         raise ValueError(f"vocab_size {vocab_size} is too small: a byte-level BPE needs at least "
                          f"256 bytes + {len(SPECIALS)} special tokens = {MIN_VOCAB}")
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    # digits one per token (as Llama and most modern tokenizers): a number is always spelled
+    # the same way, digit by digit, so arithmetic has one consistent representation; then
+    # GPT-2's byte-level split
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=list(SPECIALS), show_progress=False,
