@@ -3,6 +3,7 @@ active parameters, measured in the same run.
 
     python benchmarks/train_step.py [--preset gpu] [--batch 8] [--compile] [--profile 3]
     python benchmarks/train_step.py --preset smoke --batch 2     # CPU-sized
+    python benchmarks/train_step.py --device cpu [--preset laptop]  # CPU attempts vs baseline
 
 One step = forward, backward and AdamW update, bf16 autocast on GPU (fp32 weights). MFU =
 (3 x forward FLOPs per token from mai_repro.model.accounting) x tokens/s / peak, with the peak
@@ -134,6 +135,109 @@ def measure_pair(moe_cfg: ModelConfig, batch: int, seq: int, device: str, steps:
                                                  / results["dense"]["tokens_per_s"], 3)}
 
 
+# -- CPU: the laptop model's step, one attempt at a time against the same-run baseline ---------
+
+def matmul_peak(dtype: torch.dtype, n: int = 1024, rounds: int = 5) -> float:
+    """Best-of-``rounds`` FLOP/s of an n x n x n matmul in ``dtype`` on this CPU (the peak the
+    achieved FLOP/s are set against; bf16 uses AVX-512 BF16 / AMX where the CPU has them)."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 4 * 2 * n**3 / best
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One way of running the laptop model's training step on CPU."""
+
+    name: str
+    batch: int
+    bf16: bool = False  # torch.autocast("cpu", bfloat16) around forward and backward
+    optimizer: str = "default"  # AdamW implementation: default (for-loop on CPU), foreach, fused
+    compile: bool = False
+    threads: int = 0  # 0 = torch's default (one per core)
+
+
+CPU_ATTEMPTS = (
+    Attempt("baseline (today: fp32, AdamW default, batch 16)", 16),
+    Attempt("bf16 autocast", 16, bf16=True),
+    Attempt("AdamW foreach", 16, optimizer="foreach"),
+    Attempt("AdamW fused", 16, optimizer="fused"),
+    Attempt("torch.compile", 16, compile=True),
+    Attempt("1 thread", 16, threads=1),
+    Attempt("batch 32", 32),
+    Attempt("batch 64", 64),
+    Attempt("batch 32, AdamW foreach", 32, optimizer="foreach"),
+    Attempt("batch 32, bf16, AdamW foreach", 32, bf16=True, optimizer="foreach"),
+    Attempt("batch 32, compile, AdamW foreach", 32, compile=True, optimizer="foreach"),
+)
+
+
+def cpu_step(cfg: ModelConfig, a: Attempt, seq: int) -> Callable[[], None]:
+    """One optimizer step of a fresh model under attempt ``a`` on a fixed random batch."""
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    opt = make_optimizer(model, 1e-4, 0.1)
+    if a.optimizer != "default":  # the same AdamW, another implementation of its update
+        for group in opt.param_groups:
+            group[a.optimizer] = True
+    fwd = torch.compile(model) if a.compile else model
+    data = torch.randint(0, cfg.vocab_size, (a.batch, seq + 1))
+    amp = (torch.autocast("cpu", dtype=torch.bfloat16) if a.bf16
+           else contextlib.nullcontext())
+
+    def step() -> None:
+        with amp:
+            lm_step(fwd, opt, data)
+    return step
+
+
+def cpu_attempts(cfg: ModelConfig, seq: int, steps: int, warmup: int,
+                 attempts: tuple[Attempt, ...] = CPU_ATTEMPTS) -> dict:
+    """tokens/s of every attempt, its ratio to the baseline (the first attempt) measured in the
+    same run, and the achieved FLOP/s against this CPU's fp32 and bf16 matmul peaks."""
+    cfg = dataclasses.replace(cfg, max_seq_len=seq)
+    default_threads = torch.get_num_threads()
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    flops_tok = 3 * forward_flops_per_token(cfg, seq)["total"]
+    rows = []
+    for a in attempts:
+        torch.set_num_threads(a.threads or default_threads)
+        try:
+            step = cpu_step(cfg, a, seq)
+            times = []
+            for i in range(warmup + steps):
+                t0 = time.perf_counter()
+                step()
+                if i >= warmup:
+                    times.append(time.perf_counter() - t0)
+            tok_s = a.batch * seq / statistics.median(times)
+            flop_s = flops_tok * tok_s
+            peak = peaks["bf16" if a.bf16 else "fp32"]
+            rows.append({**dataclasses.asdict(a), "tokens_per_s": round(tok_s),
+                         "achieved_gflop_s": round(flop_s / 1e9, 2),
+                         "share_of_matmul_peak": round(flop_s / peak, 4)})
+        except Exception as e:  # an attempt that cannot run here is a result too
+            rows.append({**dataclasses.asdict(a), "error": f"{type(e).__name__}: {e}"[:300]})
+        finally:
+            torch.set_num_threads(default_threads)
+    base = rows[0]["tokens_per_s"]
+    for r in rows:
+        if "tokens_per_s" in r:
+            r["ratio_to_baseline"] = round(r["tokens_per_s"] / base, 3)
+    p = count_params(cfg)
+    return {"seq": seq, "threads": default_threads, "active_params": p.active,
+            "total_params": p.total, "flops_per_token_train": flops_tok,
+            "matmul_peak_gflop_s": {k: round(v / 1e9, 1) for k, v in peaks.items()},
+            "attempts": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="gpu")
@@ -145,7 +249,17 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
                     help="also list the top kernels of this many profiled steps")
+    ap.add_argument("--device", choices=("auto", "cpu"), default="auto",
+                    help="cpu: the preset's model (default laptop) under each CPU attempt "
+                         "(bf16, compile, AdamW variants, threads, batch) against the baseline")
     args = ap.parse_args()
+    if args.device == "cpu":
+        preset = "laptop" if args.preset == "gpu" else args.preset
+        cfg = config.load(preset, device="cpu")
+        out = cpu_attempts(cfg.model, args.seq or cfg.pretrain.seq_len, args.steps, args.warmup)
+        print(json.dumps({"device": "cpu", "torch": torch.__version__, "preset": preset,
+                          **out}, indent=2))
+        return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = config.load(args.preset, device=device)
     seq = args.seq or cfg.pretrain.seq_len

@@ -9,7 +9,7 @@ Bottom to top:
 rank  units                                            what lives there
 ====  ===============================================  ==========================================
 0     schema, files, reference, plots, tables, layers  typed fields, atomic files, the report's
-                                                       figures, figure and table style
+      stats                                            figures, figure and table style, verdicts
 1     model                                            attention, LatentMoE, transformer, sampling
 2     data                                             sources, filters, tokenizer, shards, loader
 3     train                                            the one training step, trainer, checkpoints
@@ -35,7 +35,7 @@ from pathlib import Path
 
 PACKAGE = "mai_repro"
 RANKS: dict[str, int] = {
-    "schema": 0, "files": 0, "reference": 0, "plots": 0, "tables": 0, "layers": 0,
+    "schema": 0, "files": 0, "reference": 0, "plots": 0, "tables": 0, "layers": 0, "stats": 0,
     "model": 1, "data": 2, "train": 3, "rl": 4, "eval": 5, "config": 6, "artifacts": 7,
     "stages": 8, "pipeline": 9,
 }

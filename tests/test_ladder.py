@@ -114,7 +114,8 @@ def test_one_run_reports_compute_and_objective(tmp_path):
 
 
 def test_stage_end_to_end_and_resume(tmp_path):
-    cfg = tiny_cfg(**{"ladder.ablations": ["standard_init", "all_global"]})
+    cfg = tiny_cfg(**{"ladder.ablations": ["standard_init", "all_global"],
+                      "ladder.allocation_ratios": [4.0, 16.0]})
     run = artifacts.Run(cfg, tmp_path)
     write_synthetic_tokenizer_stage(run)
     res = ladder.build(run)
@@ -124,7 +125,13 @@ def test_stage_end_to_end_and_resume(tmp_path):
     assert all(len(v) == 3 for v in m.eg.values())
     assert m.fit.alpha >= 0 and set(m.sign_holds) == set(cfg.ladder.ablations)
     assert res.figures["ladder"].is_file()
-    assert len(list((tmp_path / "ladder" / "runs").glob("*.json"))) == 3 * 3
+    # 3 variants x 3 rungs, and the baseline at 2 more token multiples per rung
+    assert len(list((tmp_path / "ladder" / "runs").glob("*.json"))) == 3 * 3 + 2 * 3
+    grid = m.allocation_runs
+    assert len(grid) == 3 * 3 and len({g.params_nonembedding for g in grid}) == 3
+    for w in (16, 32, 48):  # each size trained on three token counts, the ladder's among them
+        tokens = sorted(g.tokens for g in grid if g.width == w)
+        assert len(set(tokens)) == 3 and tokens[0] < tokens[2]
     # a rebuild finds every run on disk and trains nothing
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "ladder" / "runs").glob("*.json")}
     again = ladder.build(run)

@@ -72,3 +72,33 @@ def test_efficiency_gain_is_exact_on_a_known_curve():
         C = 3e16
         assert sc.efficiency_gain(base, float(base.loss(gain * C)), C) == pytest.approx(
             gain, rel=1e-9)
+
+
+def test_loss_nd_fit_recovers_a_known_law_and_its_allocation():
+    """Chinchilla's approach 3 on a synthetic grid: the fit recovers the law, and the
+    optimum under C = 6ND matches the closed form N* = G (C/6)^(beta/(alpha+beta))."""
+    from mai_repro.train.scaling import LossND, fit_loss_nd
+
+    true = LossND(E=1.5, A=1.0, alpha=0.35, B=1.2, beta=0.3, n0=1e5, d0=1e6)
+    sizes = np.array([2e4, 5e4, 1e5, 2e5])
+    n = np.repeat(sizes, 3)
+    d = np.concatenate([s * np.array([1.0, 4.0, 16.0]) for s in sizes])
+    rng = np.random.default_rng(0)
+    fit = fit_loss_nd(n, d, true.loss(n, d) + rng.normal(0, 0.002, n.size))
+    assert fit.alpha == pytest.approx(true.alpha, abs=0.05)
+    assert fit.beta == pytest.approx(true.beta, abs=0.05)
+    c = 1e14
+    a_, b_ = true.A * true.n0 ** true.alpha, true.B * true.d0 ** true.beta
+    g = (true.alpha * a_ / (true.beta * b_)) ** (1 / (true.alpha + true.beta))
+    n_closed = g * (c / 6) ** (true.beta / (true.alpha + true.beta))
+    n_opt, d_opt = true.optimal(c)
+    assert n_opt == pytest.approx(n_closed, rel=1e-3)
+    assert 6 * n_opt * d_opt == pytest.approx(c)
+    assert fit.optimal(c)[0] == pytest.approx(n_closed, rel=0.3)
+
+
+def test_loss_nd_fit_refuses_a_grid_without_token_variation():
+    from mai_repro.train.scaling import fit_loss_nd
+
+    with pytest.raises(ValueError, match="token counts"):
+        fit_loss_nd(np.array([1e4, 2e4] * 3), np.array([1e5, 2e5] * 3), np.ones(6))

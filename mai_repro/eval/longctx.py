@@ -70,8 +70,10 @@ def _batches(n: int, length: int, max_tokens: int) -> list[slice]:
 
 @torch.no_grad()
 def loss_by_position(model: torch.nn.Module, windows: np.ndarray, device: str = "cpu",
-                     max_tokens: int = 8192, context: int | None = None) -> np.ndarray:
-    """(length,) mean next-token loss at each position over (N, length + 1) windows.
+                     max_tokens: int = 8192, context: int | None = None,
+                     per_window: bool = False) -> np.ndarray:
+    """(length,) mean next-token loss at each position over (N, length + 1) windows; with
+    ``per_window``, the (N, length) losses themselves (the items of a paired comparison).
 
     With ``context``, each window is scored in independent pieces of ``context`` tokens (the
     context restarts at every piece): the same tokens with the longer context cut away.
@@ -82,7 +84,7 @@ def loss_by_position(model: torch.nn.Module, windows: np.ndarray, device: str = 
     c = context or L
     if L % c:
         raise ValueError(f"context {c} must divide the window length {L}")
-    total = torch.zeros(L, dtype=torch.float64)
+    rows = []
     for sl in _batches(N, L, max_tokens):
         batch = torch.as_tensor(np.asarray(windows[sl], dtype=np.int64), device=device)
         n = batch.shape[0]
@@ -90,8 +92,9 @@ def loss_by_position(model: torch.nn.Module, windows: np.ndarray, device: str = 
         logits, _ = split_output(model(inputs))
         nll = F.cross_entropy(logits.float().transpose(1, 2),
                               batch[:, 1:].reshape(n * (L // c), c), reduction="none")
-        total += nll.reshape(n, L).sum(0).double().cpu()
-    return (total / N).numpy()
+        rows.append(nll.reshape(n, L).double().cpu().numpy())
+    losses = np.concatenate(rows)
+    return losses if per_window else losses.mean(0)
 
 
 def position_edges(length: int, first: int = 16) -> list[int]:
@@ -153,19 +156,28 @@ def passkey_batch(filler: np.ndarray, length: int, depth: float, pk: Passkey,
 
 
 @torch.no_grad()
-def passkey_scores(model: torch.nn.Module, seqs: np.ndarray, key_len: int,
-                   device: str = "cpu", max_tokens: int = 8192) -> tuple[float, float]:
-    """(share of the final ``key_len`` tokens of each sequence predicted top-1, their mean
-    loss in nats)."""
+def passkey_per_seq(model: torch.nn.Module, seqs: np.ndarray, key_len: int,
+                    device: str = "cpu", max_tokens: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Per sequence: (share of its final ``key_len`` tokens predicted top-1, their mean loss in
+    nats); the items a paired comparison of two models resamples."""
     model.eval()
-    hits, nll, L = 0, 0.0, seqs.shape[1]
+    hits, nll, L = [], [], seqs.shape[1]
     for sl in _batches(len(seqs), L, max_tokens):
         batch = torch.as_tensor(seqs[sl], device=device)
         logits, _ = split_output(model(batch[:, :-1]))
         logits, target = logits[:, L - key_len - 1:].float(), batch[:, L - key_len:]
-        hits += int((logits.argmax(-1) == target).sum())
-        nll += F.cross_entropy(logits.transpose(1, 2), target, reduction="sum").item()
-    return hits / (len(seqs) * key_len), nll / (len(seqs) * key_len)
+        hits.append((logits.argmax(-1) == target).float().mean(1).cpu().numpy())
+        nll.append(F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+                   .mean(1).cpu().numpy())
+    return np.concatenate(hits), np.concatenate(nll)
+
+
+def passkey_scores(model: torch.nn.Module, seqs: np.ndarray, key_len: int,
+                   device: str = "cpu", max_tokens: int = 8192) -> tuple[float, float]:
+    """(share of the final ``key_len`` tokens of each sequence predicted top-1, their mean
+    loss in nats)."""
+    hits, nll = passkey_per_seq(model, seqs, key_len, device, max_tokens)
+    return float(hits.mean()), float(nll.mean())
 
 
 def passkey_accuracy(model: torch.nn.Module, seqs: np.ndarray, key_len: int,
@@ -181,6 +193,7 @@ class Retrieval:
     accuracy: np.ndarray  # share of key tokens predicted top-1 at the repeat
     nats: np.ndarray  # key loss with the first occurrence swapped for another key, minus
     #                   the key loss with it: what the planted key is worth (0 = not used)
+    per_seq: np.ndarray  # (len(lengths), len(depths), trials): accuracy of each sequence
 
 
 def retrieval_grid(model: torch.nn.Module, filler: np.ndarray, lengths: Sequence[int],
@@ -192,6 +205,7 @@ def retrieval_grid(model: torch.nn.Module, filler: np.ndarray, lengths: Sequence
     copy separates the two losses."""
     acc = np.zeros((len(lengths), len(depths)))
     nats = np.zeros_like(acc)
+    per_seq = np.zeros((len(lengths), len(depths), trials))
     for i, length in enumerate(lengths):
         for j, depth in enumerate(depths):
             rows = (np.arange(trials) + j * trials) % len(filler)
@@ -199,10 +213,12 @@ def retrieval_grid(model: torch.nn.Module, filler: np.ndarray, lengths: Sequence
             seqs, dist = passkey_batch(filler[rows], length, depth, pk, rng)
             control, _ = passkey_batch(filler[rows], length, depth, pk, rng)
             control[:, length - pk.key_len:] = seqs[:, length - pk.key_len:]
-            acc[i, j], with_key = passkey_scores(model, seqs, pk.key_len, device)
-            _, without = passkey_scores(model, control, pk.key_len, device)
-            nats[i, j] = without - with_key
-    return Retrieval(acc, nats)
+            hits, with_key = passkey_per_seq(model, seqs, pk.key_len, device)
+            _, without = passkey_per_seq(model, control, pk.key_len, device)
+            per_seq[i, j] = hits
+            acc[i, j] = hits.mean()
+            nats[i, j] = without.mean() - with_key.mean()
+    return Retrieval(acc, nats, per_seq)
 
 
 @dataclass(frozen=True)

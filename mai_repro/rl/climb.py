@@ -246,19 +246,26 @@ def evaluate(model: torch.nn.Module, tok, held: list[tasks.Task], c: GRPOStageCo
 
 @torch.no_grad()
 def number_mass(model: torch.nn.Module, tok, problems: list[tasks.Task]) -> float:
-    """Mean probability of a number token (``-12``, `` 7``) right after ``Answer:``: how much
-    the model expects the answer format at all."""
+    """Mean probability that the completion of ``Answer:`` starts a number (``7``, ``-1``,
+    or a space and then one): how much the model expects the answer format at all. Digits are
+    tokens of their own, so a number after the space is two decisions: the space, then a digit
+    or a minus sign."""
     import re
 
     device = next(model.parameters()).device
-    is_num = torch.tensor([bool(re.fullmatch(r" ?-?\d+", tok.decode([i])))
-                           for i in range(tok.vocab_size)], device=device)
+    pieces = [tok.decode([i]) for i in range(tok.vocab_size)]
+    starts = torch.tensor([bool(re.fullmatch(r" ?-?\d+", p)) for p in pieces], device=device)
+    space = [i for i, p in enumerate(pieces) if p == " "]
     model.eval()
     total = 0.0
     for t in problems:
-        ids = torch.tensor([tok.encode(tasks.rl_prompt(t))], device=device)
-        p = model(ids).logits[0, -1].float().softmax(-1)
-        total += float(p[is_num].sum())
+        ids = tok.encode(tasks.rl_prompt(t))
+        p = model(torch.tensor([ids], device=device)).logits[0, -1].float().softmax(-1)
+        mass = float(p[starts].sum())
+        for s_id in space:  # the space first, then the number
+            q = model(torch.tensor([ids + [s_id]], device=device)).logits[0, -1].float()
+            mass += float(p[s_id]) * float(q.softmax(-1)[starts].sum())
+        total += mass
     return total / max(1, len(problems))
 
 

@@ -37,7 +37,13 @@ from mai_repro.model.config import ModelConfig
 from mai_repro.schema import build as build_config
 from mai_repro.schema import result_dict, to_dict
 from mai_repro.train.config import ABLATIONS, SweepConfig, report_objective
-from mai_repro.train.scaling import PowerLawFit, efficiency_gain, fit_power_law
+from mai_repro.train.scaling import (
+    LossND,
+    PowerLawFit,
+    efficiency_gain,
+    fit_loss_nd,
+    fit_power_law,
+)
 from mai_repro.train.sweep import Job, effective_workers, run_sweep
 
 STAGE = "ladder"
@@ -193,6 +199,16 @@ class Rung:
 
 
 @dataclass
+class AllocationRun:
+    """A baseline run of the allocation grid: N non-embedding active parameters, D tokens."""
+
+    width: int
+    params_nonembedding: int
+    tokens: int
+    objective: float
+
+
+@dataclass
 class LadderMetrics:
     """What the stage's manifest records (``metrics``), read back by attribute. Ablation names
     are keys of the dict-valued metrics; an EG that is not finite is stored as "inf"."""
@@ -205,6 +221,8 @@ class LadderMetrics:
     sign_holds: dict[str, bool]  # EG on one side of 1 at every rung
     verdict: dict[str, str]  # the EG per rung in words
     run_seconds: float
+    allocation_runs: list[AllocationRun]  # the baseline at every rung and token multiple
+    loss_nd: LossND | None  # L(N, D) fitted on them; None without allocation_ratios
 
 
 METRICS = LadderMetrics
@@ -296,11 +314,26 @@ def build(run: Run) -> LadderResult:
                 jobs.append(sweep_job(f"{name}-r{i}", variant(base, name), weights, tokens, lc,
                                       cfg.seed, tok.path("shards"), objective, device))
                 meta.append((name, i, w, d))
+        # the allocation grid: the baseline at other multiples of the tokens per parameter
+        for i, (w, d) in enumerate(zip(lc.widths, lc.depths, strict=True)):
+            base = rung_model(cfg.model, w, d, lc.head_dim, lc.seq_len)
+            for m in lc.allocation_ratios:
+                more = dataclasses.replace(lc, tokens_per_param=lc.tokens_per_param * m)
+                jobs.append(sweep_job(f"baseline-x{m:g}-r{i}", base, weights,
+                                      run_tokens(base, more), lc, cfg.seed,
+                                      tok.path("shards"), objective, device))
+                meta.append((f"x{m:g}", i, w, d))
         results = run_sweep(jobs, st.path("runs"), lc.workers, desc="ladder runs",
                             start_method=start_method(device))
         runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+        grid: list[AllocationRun] = []
         for (name, _, w, d), r in zip(meta, results, strict=True):
-            runs[name].append({**r, "width": w, "depth": d})
+            if name in runs:
+                runs[name].append({**r, "width": w, "depth": d})
+            if name == "baseline" or name.startswith("x"):
+                grid.append(AllocationRun(w, r["params_nonembedding"], r["tokens"],
+                                          r["objective"]))
+        loss_nd = allocation_fit(grid) if lc.allocation_ratios else None
         base = runs["baseline"]
         fit = fit_power_law([r["compute"] for r in base], [r["objective"] for r in base])
         baseline_eg = [efficiency_gain(fit, r["objective"], r["compute"]) for r in base]
@@ -319,11 +352,23 @@ def build(run: Run) -> LadderResult:
             sign_holds=sign,
             verdict={n: verdict(v, band) for n, v in eg.items()},
             run_seconds=sum(r["seconds"] for r in results),
+            allocation_runs=grid, loss_nd=loss_nd,
         )
         st.metrics.update(result_dict(metrics))  # an infinite EG is stored as "inf"
         result = LadderResult(runs, fit, eg, baseline_eg, sign, {}, metrics)
         result.figures = _figures(result, st)
     return result
+
+
+def allocation_fit(grid: list[AllocationRun]) -> LossND | None:
+    """L(N, D) over the allocation grid, or None where the fit cannot be made (too few runs,
+    or curve_fit failing on them: the notebook then says so)."""
+    try:
+        return fit_loss_nd(np.array([g.params_nonembedding for g in grid]),
+                           np.array([g.tokens for g in grid]),
+                           np.array([g.objective for g in grid]))
+    except (ValueError, RuntimeError):
+        return None
 
 
 def _inf_if_nonfinite(x: float) -> float:

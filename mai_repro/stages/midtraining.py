@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from matplotlib.ticker import NullFormatter
 
-from mai_repro import plots
+from mai_repro import plots, stats
 from mai_repro.artifacts import Run, require
 from mai_repro.config import MidtrainConfig, resolve_device
 from mai_repro.data.config import FAMILIES
@@ -204,10 +204,15 @@ class Probe:
         t = time.time()
         grid = longctx.retrieval_grid(model, self.filler, self.lengths, self.depths,
                                       self.passkey, self.trials, self.seed, device)
-        curve = longctx.loss_by_position(model, self.windows, device)
-        cut = longctx.loss_by_position(model, self.windows, device, context=self.pre_len)
+        full = longctx.loss_by_position(model, self.windows, device, per_window=True)
+        cut = longctx.loss_by_position(model, self.windows, device, context=self.pre_len,
+                                       per_window=True)
         return {"retrieval": grid.accuracy.tolist(), "retrieval_nats": grid.nats.tolist(),
-                "loss_by_position": curve.tolist(), "loss_cut": cut.tolist(),
+                "retrieval_seq": grid.per_seq.tolist(),
+                "loss_by_position": full.mean(0).tolist(), "loss_cut": cut.mean(0).tolist(),
+                # per held-out window, the mean loss past the pre-training length
+                "beyond_full": full[:, self.pre_len:].mean(1).tolist(),
+                "beyond_cut": cut[:, self.pre_len:].mean(1).tolist(),
                 "eval_s": time.time() - t}
 
 
@@ -294,6 +299,23 @@ class ModelSummary:
 
 
 @dataclass
+class Verdict:
+    """One comparison of notebook 08 with its paired bootstrap interval (``mai_repro.stats``):
+    ``a`` minus ``b`` on the same items."""
+
+    claim: str
+    measure: str  # what is compared, per item
+    a: str
+    b: str
+    items: str  # what the bootstrap resamples
+    mean: float
+    lo: float
+    hi: float
+    n: int
+    verdict: str  # held / not held / inconclusive (interval against 0)
+
+
+@dataclass
 class AttentionMemory:
     """One local layer at the final context, forward + backward: dense mask vs block-wise."""
 
@@ -327,6 +349,8 @@ class MidtrainingMetrics:
     summary: list[ModelSummary]
     retrieval_gain: float  # final stage - pre-trained, passkey accuracy at the final context
     nats_gain: float
+    retrieval_seq: dict[str, list[list[list[float]]]]  # model -> length x depth x trial
+    verdicts: list[Verdict]
     attention_memory: AttentionMemory
     eval_s: dict[str, float]  # model -> evaluation seconds
     wall_s: float
@@ -368,6 +392,47 @@ def _summary(label: str, ev: Mapping[str, Any], lengths: list[int], pre_len: int
         loss_beyond_pre=float(curve[pre_len:].mean()),
         loss_last_quarter=float(curve[3 * final // 4:].mean()),
         loss_mean=float(curve.mean()))
+
+
+def verdicts(evals: Mapping[str, Mapping[str, Any]], lengths: list[int], pre_len: int,
+             final_label: str, positions: str, compare: list[str], seed: int
+             ) -> list[Verdict]:
+    """The stage's comparisons, each a paired bootstrap over the items both arms share:
+    passkey sequences (every depth and trial at one length) or held-out windows."""
+
+    def passkey(label: str, length: int) -> np.ndarray:
+        return np.asarray(evals[label]["retrieval_seq"])[lengths.index(length)].ravel()
+
+    def beyond(label: str, key: str = "beyond_full") -> np.ndarray:
+        return np.asarray(evals[label][key])
+
+    def make(claim: str, measure: str, a: str, b: str, items: str, xa: np.ndarray,
+             xb: np.ndarray) -> Verdict:
+        iv = stats.paired_bootstrap(xa, xb, seed=seed)
+        return Verdict(claim, measure, a, b, items, iv.mean, iv.lo, iv.hi, iv.n,
+                       stats.verdict(iv))
+
+    out = []
+    long = 4 * pre_len if 4 * pre_len in lengths else lengths[-1]
+    out.append(make(f"context extension raises passkey retrieval at {long} tokens "
+                    f"({long // pre_len}x the pre-training length)",
+                    f"passkey accuracy at {long}", final_label, "pre-trained",
+                    "probe sequences", passkey(final_label, long), passkey("pre-trained", long)))
+    out.append(make("the extended model uses the context past the pre-training length",
+                    "loss past pre_len, context cut to pre_len minus full context",
+                    final_label, f"{final_label}, cut", "held-out windows",
+                    beyond(final_label, "beyond_cut"), beyond(final_label)))
+    for alt in compare:
+        alt_label = f"{alt} (final)"
+        out.append(make(f"{positions} retrieves the passkey better than {alt} at {lengths[-1]}",
+                        f"passkey accuracy at {lengths[-1]}", final_label, alt_label,
+                        "probe sequences", passkey(final_label, lengths[-1]),
+                        passkey(alt_label, lengths[-1])))
+        out.append(make(f"{positions} predicts past the pre-training length better than {alt}",
+                        "loss past pre_len (alternative minus main: > 0 = main better)",
+                        alt_label, final_label, "held-out windows", beyond(alt_label),
+                        beyond(final_label)))
+    return out
 
 
 def build(run: Run) -> MidtrainResult:
@@ -432,6 +497,9 @@ def build(run: Run) -> MidtrainResult:
             summary=summaries,
             retrieval_gain=by[final_label].retrieval_final - by["pre-trained"].retrieval_final,
             nats_gain=by[final_label].nats_final - by["pre-trained"].nats_final,
+            retrieval_seq={k: v["retrieval_seq"] for k, v in evals.items()},
+            verdicts=verdicts(evals, lengths, pre_len, final_label, m.positions,
+                              list(m.compare), cfg.seed),
             attention_memory=AttentionMemory(**attn),
             eval_s={k: v["eval_s"] for k, v in evals.items()},
             wall_s=time.time() - t_start,

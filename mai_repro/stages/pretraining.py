@@ -426,3 +426,48 @@ def build(run: Run) -> PretrainResult:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# -- how big a model for this budget: the ladder's allocation ----------------------------------
+
+@dataclass
+class Allocation:
+    """The preset's pre-training (N non-embedding active parameters, D tokens, C = 6 N D)
+    against the ladder's fitted optimum for the same compute (notebook 05's L(N, D))."""
+
+    params: int
+    tokens: int
+    compute: float
+    optimal_params: float
+    optimal_tokens: float
+    loss_preset: float  # L(N, D) predicted for the preset's run
+    loss_optimal: float  # ... for the optimum at the same compute
+    candidates: list[dict[str, Any]]  # shapes near the optimum: width, depth, N, D, L
+
+
+def allocation(cfg: Config, loss_nd: Any, widths: tuple[int, ...] = (64, 96, 128, 160, 192),
+               depths: tuple[int, ...] = (3, 6, 9)) -> Allocation:
+    """Where the preset's (N, D) sits on the ladder's fit ``loss_nd`` (a
+    :class:`~mai_repro.train.scaling.LossND`), and the predicted loss of other shapes of the
+    same family (:func:`mai_repro.stages.ladder.rung_model`) given the same compute."""
+    from mai_repro.stages.ladder import nonembedding_params, rung_model
+
+    p, m = cfg.pretrain, model_config(cfg)
+    n = nonembedding_params(m)
+    d = p.steps * p.batch_size * p.seq_len
+    c = 6.0 * n * d
+    n_opt, d_opt = loss_nd.optimal(c)
+    head_dim = m.d_model // m.n_heads
+    rows = []
+    for w in widths:
+        for depth in depths:
+            if w % head_dim or depth % m.attn_period:
+                continue
+            shape = rung_model(m, w, depth, head_dim, p.seq_len)
+            nn = nonembedding_params(shape)
+            rows.append({"width": w, "depth": depth, "N": nn, "D": c / (6 * nn),
+                         "predicted loss": float(loss_nd.loss(nn, c / (6 * nn))),
+                         "preset": (w, depth) == (m.d_model, m.n_layers)})
+    return Allocation(n, d, c, n_opt, d_opt, float(loss_nd.loss(n, d)),
+                      float(loss_nd.loss(n_opt, d_opt)),
+                      sorted(rows, key=lambda r: r["predicted loss"]))

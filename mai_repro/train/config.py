@@ -66,9 +66,17 @@ class LadderConfig(SweepConfig):
         help="one-change candidates run at every rung: standard_init (random attention output "
              "init), standard_moe (no latent projection, expert width matched for active "
              "compute), all_moe (MoE in every layer), all_global (no local attention)")
+    allocation_ratios: list[float] = spec(
+        factory=lambda: [0.25, 4.0],
+        help="multiples of tokens_per_param at which the baseline is also trained at every "
+             "rung, for the fit L(N, D) that says how large a model a compute budget affords "
+             "(notebook 07's shape); [] = no allocation fit")
 
     def check(self) -> list[tuple[str, str]]:
         errors = super().check()
+        if any(m <= 0 or m == 1 for m in self.allocation_ratios):
+            errors.append(("allocation_ratios", f"multiples must be positive and not 1 (the "
+                                                f"ladder itself), got {self.allocation_ratios}"))
         if not errors and not 3 <= len(self.widths) <= 5:
             errors.append(("widths", f"a ladder has 3 to 5 rungs, got {len(self.widths)}"))
         return errors

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,3 +127,64 @@ def fit_mixture_regression(weights: np.ndarray, loss: np.ndarray, families: tupl
     y = np.asarray(loss, dtype=float)
     coef = np.linalg.solve(X.T @ X + ridge * np.eye(X.shape[1]), X.T @ y)
     return MixtureRegression(coef, tuple(families))
+
+
+# -- Allocation: how big a model for a compute budget (Chinchilla's approach 3) ---------------
+
+@dataclass(frozen=True)
+class LossND:
+    """L(N, D) = E + A (N / n0)^-alpha + B (D / d0)^-beta, fitted on runs of several sizes N
+    (non-embedding active parameters), each trained on several token counts D."""
+
+    E: float
+    A: float
+    alpha: float
+    B: float
+    beta: float
+    n0: float
+    d0: float
+
+    def loss(self, n: np.ndarray | float, d: np.ndarray | float) -> np.ndarray | float:
+        n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
+        return self.E + self.A * (n / self.n0) ** -self.alpha + self.B * (d / self.d0) ** -self.beta
+
+    def optimal(self, compute: float) -> tuple[float, float]:
+        """(N, D) minimising L under the budget ``compute = 6 N D`` (FLOPs): setting dL/dN = 0
+        along D = C / 6N gives alpha A (N/n0)^-alpha = beta B (D/d0)^-beta, solved here by a
+        bounded search over log N (robust where an exponent is near 0)."""
+        if compute <= 0:
+            raise ValueError(f"compute must be positive, got {compute}")
+
+        def along(log_n: float) -> float:
+            n = math.exp(log_n)
+            return float(self.loss(n, compute / (6 * n)))
+
+        lo, hi = math.log(1e2), math.log(compute / 6 / 1e2)  # at least 100 params and tokens
+        if hi <= lo:
+            raise ValueError(f"compute {compute:g} is too small to allocate")
+        best = optimize.minimize_scalar(along, bounds=(lo, hi), method="bounded")
+        n = math.exp(float(best.x))
+        return n, compute / (6 * n)
+
+
+def fit_loss_nd(params: np.ndarray, tokens: np.ndarray, loss: np.ndarray) -> LossND:
+    """Least-squares fit of :class:`LossND` (Hoffmann et al. 2022, approach 3; plain least
+    squares in loss instead of their Huber loss on log-loss, enough for a dozen points);
+    needs at least 6 runs spanning at least 2 sizes and 2 token counts per size."""
+    n, d, y = (np.asarray(a, dtype=float) for a in (params, tokens, loss))
+    if not len(n) == len(d) == len(y) or len(n) < 6:
+        raise ValueError(f"need >= 6 (N, D, loss) runs of equal length, got {len(n)}")
+    if len(np.unique(n)) < 2 or len(np.unique(d)) < 3:
+        raise ValueError("need at least 2 model sizes and 3 token counts")
+    if np.any(n <= 0) or np.any(d <= 0) or not np.all(np.isfinite(y)):
+        raise ValueError("sizes and token counts must be positive and losses finite")
+    n0, d0 = float(np.exp(np.log(n).mean())), float(np.exp(np.log(d).mean()))
+
+    def f(x: np.ndarray, E: float, A: float, alpha: float, B: float, beta: float) -> np.ndarray:
+        return E + A * (x[0] / n0) ** -alpha + B * (x[1] / d0) ** -beta
+
+    span = max(float(y.max() - y.min()), 1e-3)
+    p0 = (max(float(y.min()) - span, 0.0), span / 2, 0.3, span / 2, 0.3)
+    bounds = ([0.0, 0.0, 0.0, 0.0, 0.0], [float(y.min()), np.inf, 3.0, np.inf, 3.0])
+    p, _ = optimize.curve_fit(f, np.stack([n, d]), y, p0=p0, bounds=bounds, maxfev=50000)
+    return LossND(*(float(v) for v in p), n0, d0)
