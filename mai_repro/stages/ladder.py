@@ -293,7 +293,23 @@ def _figures(result: LadderResult, st: Any) -> dict[str, Path]:
     ax.set(xscale="log", yscale="log", xlabel="rung compute C (FLOPs)",
            ylabel="Efficiency Gain f^-1(L') / C'", title="EG of each ablation per rung")
     ax.legend(fontsize=7)
-    return {"ladder": plots.save(fig, st.path("figures", "ladder_fit_and_eg"))}
+    out = {"ladder": plots.save(fig, st.path("figures", "ladder_fit_and_eg"))}
+    fit, grid = result.metrics.loss_nd, result.metrics.allocation_runs
+    if fit is not None and grid:
+        fig, ax = plots.new(1, 1, width=6, height=4)
+        for w, colour in zip(sorted({g.width for g in grid}), plots.PALETTE, strict=False):
+            pts = sorted((g.tokens, g.objective, g.params_nonembedding) for g in grid
+                         if g.width == w)
+            d = np.array([p[0] for p in pts], dtype=float)
+            ax.scatter(d, [p[1] for p in pts], color=colour, s=25, zorder=3,
+                       label=f"width {w}: N = {pts[0][2]:,}")
+            line = np.logspace(np.log10(d.min()) - 0.2, np.log10(d.max()) + 0.2, 50)
+            ax.plot(line, fit.loss(pts[0][2], line), color=colour, lw=1)
+        ax.set(xscale="log", xlabel="training tokens D", ylabel="weighted held-out NLL",
+               title=f"L(N, D) = {fit.E:.2f} + A N^-{fit.alpha:.2f} + B D^-{fit.beta:.2f}")
+        ax.legend(fontsize=7)
+        out["allocation"] = plots.save(fig, st.path("figures", "allocation_fit"))
+    return out
 
 
 def build(run: Run) -> LadderResult:
