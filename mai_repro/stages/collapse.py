@@ -245,7 +245,8 @@ def build(run: Run) -> CollapseResult:
             torch.manual_seed(cfg.seed + gen)
             model = Transformer(mcfg)
             train_lm(model, batches(rows, c.batch_size, cfg.seed + gen), steps=c.steps,
-                     lr=c.lr, warmup=max(1, c.steps // 10), device=device, progress=False)
+                     lr=c.lr, warmup=max(1, c.steps // 10), optim=cfg.optim, device=device,
+                     progress=False)
             return model.eval()
 
         records: list[dict[str, Any]] = []
