@@ -42,7 +42,7 @@ from mai_repro.rl import tasks
 from mai_repro.rl.config import DistillConfig, GRPOStageConfig
 from mai_repro.rl.rollout import sample_groups, stop_ids
 from mai_repro.train.config import OptimConfig
-from mai_repro.train.loop import make_optimizer, token_nll
+from mai_repro.train.loop import make_optimizer, weighted_nll
 from mai_repro.train.step import LossOut, train_step
 
 
@@ -173,7 +173,7 @@ def sft(start: Transformer, traces: Sequence[Trace], d: DistillConfig, *, seed: 
     def sft_loss(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> LossOut:
         x, y, w = batch  # completion tokens carry their token weight, the prompt none
         out = model(x)
-        loss = token_nll(out.logits, y, w)
+        loss = weighted_nll(out.logits, y, w)
         return LossOut(loss + out.aux_loss, loss)
 
     weights = list(weights) if weights is not None else [1.0] * len(traces)

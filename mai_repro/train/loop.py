@@ -1,8 +1,10 @@
 """The next-token loss, the learning-rate schedule, the optimiser, and a plain loop around the
 one step.
 
-One implementation of the next-token loss (:func:`lm_loss`), of held-out NLL (:func:`eval_loss`),
-of the schedule (:func:`lr_at`) and of the optimiser (:func:`make_optimizer`, set by the config's
+One token-level cross-entropy (:func:`token_nll`: every next-token loss and NLL in the library
+is computed by it: :func:`lm_loss`, :func:`weighted_nll`, held-out NLL (:func:`eval_loss`), the
+evaluation module's NLL per family, the long-context probes, the collapse stage's perplexity),
+one schedule (:func:`lr_at`) and one optimiser (:func:`make_optimizer`, set by the config's
 ``optim`` section), shared by every stage that trains a language model; the optimizer step
 itself is :func:`mai_repro.train.step.train_step`. Batches
 are (B, T+1) token ids: inputs are ``[:, :-1]``, targets ``[:, 1:]``. A model returns logits,
@@ -25,22 +27,34 @@ from mai_repro.train.config import OptimConfig
 from mai_repro.train.step import LossOut, train_step
 
 
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The one token-level cross-entropy: the NLL (nats, float32) of each target under
+    ``logits`` (..., V), shaped like ``targets``.
+
+    Computed over the vocabulary as the last, contiguous dimension, so each value is exactly
+    ``-log_softmax(logits)[target]`` (bit for bit, as GRPO's log-probabilities are); the
+    ``(B, V, T)`` layout of ``cross_entropy(logits.transpose(1, 2), ...)`` reduces in another
+    order and differs in the last bits."""
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                          reduction="none")
+    return nll.view(targets.shape)
+
+
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor,
             mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy over the positions where ``mask`` is true."""
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
-                           reduction="none")
+    loss = token_nll(logits, targets).reshape(-1)
     if mask is None:
         return loss.mean()
     m = mask.reshape(-1).float()
     return (loss * m).sum() / m.sum().clamp_min(1.0)
 
 
-def token_nll(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_nll(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+                 ) -> torch.Tensor:
     """Next-token cross-entropy averaged with per-token ``weights`` (0 = ignored): the loss of
     supervised fine-tuning on completions, where each source may carry its own token weight."""
-    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    return (nll * weights).sum() / weights.sum().clamp_min(1e-9)
+    return (token_nll(logits, targets) * weights).sum() / weights.sum().clamp_min(1e-9)
 
 
 def lr_at(step: int, *, peak: float, warmup: int, total: int, min_ratio: float = 0.1,
