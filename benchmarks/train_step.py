@@ -50,7 +50,7 @@ def make_step(cfg: ModelConfig, batch: int, seq: int, device: str, compile_: boo
     batch, and the model (for its parameter count; reused by benchmarks/gpu_check.py)."""
     torch.manual_seed(0)
     model = Transformer(cfg).to(device)
-    opt = make_optimizer(model, 1e-4, 0.1)
+    opt = make_optimizer(model, 1e-4)
     fwd = torch.compile(model) if compile_ else model
     data = torch.randint(0, cfg.vocab_size, (batch, seq + 1), device=device)
 
@@ -183,7 +183,7 @@ def cpu_step(cfg: ModelConfig, a: Attempt, seq: int) -> Callable[[], None]:
     """One optimizer step of a fresh model under attempt ``a`` on a fixed random batch."""
     torch.manual_seed(0)
     model = Transformer(cfg)
-    opt = make_optimizer(model, 1e-4, 0.1)
+    opt = make_optimizer(model, 1e-4)
     if a.optimizer != "default":  # the same AdamW, another implementation of its update
         for group in opt.param_groups:
             group[a.optimizer] = True

@@ -16,8 +16,12 @@ Where a section lives: this module only composes. Each section is defined in the
 module of the package whose code reads it (``model/config.py``: the model, the architecture
 probe, the MAI-scale arithmetic of notebook 00; ``data/config.py``: curation, Wikipedia,
 tokenizer, mixture; ``train/config.py``: pre-training, mid-training, ladder, mixture search,
-collapse; ``rl/config.py``: GRPO, self-distillation, the agentic environment), so a component
-never imports this module (see ``mai_repro.layers``). Every key of every preset maps to one of their fields.
+collapse and ``optim``, the optimiser every trainer shares; ``rl/config.py``: GRPO,
+self-distillation, the agentic environment), so a component never imports this module (see
+``mai_repro.layers``). Every key of every preset maps to one of their fields
+(``tests/test_config.py``). The rule: a field lives in the section of the stage that owns it; a
+field every trainer shares lives in ``optim``. A key that moved between sections (:data:`MOVED`)
+is refused with its new name, so an old override fails loudly instead of being ignored.
 """
 
 from __future__ import annotations
@@ -48,11 +52,21 @@ from mai_repro.train.config import (
     LadderConfig,
     MidtrainConfig,
     MixSearchConfig,
+    OptimConfig,
     PretrainConfig,
 )
 
 PRESETS = ("smoke", "laptop", "gpu", "cluster")
 PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+# Keys that moved to another section: old key path -> new key path. Each stage's optimiser
+# settings were once repeated per section; every trainer now reads the one ``optim`` section.
+MOVED: dict[str, str] = {
+    **{f"{section}.{key}": f"optim.{key}"
+       for section in ("pretrain", "midtrain")
+       for key in ("weight_decay", "grad_clip", "min_lr_ratio")},
+    "grpo.grad_clip": "optim.grad_clip",
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,7 @@ class Config:
     tokenizer: TokenizerConfig = spec(factory=TokenizerConfig)
     mixture: MixtureConfig = spec(factory=MixtureConfig)
     model: ModelConfig = spec(factory=ModelConfig)
+    optim: OptimConfig = spec(factory=OptimConfig)
     probe: ProbeConfig = spec(factory=ProbeConfig)
     pretrain: PretrainConfig = spec(factory=PretrainConfig)
     midtrain: MidtrainConfig = spec(factory=MidtrainConfig)
@@ -113,6 +128,17 @@ def read_preset_yaml(path: Path) -> Any:
                                         f"{what}") from None
 
 
+def refuse_moved(data: Mapping[str, Any]) -> None:
+    """Raise a ConfigError naming the new key when ``data`` sets a key listed in :data:`MOVED`
+    (e.g. ``pretrain.grad_clip: moved to optim.grad_clip``)."""
+    for old, new in MOVED.items():
+        section, key = old.split(".")
+        value = data.get(section)
+        if isinstance(value, Mapping) and key in value:
+            raise ConfigError(old, f"moved to {new} (shared by every training loop; see "
+                                   f"docs/architecture.md)")
+
+
 def expand_dotted(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """``{"a.b": 1, "a": {"c": 2}}`` -> ``{"a": {"b": 1, "c": 2}}``."""
     out: dict[str, Any] = {}
@@ -141,6 +167,7 @@ def load(preset: str = "laptop", overrides: Mapping[str, Any] | None = None, *,
         raise ConfigError("preset", f"{path.name} must hold a mapping of settings")
     data.setdefault("preset", path.stem)
     data = merge(data, expand_dotted(overrides or {}))
+    refuse_moved(data)
     if seed is not None:
         data["seed"] = seed
     if device is not None:
@@ -168,8 +195,8 @@ def config_hash(cfg: Config, sections: tuple[str, ...] | None = None) -> str:
     return stable_hash(d)
 
 
-__all__ = ["Config", "ConfigError", "ModelConfig", "OverviewConfig", "PretrainConfig",
-           "PRESETS", "load", "config_hash", "expand_dotted", "preset_path", "resolve_device",
+__all__ = ["Config", "ConfigError", "MOVED", "ModelConfig", "OptimConfig", "OverviewConfig",
+           "PretrainConfig", "PRESETS", "load", "config_hash", "expand_dotted", "preset_path", "resolve_device",
            "to_dict"]
 
 

@@ -13,7 +13,7 @@ from mai_repro.train.loop import lm_step, make_optimizer
 def make(seed=0):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Embedding(16, 8), torch.nn.Linear(8, 16))
-    return model, make_optimizer(model, 1e-2, 0.1)
+    return model, make_optimizer(model, 1e-2)
 
 
 def batch_from_rngs():

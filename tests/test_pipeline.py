@@ -109,7 +109,7 @@ def test_inverted_range_is_named(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("param, key", [("pretrain.lr=.nan", "pretrain.lr"),
-                                        ("pretrain.weight_decay=.inf", "pretrain.weight_decay"),
+                                        ("optim.weight_decay=.inf", "optim.weight_decay"),
                                         ("pretrain.hang_timeout=.inf", "pretrain.hang_timeout"),
                                         ("preset=../../x", "preset")])
 def test_nan_inf_and_path_presets_are_refused(tmp_path, capsys, param, key):

@@ -85,7 +85,7 @@ def test_a_vetoed_step_changes_nothing_and_resets_the_load():
     torch.manual_seed(0)
     model = Transformer(moe_cfg())
     before = copy.deepcopy(model.state_dict())
-    opt = make_optimizer(model, 1e-2, 0.0)
+    opt = make_optimizer(model, 1e-2, weight_decay=0.0)
     seen = []
     r = train_step(model, opt, [next(batches())], lm_loss_fn(model),
                    accept=lambda loss, norm: seen.append((float(loss), norm)) or False)
@@ -137,7 +137,7 @@ def test_balancing_in_the_plain_loop():
     train_lm(model, batches(), steps=3, lr=1e-2, progress=False)
     assert_balanced(model, "train_lm")
     model2 = Transformer(moe_cfg())
-    lm_step(model2, make_optimizer(model2, 1e-2, 0.0), next(batches()))
+    lm_step(model2, make_optimizer(model2, 1e-2, weight_decay=0.0), next(batches()))
     assert_balanced(model2, "lm_step")
 
 
@@ -207,7 +207,7 @@ def test_balancing_in_the_grpo_learner(tok):
                                   tok.pad_id)
     for m in model.moe_layers:
         m.load.zero_()
-    climb.optimizer_step(model, make_optimizer(model, 1e-3, 0.0), batch,
+    climb.optimizer_step(model, make_optimizer(model, 1e-3, weight_decay=0.0), batch,
                          EntropyController(target=0.5, delta=0.1), GRPOConfig(),
                          climb.Stabilisers())
     assert_balanced(model, "GRPO learner")

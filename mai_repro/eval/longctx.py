@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mai_repro.data.shards import FamilyShard
-from mai_repro.train.loop import split_output
+from mai_repro.train.loop import split_output, token_nll
 
 
 def stream(shard: FamilyShard) -> np.ndarray:
@@ -90,8 +89,7 @@ def loss_by_position(model: torch.nn.Module, windows: np.ndarray, device: str = 
         n = batch.shape[0]
         inputs = batch[:, :-1].reshape(n * (L // c), c)
         logits, _ = split_output(model(inputs))
-        nll = F.cross_entropy(logits.float().transpose(1, 2),
-                              batch[:, 1:].reshape(n * (L // c), c), reduction="none")
+        nll = token_nll(logits, batch[:, 1:].reshape(n * (L // c), c))
         rows.append(nll.reshape(n, L).double().cpu().numpy())
     losses = np.concatenate(rows)
     return losses if per_window else losses.mean(0)
@@ -167,8 +165,7 @@ def passkey_per_seq(model: torch.nn.Module, seqs: np.ndarray, key_len: int,
         logits, _ = split_output(model(batch[:, :-1]))
         logits, target = logits[:, L - key_len - 1:].float(), batch[:, L - key_len:]
         hits.append((logits.argmax(-1) == target).float().mean(1).cpu().numpy())
-        nll.append(F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
-                   .mean(1).cpu().numpy())
+        nll.append(token_nll(logits, target).mean(1).cpu().numpy())
     return np.concatenate(hits), np.concatenate(nll)
 
 
@@ -253,7 +250,7 @@ def induction_score(model: torch.nn.Module, vocab_size: int, *, half_len: int = 
         logits, _ = split_output(model(seqs[:, :-1]))
     finally:
         model.train(was_training)
-    nll = F.cross_entropy(logits.float().transpose(1, 2), seqs[:, 1:], reduction="none")
+    nll = token_nll(logits, seqs[:, 1:])
     # position t predicts token t + 1: the first copy is predicted at 0 .. half_len - 2 (its
     # first token has no context), the second copy at half_len .. 2 * half_len - 2 (its first
     # token, at half_len - 1, can only be a guess)

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mai_repro.eval.longctx import loss_by_position
 from mai_repro.rl import tasks
@@ -39,7 +38,7 @@ from mai_repro.rl.evaluate import (  # noqa: F401 (re-exported: the evaluation m
 )
 from mai_repro.rl.rollout import stop_ids
 from mai_repro.train.checkpoint import load_model_file
-from mai_repro.train.loop import split_output
+from mai_repro.train.loop import split_output, token_nll
 
 # The stages that write ``<run_dir>/<stage>/model.pt``, in the order the recipe runs them.
 CHAIN: tuple[str, ...] = ("pretraining", "midtraining", "grpo")
@@ -88,8 +87,7 @@ def family_nll(model: torch.nn.Module, heldout: Mapping[str, np.ndarray], tok, *
                 chunk = torch.from_numpy(seqs[lo:lo + micro].astype(np.int64)).to(device)
                 targets = chunk[:, 1:]
                 logits, _ = split_output(model(chunk[:, :-1]))
-                loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)),
-                                       targets.reshape(-1), reduction="none")
+                loss = token_nll(logits, targets).reshape(-1)
                 b = nbytes[targets.reshape(-1)]
                 counted = b > 0
                 nats += float(loss[counted].sum())

@@ -46,6 +46,7 @@ from mai_repro.rl.rollout import (
     sample_groups,
     stop_ids,
 )
+from mai_repro.train.config import OptimConfig
 from mai_repro.train.loop import make_optimizer
 from mai_repro.train.step import LossOut, train_step
 
@@ -299,16 +300,20 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
           eval_every: int | None = None, name: str = "main",
           progress: Callable[[int], None] | None = None, keep_model: bool = False,
           schedule_steps: int | None = None, checkpoint_every: int = 0,
-          on_checkpoint: Callable[[int, Transformer], None] | None = None) -> ClimbResult:
+          on_checkpoint: Callable[[int, Transformer], None] | None = None,
+          optim: OptimConfig | None = None) -> ClimbResult:
     """Run ``steps`` optimizer steps of GRPO from ``start``; evaluate every ``eval_every``.
     The length curriculum spreads its stages over ``schedule_steps`` (default ``steps``), so a
     shorter ablation follows the main run's schedule. Every ``checkpoint_every`` steps (before
-    the last) ``on_checkpoint(step, policy)`` is called: self-distillation samples from those."""
+    the last) ``on_checkpoint(step, policy)`` is called: self-distillation samples from those.
+    AdamW (at ``optim.rl_weight_decay``) and the clip come from ``optim``, the config's shared
+    section (default :class:`OptimConfig`)."""
     t0 = time.time()
     torch.manual_seed(seed)
     policy = learner_model(start, c.balance_coef)
     engine = engine_model(policy, c.rollout_dtype)
-    optimizer = make_optimizer(policy, c.lr, 0.0)
+    optim = optim or OptimConfig()
+    optimizer = make_optimizer(policy, c.lr, optim, weight_decay=optim.rl_weight_decay)
     controller = EntropyController(c.entropy_target, c.entropy_delta, c.k_max)
     lcfg = loss_config(c, s)
     stream = ProblemStream(pool, seed)
@@ -340,7 +345,7 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
                 result.dropped_stale += 1
                 break
             st = optimizer_step(policy, optimizer, batch, controller, lcfg, s,
-                                micro_batch=c.micro_batch, grad_clip=c.grad_clip,
+                                micro_batch=c.micro_batch, grad_clip=optim.grad_clip,
                                 temperature=c.temperature,
                                 measure_mismatch=(u == 0 and engine_version == version))
             step += 1

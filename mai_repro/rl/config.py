@@ -37,8 +37,6 @@ class GRPOStageConfig:
     temperature: float = spec(1.0, min=0.01, help="sampling temperature (rollouts and eval)")
     top_p: float = spec(0.97, min=0.0, max=1.0, help="nucleus sampling threshold")
     lr: float = spec(1e-4, min=0.0, max=1.0, help="AdamW learning rate (constant)")
-    grad_clip: float = spec(1.0, min=0.0, help="gradient-norm clip (0 = off); the norm "
-                                               "recorded is before clipping")
     micro_batch: int = spec(0, min=0, help="rows per forward pass; the rest by gradient "
                                            "accumulation (0 = one pass)")
     updates_per_batch: int = spec(2, min=1, help="gradient steps on each rollout batch")

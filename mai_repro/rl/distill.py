@@ -41,7 +41,8 @@ from mai_repro.rl import evaluate as ev
 from mai_repro.rl import tasks
 from mai_repro.rl.config import DistillConfig, GRPOStageConfig
 from mai_repro.rl.rollout import sample_groups, stop_ids
-from mai_repro.train.loop import make_optimizer, token_nll
+from mai_repro.train.config import OptimConfig
+from mai_repro.train.loop import make_optimizer, weighted_nll
 from mai_repro.train.step import LossOut, train_step
 
 
@@ -160,9 +161,11 @@ def sft_batch(traces: Sequence[Trace], weights: Sequence[float], pad_id: int
 
 def sft(start: Transformer, traces: Sequence[Trace], d: DistillConfig, *, seed: int,
         pad_id: int, weights: Sequence[float] | None = None,
-        progress: Callable[[int], None] | None = None) -> tuple[Transformer, list[float]]:
+        progress: Callable[[int], None] | None = None, optim: OptimConfig | None = None
+        ) -> tuple[Transformer, list[float]]:
     """Fine-tune a copy of ``start`` on ``traces`` (completion tokens only) with the report's
-    dropout and load-balancing weight; returns the model (dropout off again) and the losses.
+    dropout and load-balancing weight, AdamW (at ``optim.rl_weight_decay``) and the clip from
+    ``optim``; returns the model (dropout off again) and the losses.
     With no traces there is nothing to learn: the copy is returned unchanged (no losses)."""
     if not traces:
         return with_config(start, start.cfg).eval(), []
@@ -170,13 +173,14 @@ def sft(start: Transformer, traces: Sequence[Trace], d: DistillConfig, *, seed: 
     def sft_loss(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> LossOut:
         x, y, w = batch  # completion tokens carry their token weight, the prompt none
         out = model(x)
-        loss = token_nll(out.logits, y, w)
+        loss = weighted_nll(out.logits, y, w)
         return LossOut(loss + out.aux_loss, loss)
 
     weights = list(weights) if weights is not None else [1.0] * len(traces)
     cfg = dataclasses.replace(start.cfg, dropout=d.dropout, aux_loss_coef=d.balance_coef)
     model = with_config(start, cfg).float().train()
-    opt = make_optimizer(model, d.sft_lr, 0.0)
+    optim = optim or OptimConfig()
+    opt = make_optimizer(model, d.sft_lr, optim, weight_decay=optim.rl_weight_decay)
     rng = random.Random(seed)
     torch.manual_seed(seed)
     order: list[int] = []
@@ -190,7 +194,7 @@ def sft(start: Transformer, traces: Sequence[Trace], d: DistillConfig, *, seed: 
         idx, order = order[: d.sft_batch], order[d.sft_batch:]
         x, y, w = sft_batch([traces[i] for i in idx], [weights[i] for i in idx], pad_id)
         x, y, w = x.to(device), y.to(device), w.to(device)
-        r = train_step(model, opt, [(x, y, w)], sft_loss, grad_clip=1.0)
+        r = train_step(model, opt, [(x, y, w)], sft_loss, grad_clip=optim.grad_clip)
         losses.append(r.loss)
         if progress is not None:
             progress(1)

@@ -90,6 +90,8 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
     """
     raw = logits.float()
     logits = apply_nucleus(raw, nucleus if top_p_mask else None)
+    # not train.loop.token_nll: the whole (nucleus-masked) distribution is needed for the
+    # entropy; the gathered log-probs equal -token_nll of the same logits bit for bit
     logp_all = F.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     m = mask.float()

@@ -40,6 +40,7 @@ from mai_repro.model.config import ModelConfig
 from mai_repro.model.moe import load_cv
 from mai_repro.model.transformer import Transformer
 from mai_repro.schema import result_dict
+from mai_repro.train.config import OptimConfig
 from mai_repro.train.loop import Schedule, lm_step, make_optimizer
 
 
@@ -94,14 +95,16 @@ class ProbeRun:
 
 
 def run_probe(cfg: ModelConfig, zero_init: bool, texts: list[str], probe, seed: int,
-              device: str, progress: bool = True) -> ProbeRun:
+              device: str, progress: bool = True, optim: OptimConfig | None = None
+              ) -> ProbeRun:
     from tqdm.auto import tqdm
 
     mcfg = dataclasses.replace(cfg, vocab_size=bytelevel.BYTE_VOCAB, zero_init_attn=zero_init,
                                max_seq_len=probe.seq_len)
     torch.manual_seed(seed)
     model = Transformer(mcfg).to(device)
-    opt = make_optimizer(model, probe.lr, 0.1)
+    optim = optim or OptimConfig()
+    opt = make_optimizer(model, probe.lr, optim)
     data = bytelevel.batches(texts, probe.seq_len + 1, probe.batch_size, seed)
     probe_batch = next(bytelevel.batches(texts, probe.seq_len, 32, seed + 10_000)).to(device)
     run = ProbeRun("zero-init" if zero_init else "standard init", [], [], [], [], None, None)
@@ -116,9 +119,11 @@ def run_probe(cfg: ModelConfig, zero_init: bool, texts: list[str], probe, seed: 
         run.load_final = load.numpy()
 
     record(0)
-    schedule = Schedule(probe.lr, warmup=max(1, probe.steps // 10), total=probe.steps)
+    schedule = Schedule(probe.lr, warmup=max(1, probe.steps // 10), total=probe.steps,
+                        min_ratio=optim.min_lr_ratio)
     for step in tqdm(range(probe.steps), desc=run.name, disable=not progress, leave=False):
-        loss, _ = lm_step(model, opt, next(data).to(device), lr=schedule(step))
+        loss, _ = lm_step(model, opt, next(data).to(device), lr=schedule(step),
+                          grad_clip=optim.grad_clip)
         run.loss.append(loss)
         if (step + 1) % probe.record_every == 0 or step + 1 == probe.steps:
             record(step + 1)
@@ -216,8 +221,8 @@ def build(run: Run) -> ArchitectureResult:
         flops = {"latent": forward_flops_per_token(cfg, cfg.max_seq_len),
                  "standard": forward_flops_per_token(standard, cfg.max_seq_len)}
         runs = {r.name: r for r in (
-            run_probe(cfg, True, texts, probe, run.cfg.seed, device),
-            run_probe(cfg, False, texts, probe, run.cfg.seed, device))}
+            run_probe(cfg, True, texts, probe, run.cfg.seed, device, optim=run.cfg.optim),
+            run_probe(cfg, False, texts, probe, run.cfg.seed, device, optim=run.cfg.optim))}
         cost = {"latent_ms": time_fwd_bwd(cfg, probe.seq_len, probe.batch_size, device),
                 "standard_ms": time_fwd_bwd(standard, probe.seq_len, probe.batch_size, device)}
         figures = _figures(runs, st)

@@ -37,7 +37,7 @@ from mai_repro.model.config import ModelConfig
 from mai_repro.model.generation import generate
 from mai_repro.model.transformer import Transformer
 from mai_repro.schema import result_dict
-from mai_repro.train.loop import split_output, train_lm
+from mai_repro.train.loop import split_output, token_nll, train_lm
 
 STAGE = "collapse"
 REGIMES = ("replace", "keep_real", "accumulate")
@@ -79,8 +79,7 @@ def sequence_nll(model: torch.nn.Module, rows: np.ndarray, device: str,
     for i in range(0, len(rows), batch_size):
         x = torch.from_numpy(np.asarray(rows[i:i + batch_size], dtype=np.int64)).to(device)
         logits, _ = split_output(model(x[:, :-1]))
-        loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), x[:, 1:],
-                                                 reduction="none")
+        loss = token_nll(logits, x[:, 1:])
         out.append(loss.mean(1).cpu().numpy())
     return np.concatenate(out)
 
@@ -245,7 +244,8 @@ def build(run: Run) -> CollapseResult:
             torch.manual_seed(cfg.seed + gen)
             model = Transformer(mcfg)
             train_lm(model, batches(rows, c.batch_size, cfg.seed + gen), steps=c.steps,
-                     lr=c.lr, warmup=max(1, c.steps // 10), device=device, progress=False)
+                     lr=c.lr, warmup=max(1, c.steps // 10), optim=cfg.optim, device=device,
+                     progress=False)
             return model.eval()
 
         records: list[dict[str, Any]] = []

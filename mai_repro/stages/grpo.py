@@ -196,7 +196,8 @@ def build(run: Run) -> GRPOResult:
 
         main = climb(start, tok, pool, held, c, steps=c.steps, seed=cfg.seed,
                      eval_every=c.eval_every, progress=bar.update, keep_model=True,
-                     checkpoint_every=c.checkpoint_every, on_checkpoint=keep)
+                     checkpoint_every=c.checkpoint_every, on_checkpoint=keep,
+                     optim=cfg.optim)
         save_model_file(main.model.cfg, main.model.state_dict(), st.path("model.pt"))
         saved.append({"step": len(main.history), "file": "model.pt"})
         samples = _samples(main.model, tok, held[:6], c, cfg.seed)
@@ -208,7 +209,8 @@ def build(run: Run) -> GRPOResult:
             ablations[name] = climb(start, tok, pool, held, c, steps=c.ablation_steps,
                                     seed=cfg.seed, s=Stabilisers().without(name),
                                     eval_every=c.ablation_steps, name=f"no {name}",
-                                    progress=bar.update, schedule_steps=c.steps)
+                                    progress=bar.update, schedule_steps=c.steps,
+                                    optim=cfg.optim)
         bar.close()
         verdicts = ablation_verdicts(main, ablations, c)
         figures = _figures(main, ablations, verdicts, c, st)

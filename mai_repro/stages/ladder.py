@@ -36,7 +36,7 @@ from mai_repro.model.accounting import count_params, forward_flops_per_token
 from mai_repro.model.config import ModelConfig
 from mai_repro.schema import build as build_config
 from mai_repro.schema import result_dict, to_dict
-from mai_repro.train.config import ABLATIONS, SweepConfig, report_objective
+from mai_repro.train.config import ABLATIONS, OptimConfig, SweepConfig, report_objective
 from mai_repro.train.scaling import (
     LossND,
     PowerLawFit,
@@ -106,9 +106,11 @@ def run_tokens(cfg: ModelConfig, sweep: SweepConfig) -> int:
 def train_run(*, model: dict[str, Any], weights: dict[str, float], tokens: int,
               batch_size: int, seq_len: int, lr: float, warmup_frac: float, seed: int,
               shard_dir: str, eval_seqs: int, objective: dict[str, float],
-              device: str = "cpu", threads: int = 0) -> dict[str, Any]:
-    """One short pre-training run through the project's loop; returns JSON-able figures:
-    held-out NLL per family, the weighted ``objective``, compute, parameters, loss curve."""
+              device: str = "cpu", threads: int = 0,
+              optim: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One short pre-training run through the project's loop (AdamW and clip from ``optim``,
+    the config's ``optim`` section as a dict); returns JSON-able figures: held-out NLL per
+    family, the weighted ``objective``, compute, parameters, loss curve."""
     import torch
 
     from mai_repro.data.loader import Loader
@@ -133,7 +135,8 @@ def train_run(*, model: dict[str, Any], weights: dict[str, float], tokens: int,
     torch.manual_seed(seed)
     net = Transformer(mcfg)
     hist = train_lm(net, (b[:, :seq_len + 1] for b in loader), steps=steps, lr=lr,
-                    warmup=round(warmup_frac * steps), device=device, progress=False)
+                    warmup=round(warmup_frac * steps), optim=build_config(OptimConfig, optim),
+                    device=device, progress=False)
     nll = {f: eval_loss(net, [torch.from_numpy(np.asarray(s[:eval_seqs, :seq_len + 1],
                                                           dtype=np.int64))], device)
            for f, s in held.items() if len(s)}
@@ -154,15 +157,15 @@ def train_run(*, model: dict[str, Any], weights: dict[str, float], tokens: int,
 
 def sweep_job(key: str, mcfg: ModelConfig, weights: dict[str, float], tokens: int,
               sweep: SweepConfig, seed: int, shard_dir: Path, objective: dict[str, float],
-              device: str) -> Job:
-    """A :func:`train_run` job with the sweep's shared settings."""
+              device: str, optim: OptimConfig) -> Job:
+    """A :func:`train_run` job with the sweep's shared settings and the run's optimiser."""
     threads = max(1, (os.cpu_count() or 1) // effective_workers(sweep.workers))
     return Job(key, "mai_repro.stages.ladder:train_run", {
         "model": to_dict(mcfg), "weights": dict(weights), "tokens": tokens,
         "batch_size": sweep.batch_size, "seq_len": sweep.seq_len, "lr": sweep.lr,
         "warmup_frac": sweep.warmup_frac, "seed": seed, "shard_dir": str(shard_dir),
         "eval_seqs": sweep.eval_seqs, "objective": dict(objective), "device": device,
-        "threads": threads if device == "cpu" else 0})
+        "threads": threads if device == "cpu" else 0, "optim": to_dict(optim)})
 
 
 def start_method(device: str) -> str | None:
@@ -328,7 +331,8 @@ def build(run: Run) -> LadderResult:
             tokens = run_tokens(base, lc)  # the same tokens for every variant of a rung
             for name in names:
                 jobs.append(sweep_job(f"{name}-r{i}", variant(base, name), weights, tokens, lc,
-                                      cfg.seed, tok.path("shards"), objective, device))
+                                      cfg.seed, tok.path("shards"), objective, device,
+                                      cfg.optim))
                 meta.append((name, i, w, d))
         # the allocation grid: the baseline at other multiples of the tokens per parameter
         for i, (w, d) in enumerate(zip(lc.widths, lc.depths, strict=True)):
@@ -337,7 +341,7 @@ def build(run: Run) -> LadderResult:
                 more = dataclasses.replace(lc, tokens_per_param=lc.tokens_per_param * m)
                 jobs.append(sweep_job(f"baseline-x{m:g}-r{i}", base, weights,
                                       run_tokens(base, more), lc, cfg.seed,
-                                      tok.path("shards"), objective, device))
+                                      tok.path("shards"), objective, device, cfg.optim))
                 meta.append((f"x{m:g}", i, w, d))
         results = run_sweep(jobs, st.path("runs"), lc.workers, desc="ladder runs",
                             start_method=start_method(device))

@@ -52,6 +52,7 @@ from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer, with_config
 from mai_repro.schema import result_dict
 from mai_repro.train.checkpoint import load_model_file, save_model_file
+from mai_repro.train.config import OptimConfig
 from mai_repro.train.loop import Schedule, lm_step, make_optimizer
 
 STAGE = "midtraining"
@@ -219,11 +220,13 @@ class Probe:
 def train_run(model: Transformer, positions: str, m: MidtrainConfig,
               windows: Mapping[int, Mapping[str, np.ndarray]], weights: Mapping[str, float],
               pre_len: int, seed: int, device: str, probe: Probe | None,
-              progress: bool = True, desc: str = "") -> tuple[Transformer, list[dict]]:
+              progress: bool = True, desc: str = "", optim: OptimConfig | None = None
+              ) -> tuple[Transformer, list[dict]]:
     """Train ``model`` through every stage with one position treatment; per stage, a record
     of its steps, throughput and peak memory, and (with a ``probe``) its evaluation."""
     from tqdm.auto import tqdm
 
+    optim = optim or OptimConfig()  # AdamW, clip and final lr: the config's shared section
     base_cfg = model.cfg
     records = []
     for k, (context, steps) in enumerate(zip(m.contexts, m.steps, strict=True)):
@@ -232,8 +235,8 @@ def train_run(model: Transformer, positions: str, m: MidtrainConfig,
         batch = max(1, m.tokens_per_step // context)
         fams = {f: w for f, w in windows[context].items() if len(w) and weights.get(f, 0) > 0}
         loader = Loader(fams, {f: weights[f] for f in fams}, batch, seed=seed + 101 * (k + 1))
-        opt = make_optimizer(model, m.lr, m.weight_decay)
-        schedule = Schedule(m.lr, m.warmup_steps, steps, min_ratio=m.min_lr_ratio)
+        opt = make_optimizer(model, m.lr, optim)
+        schedule = Schedule(m.lr, m.warmup_steps, steps, min_ratio=optim.min_lr_ratio)
         losses: list[float] = []
         bar = tqdm(range(steps), desc=f"{desc}stage {k + 1} ({context} tokens)",
                    disable=not progress, leave=False)
@@ -243,7 +246,7 @@ def train_run(model: Transformer, positions: str, m: MidtrainConfig,
                 measure = saved_activations(model) if step == 0 else contextlib.nullcontext({})
                 with measure as act:  # activation memory of the stage's first step
                     loss, _ = lm_step(model, opt, next(loader).to(device), lr=schedule(step),
-                                      grad_clip=m.grad_clip)
+                                      grad_clip=optim.grad_clip)
                 activations = act.get("mib", activations)
                 losses.append(loss)
                 bar.set_postfix(loss=f"{loss:.3f}")
@@ -465,13 +468,14 @@ def build(run: Run) -> MidtrainResult:
         evals = {"pre-trained": probe.score(pre_model, device)}
         runs: dict[str, list[dict]] = {}
         model, runs[m.positions] = train_run(pre_model, m.positions, m, windows, weights,
-                                             pre_len, cfg.seed, device, probe, desc="")
+                                             pre_len, cfg.seed, device, probe, desc="",
+                                             optim=cfg.optim)
         save_model_file(model.cfg, model.state_dict(), st.path("model.pt"))
         for k, rec in enumerate(runs[m.positions]):
             evals[f"stage {k + 1} ({rec['context']})"] = rec.pop("eval")
         for alt in m.compare:
             _, runs[alt] = train_run(pre_model, alt, m, windows, weights, pre_len, cfg.seed,
-                                     device, probe, desc=f"{alt}: ")
+                                     device, probe, desc=f"{alt}: ", optim=cfg.optim)
             evals[f"{alt} (final)"] = runs[alt][-1].pop("eval")
         np.savez_compressed(st.path("loss_by_position.npz"),
                             **{k: np.asarray(v["loss_by_position"]) for k, v in evals.items()},

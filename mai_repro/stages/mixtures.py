@@ -239,9 +239,11 @@ def build(run: Run) -> MixtureResult:
             scales.append({"width": w, "depth": d, "tokens": tokens})
             for name in names:
                 jobs.append(sweep_job(f"s{s}-{name}", mcfg, mixtures[name], tokens, mc,
-                                      cfg.seed, tok.path("shards"), mc.objective, device))
+                                      cfg.seed, tok.path("shards"), mc.objective, device,
+                                      cfg.optim))
             jobs.append(sweep_job(f"s{s}-{names[0]}-reseed", mcfg, mixtures[names[0]], tokens,
-                                  mc, cfg.seed + 1, tok.path("shards"), mc.objective, device))
+                                  mc, cfg.seed + 1, tok.path("shards"), mc.objective, device,
+                                  cfg.optim))
         results = dict(zip([j.key for j in jobs],
                            run_sweep(jobs, st.path("runs"), mc.workers, desc="mixture runs",
                                      start_method=start_method(device)), strict=True))

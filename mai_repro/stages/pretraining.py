@@ -55,15 +55,14 @@ def model_config(cfg: Config) -> ModelConfig:
                                                           cfg.pretrain.seq_len))
 
 
-TRAJECTORY = ("steps", "batch_size", "seq_len", "lr", "warmup_steps", "weight_decay",
-              "grad_clip", "schedule", "min_lr_ratio", "decay_frac")
+TRAJECTORY = ("steps", "batch_size", "seq_len", "lr", "warmup_steps", "schedule", "decay_frac")
 
 
 def run_hash(cfg: Config) -> str:
     """What a checkpoint must match to be resumed: the model, the data, the seed and the
     settings that shape the optimisation. Parallelism, micro-batches, evaluation, checkpoint
     and fault settings may change between restarts (checkpoints hold full, unsharded state)."""
-    return config_hash(cfg, ("model", "tokenizer", "mixture", "curation",
+    return config_hash(cfg, ("model", "tokenizer", "mixture", "curation", "optim",
                              *(f"pretrain.{k}" for k in TRAJECTORY)))
 
 
@@ -94,7 +93,7 @@ def make_trainer(cfg: Config, train: Mapping[str, np.ndarray], heldout: Mapping[
 
         probes["induction"] = induction
     return Trainer(p, model_config(cfg), cfg.seed, run_hash(cfg), train, heldout, weights,
-                   out_dir, probes=probes, **kw)
+                   out_dir, probes=probes, optim=cfg.optim, **kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +225,7 @@ class PretrainResult:
 def checkpoint_stalls(model: torch.nn.Module, directory: Path, repeats: int = 3
                       ) -> dict[str, float]:
     """Mean time the training loop waits per checkpoint, sync vs async, on this model."""
-    opt = make_optimizer(model, 1e-3, 0.0)
+    opt = make_optimizer(model, 1e-3)  # only its state's size matters here
     out = {}
     for mode in ("sync", "async"):
         mgr = ck.CheckpointManager(directory / mode, keep=1, mode=mode)

@@ -33,6 +33,7 @@ from mai_repro.rl.distill import (
 from mai_repro.schema import cpu_threads, load_result, result_dict
 from mai_repro.stages.grpo import GRPOMetrics
 from mai_repro.train.checkpoint import load_model_file, save_model_file
+from mai_repro.train.config import OptimConfig
 
 STAGE = "self_distillation"
 UPSTREAM = "grpo"
@@ -116,7 +117,7 @@ def build(run: Run) -> DistillResult:
 
     from mai_repro.data.tokenizer import load as load_tokenizer
 
-    cfg, c, d = run.cfg, run.cfg.grpo, run.cfg.distill
+    cfg, c, d, optim = run.cfg, run.cfg.grpo, run.cfg.distill, run.cfg.optim
     device = resolve_device(cfg.device)
     up = require(run, UPSTREAM)
     pre = require(run, PRE_RL)
@@ -165,12 +166,12 @@ def build(run: Run) -> DistillResult:
         students, losses, after = {}, {}, {}
         for name, traces in sets.items():
             model, losses[name] = sft(start, traces, d, seed=seed, pad_id=tok.pad_id,
-                                      progress=bar.update)
+                                      progress=bar.update, optim=optim)
             save_model_file(model.cfg, model.state_dict(), st.path("students", f"{name}.pt"))
             students[name] = evaluate(model, tok, held, c, seed)
             if d.rl_steps:
                 res = climb(model, tok, pool, held, cr, steps=d.rl_steps, seed=seed,
-                            name=name, progress=bar.update, keep_model=True)
+                            name=name, progress=bar.update, keep_model=True, optim=optim)
                 after[name] = evaluate(res.model, tok, held, c, seed)
             else:
                 after[name] = students[name]
@@ -178,7 +179,8 @@ def build(run: Run) -> DistillResult:
 
         # 3. specialists, their consolidation, and joint RL
         t = time.time()
-        spec = specialists(start, tok, c, d, seed=seed, progress=bar.update, st=st)
+        spec = specialists(start, tok, c, d, seed=seed, progress=bar.update, st=st,
+                           optim=optim)
         timings["specialists"] = time.time() - t
         bar.close()
 
@@ -206,7 +208,8 @@ def build(run: Run) -> DistillResult:
 
 
 def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *, seed: int,
-                progress: Callable[[int], None] | None = None, st=None) -> SpecialistsMetrics:
+                progress: Callable[[int], None] | None = None, st=None,
+                optim: OptimConfig | None = None) -> SpecialistsMetrics:
     """One specialist per task kind, their consolidation by weighted trace distillation, and
     joint RL on every kind (the specialists' steps summed); each evaluated on every kind. Returns
     the manifest's ``specialists`` metrics."""
@@ -219,7 +222,8 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
     traces = []
     for k in kinds:
         res = climb(start, tok, sets[k][0], held[k], cf[k], steps=d.specialist_steps,
-                    seed=seed, name=f"specialist {k}", progress=progress, keep_model=True)
+                    seed=seed, name=f"specialist {k}", progress=progress, keep_model=True,
+                    optim=optim)
         models[f"specialist {k}"] = res.model.eval()
         got, _ = collect_traces(models[f"specialist {k}"], tok, sets[k][0], d.trace_samples,
                                 cap, temperature=c.temperature, top_p=c.top_p, seed=seed + 13,
@@ -231,12 +235,12 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
     mix = weighted_mix(traces, used_w, d.traces, seed) if sum(used_w) > 0 else []
     tw = token_weights(mix, kinds, d.token_weights or None)
     models["consolidated"], _ = sft(start, mix, d, seed=seed, pad_id=tok.pad_id, weights=tw,
-                                    progress=progress)
+                                    progress=progress, optim=optim)
     joint_pool = [t for k in kinds for t in sets[k][0]]
     random.Random(seed).shuffle(joint_pool)
     cj = dataclasses.replace(rl_config(c, d), kinds=kinds)
     res = climb(start, tok, joint_pool, [], cj, steps=d.specialist_steps * len(kinds),
-                seed=seed, name="joint RL", progress=progress, keep_model=True)
+                seed=seed, name="joint RL", progress=progress, keep_model=True, optim=optim)
     models["joint RL"] = res.model.eval()
     if st is not None:
         save_model_file(models["consolidated"].cfg, models["consolidated"].state_dict(),

@@ -1,5 +1,11 @@
-"""Config sections of training: pre-training (notebook 07), the scaling ladder (05) and the
-mixture search (06).
+"""Config sections of training: the optimiser every trainer shares (``optim``), pre-training
+(notebook 07), mid-training (08), the scaling ladder (05), the mixture search (06) and the
+collapse generations (11).
+
+The rule for where a field lives: a field lives in the section of the stage that owns it
+(learning rates, step counts and warm-ups differ by stage by design); a field every trainer
+shares lives in ``optim`` (AdamW's settings, the gradient clip, the final learning rate of a
+decaying schedule).
 
 Both train many small models through the same loop (``mai_repro.train.loop``) on the
 ``tokenizer`` stage's shards. A *rung* is one model size: ``widths[i]`` x ``depths[i]``, the
@@ -22,6 +28,36 @@ ABLATIONS = ("standard_init", "standard_moe", "all_moe", "all_global")
 def report_objective() -> dict[str, float]:
     """The MAI-Thinking-1 report's mixture objective: weights of the held-out NLL per family."""
     return {"code": 0.5, "stem": 0.175, "math": 0.175, "general": 0.1, "multilingual": 0.05}
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and the gradient clip of every loop that trains (``optim``): pre-training,
+    mid-training, the ladder and mixture search, the collapse generations, the architecture
+    probe, the GRPO learner and self-distillation's SFT. Read by
+    :func:`mai_repro.train.loop.make_optimizer` and passed to
+    :func:`mai_repro.train.step.train_step` as its clip."""
+
+    weight_decay: float = spec(0.1, min=0.0, help="AdamW weight decay of the matrices (norms "
+                                                  "and other 1-D parameters get none) when "
+                                                  "training a language model: pre-, mid-"
+                                                  "training, ladder, mixtures, collapse, probe")
+    rl_weight_decay: float = spec(0.0, min=0.0, help="AdamW weight decay of post-training from "
+                                                     "a trained checkpoint: the GRPO learner "
+                                                     "and self-distillation's SFT")
+    beta1: float = spec(0.9, min=0.0, max=0.9999, help="AdamW first-moment decay")
+    beta2: float = spec(0.95, min=0.0, max=0.9999, help="AdamW second-moment decay")
+    eps: float = spec(1e-8, min=0.0, max=1.0, help="AdamW epsilon (added to the root of the "
+                                                   "second moment)")
+    grad_clip: float = spec(1.0, min=0.0, help="gradient-norm clip of every training step "
+                                               "(0 = off); the norm recorded is before "
+                                               "clipping")
+    min_lr_ratio: float = spec(0.1, min=0.0, max=1.0, help="final learning rate of a decaying "
+                                                           "schedule (cosine, wsd) as a share "
+                                                           "of its peak")
+    impl: Literal["auto", "for_loop", "foreach", "fused"] = spec(
+        "auto", help="AdamW implementation: auto = torch's default (foreach on CUDA, a loop "
+                     "over tensors on CPU), or one forced (fused: one kernel, CUDA and CPU)")
 
 
 @dataclass(frozen=True)
@@ -120,11 +156,8 @@ class PretrainConfig:
     seq_len: int = spec(256, min=8, help="tokens per sequence")
     lr: float = spec(3e-3, min=0.0, max=1.0, help="peak learning rate")
     warmup_steps: int = spec(20, min=0, help="linear warm-up steps")
-    weight_decay: float = spec(0.1, min=0.0, help="AdamW weight decay")
-    grad_clip: float = spec(1.0, min=0.0, help="gradient-norm clip (0 = off)")
     schedule: Literal["cosine", "wsd"] = spec("cosine", help="after warm-up: cosine decay, or "
                                                              "warmup-stable-decay")
-    min_lr_ratio: float = spec(0.1, min=0.0, max=1.0, help="final lr as a share of the peak")
     decay_frac: float = spec(0.2, min=0.0, max=1.0, help="wsd: share of steps spent decaying")
     micro_batch: int = spec(0, min=0, help="sequences per forward pass per process; the rest "
                                            "by gradient accumulation (0 = no accumulation)")
@@ -192,10 +225,6 @@ class MidtrainConfig:
                                                   "stage is this // its context (at least 1)")
     lr: float = spec(1e-3, min=0.0, max=1.0, help="peak learning rate of each stage")
     warmup_steps: int = spec(5, min=0, help="linear warm-up steps at the start of each stage")
-    min_lr_ratio: float = spec(0.1, min=0.0, max=1.0, help="final lr of a stage as a share of "
-                                                           "the peak (cosine)")
-    weight_decay: float = spec(0.1, min=0.0, help="AdamW weight decay")
-    grad_clip: float = spec(1.0, min=0.0, help="gradient-norm clip (0 = off)")
     code: float = spec(0.55, min=0.0, max=1.0, help="mix share of code (the report: 55%)")
     stem_math: float = spec(0.35, min=0.0, max=1.0, help="mix share of STEM and math (35%)")
     background: float = spec(0.10, min=0.0, max=1.0, help="mix share of general and "

@@ -1,8 +1,12 @@
-"""The next-token loss, the learning-rate schedule, and a plain loop around the one step.
+"""The next-token loss, the learning-rate schedule, the optimiser, and a plain loop around the
+one step.
 
-One implementation of the next-token loss (:func:`lm_loss`), of held-out NLL (:func:`eval_loss`)
-and of the schedule (:func:`lr_at`), shared by every stage that trains a language model; the
-optimizer step itself is :func:`mai_repro.train.step.train_step`. Batches
+One token-level cross-entropy (:func:`token_nll`: every next-token loss and NLL in the library
+is computed by it: :func:`lm_loss`, :func:`weighted_nll`, held-out NLL (:func:`eval_loss`), the
+evaluation module's NLL per family, the long-context probes, the collapse stage's perplexity),
+one schedule (:func:`lr_at`) and one optimiser (:func:`make_optimizer`, set by the config's
+``optim`` section), shared by every stage that trains a language model; the optimizer step
+itself is :func:`mai_repro.train.step.train_step`. Batches
 are (B, T+1) token ids: inputs are ``[:, :-1]``, targets ``[:, 1:]``. A model returns logits,
 or a tuple/object whose first item is logits and which may carry an auxiliary loss
 (MoE load balancing) as ``aux_loss``.
@@ -19,25 +23,38 @@ import torch
 import torch.nn.functional as F
 
 from mai_repro.model.transformer import split_output  # noqa: F401 (re-exported)
+from mai_repro.train.config import OptimConfig
 from mai_repro.train.step import LossOut, train_step
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The one token-level cross-entropy: the NLL (nats, float32) of each target under
+    ``logits`` (..., V), shaped like ``targets``.
+
+    Computed over the vocabulary as the last, contiguous dimension, so each value is exactly
+    ``-log_softmax(logits)[target]`` (bit for bit, as GRPO's log-probabilities are); the
+    ``(B, V, T)`` layout of ``cross_entropy(logits.transpose(1, 2), ...)`` reduces in another
+    order and differs in the last bits."""
+    nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                          reduction="none")
+    return nll.view(targets.shape)
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor,
             mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy over the positions where ``mask`` is true."""
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
-                           reduction="none")
+    loss = token_nll(logits, targets).reshape(-1)
     if mask is None:
         return loss.mean()
     m = mask.reshape(-1).float()
     return (loss * m).sum() / m.sum().clamp_min(1.0)
 
 
-def token_nll(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def weighted_nll(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+                 ) -> torch.Tensor:
     """Next-token cross-entropy averaged with per-token ``weights`` (0 = ignored): the loss of
     supervised fine-tuning on completions, where each source may carry its own token weight."""
-    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    return (nll * weights).sum() / weights.sum().clamp_min(1e-9)
+    return (token_nll(logits, targets) * weights).sum() / weights.sum().clamp_min(1e-9)
 
 
 def lr_at(step: int, *, peak: float, warmup: int, total: int, min_ratio: float = 0.1,
@@ -59,14 +76,24 @@ def lr_at(step: int, *, peak: float, warmup: int, total: int, min_ratio: float =
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float
-                   ) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (not on norms, biases or 1-D parameters)."""
+def make_optimizer(model: torch.nn.Module, lr: float, optim: OptimConfig | None = None, *,
+                   weight_decay: float | None = None) -> torch.optim.Optimizer:
+    """AdamW with the ``optim`` section's betas, epsilon and implementation, weight decay on
+    matrices only (not on norms, biases or 1-D parameters). ``weight_decay`` (default
+    ``optim.weight_decay``) is given by the post-training loops (``optim.rl_weight_decay``)."""
+    if optim is not None and not isinstance(optim, OptimConfig):  # the old (model, lr, wd) form
+        raise TypeError(f"make_optimizer(model, lr, optim): optim is the config's optim section "
+                        f"(an OptimConfig), got {optim!r}; give weight_decay= by keyword")
+    optim = optim or OptimConfig()
+    wd = optim.weight_decay if weight_decay is None else weight_decay
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+    # None leaves the choice to torch (foreach on CUDA, a per-tensor loop on CPU)
+    impl = {"auto": {}, "for_loop": {"foreach": False}, "foreach": {"foreach": True},
+            "fused": {"fused": True}}[optim.impl]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": wd},
                               {"params": no_decay, "weight_decay": 0.0}],
-                             lr=lr, betas=(0.9, 0.95))
+                             lr=lr, betas=(optim.beta1, optim.beta2), eps=optim.eps, **impl)
 
 
 @dataclass
@@ -114,20 +141,22 @@ class Schedule:
 
 
 def train_lm(model: torch.nn.Module, batches: Iterator[torch.Tensor], *, steps: int,
-             lr: float, warmup: int = 0, weight_decay: float = 0.1, grad_clip: float = 1.0,
+             lr: float, warmup: int = 0, optim: OptimConfig | None = None,
              device: str | torch.device = "cpu", progress: bool = True, desc: str = "train"
              ) -> History:
-    """Train for ``steps`` optimizer steps on batches from ``batches``; returns the history."""
+    """Train for ``steps`` optimizer steps on batches from ``batches`` (AdamW, clip and final
+    learning rate from ``optim``, default :class:`OptimConfig`); returns the history."""
     from tqdm.auto import tqdm
 
+    optim = optim or OptimConfig()
     model.to(device)
-    opt = make_optimizer(model, lr, weight_decay)
-    schedule = Schedule(lr, warmup, steps)
+    opt = make_optimizer(model, lr, optim)
+    schedule = Schedule(lr, warmup, steps, min_ratio=optim.min_lr_ratio)
     hist = History()
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for step in bar:
         loss, norm = lm_step(model, opt, next(batches).to(device), lr=schedule(step),
-                             grad_clip=grad_clip)
+                             grad_clip=optim.grad_clip)
         hist.loss.append(loss)
         hist.grad_norm.append(norm)
         hist.lr.append(opt.param_groups[0]["lr"])

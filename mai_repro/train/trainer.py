@@ -46,7 +46,7 @@ from mai_repro.model.moe import load_cv
 from mai_repro.model.transformer import Transformer
 from mai_repro.train import checkpoint as ck
 from mai_repro.train import distributed
-from mai_repro.train.config import PretrainConfig, parse_steps
+from mai_repro.train.config import OptimConfig, PretrainConfig, parse_steps
 from mai_repro.train.distributed import Dist
 from mai_repro.train.faults import maybe_fail, write_heartbeat
 from mai_repro.train.loop import Schedule, eval_loss, lm_loss_fn, make_optimizer
@@ -122,8 +122,10 @@ class Trainer:
                  heldout: Mapping[str, np.ndarray], weights: Mapping[str, float],
                  out_dir: Path | str, *, dist: Dist | None = None, device: str = "cpu",
                  progress: bool = True,
-                 probes: Mapping[str, Callable[[torch.nn.Module], dict]] | None = None):
+                 probes: Mapping[str, Callable[[torch.nn.Module], dict]] | None = None,
+                 optim: OptimConfig | None = None):
         self.p = p
+        self.optim = optim = optim or OptimConfig()  # AdamW and the clip: the shared section
         self.probes = dict(probes or {})  # name -> model -> dict, logged at each evaluation
         dist = dist or Dist()
         self.seed, self.dist, self.device, self.progress = seed, dist, device, progress
@@ -144,8 +146,8 @@ class Trainer:
         self.model = Transformer(self.mcfg).to(device)
         self.net = distributed.wrap(self.model, dist, p.parallel)
         self.fwd = torch.compile(self.net) if p.compile else self.net
-        self.opt = make_optimizer(self.net, p.lr, p.weight_decay)
-        self.schedule = Schedule(p.lr, p.warmup_steps, p.steps, min_ratio=p.min_lr_ratio,
+        self.opt = make_optimizer(self.net, p.lr, optim)
+        self.schedule = Schedule(p.lr, p.warmup_steps, p.steps, min_ratio=optim.min_lr_ratio,
                                  schedule=p.schedule, decay_frac=p.decay_frac)
         self.loader = Loader(train, weights, p.batch_size, seed)
         self.heldout = {f: np.asarray(s[: p.eval_seqs], dtype=np.int64)
@@ -232,7 +234,7 @@ class Trainer:
 
         micros = [mb.to(self.device, non_blocking=True) for mb in rows.split(self.micro)]
         ddp = self.dist.active and p.parallel == "ddp"
-        r = train_step(self.net, self.opt, micros, loss_fn, lr=lr, grad_clip=p.grad_clip,
+        r = train_step(self.net, self.opt, micros, loss_fn, lr=lr, grad_clip=self.optim.grad_clip,
                        autocast=True, no_sync=self.net.no_sync if ddp else None, accept=accept,
                        reduce_load=lambda t: distributed.sum_(t, self.dist))
         action, load = verdict["action"], r.load
