@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -201,42 +202,58 @@ def cpu_step(cfg: ModelConfig, a: Attempt, seq: int) -> Callable[[], None]:
 def cpu_attempts(cfg: ModelConfig, seq: int, steps: int, warmup: int,
                  attempts: tuple[Attempt, ...] = CPU_ATTEMPTS) -> dict:
     """tokens/s of every attempt, its ratio to the baseline (the first attempt) measured in the
-    same run, and the achieved FLOP/s against this CPU's fp32 and bf16 matmul peaks."""
+    same run, and the achieved FLOP/s against this CPU's fp32 and bf16 matmul peaks.
+
+    The attempts are interleaved: each round times one step of every attempt in turn, and an
+    attempt's figure is its median over the rounds, so a change of load on a shared machine
+    moves every attempt alike instead of whichever ran at that moment."""
     cfg = dataclasses.replace(cfg, max_seq_len=seq)
     default_threads = torch.get_num_threads()
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     flops_tok = 3 * forward_flops_per_token(cfg, seq)["total"]
+    fns: dict[str, Callable[[], None]] = {}
+    errors: dict[str, str] = {}
+    times: dict[str, list[float]] = {a.name: [] for a in attempts}
+    for a in attempts:
+        try:
+            fns[a.name] = cpu_step(cfg, a, seq)
+        except Exception as e:  # an attempt that cannot run here is a result too
+            errors[a.name] = f"{type(e).__name__}: {e}"[:300]
+    for r in range(warmup + steps):
+        for a in attempts:
+            if a.name in errors:
+                continue
+            torch.set_num_threads(a.threads or default_threads)
+            try:
+                t0 = time.perf_counter()
+                fns[a.name]()
+                if r >= warmup:
+                    times[a.name].append(time.perf_counter() - t0)
+            except Exception as e:
+                errors[a.name] = f"{type(e).__name__}: {e}"[:300]
+            finally:
+                torch.set_num_threads(default_threads)
+        print(f"round {r + 1}/{warmup + steps}", file=sys.stderr, flush=True)
     rows = []
     for a in attempts:
-        torch.set_num_threads(a.threads or default_threads)
-        try:
-            step = cpu_step(cfg, a, seq)
-            times = []
-            for i in range(warmup + steps):
-                t0 = time.perf_counter()
-                step()
-                if i >= warmup:
-                    times.append(time.perf_counter() - t0)
-            tok_s = a.batch * seq / statistics.median(times)
-            flop_s = flops_tok * tok_s
-            peak = peaks["bf16" if a.bf16 else "fp32"]
-            rows.append({**dataclasses.asdict(a), "tokens_per_s": round(tok_s),
-                         "achieved_gflop_s": round(flop_s / 1e9, 2),
-                         "share_of_matmul_peak": round(flop_s / peak, 4)})
-        except Exception as e:  # an attempt that cannot run here is a result too
-            rows.append({**dataclasses.asdict(a), "error": f"{type(e).__name__}: {e}"[:300]})
-        finally:
-            torch.set_num_threads(default_threads)
+        if a.name in errors:
+            rows.append({**dataclasses.asdict(a), "error": errors[a.name]})
+            continue
+        tok_s = a.batch * seq / statistics.median(times[a.name])
+        flop_s = flops_tok * tok_s
+        peak = peaks["bf16" if a.bf16 else "fp32"]
+        rows.append({**dataclasses.asdict(a), "tokens_per_s": round(tok_s),
+                     "achieved_gflop_s": round(flop_s / 1e9, 2),
+                     "share_of_matmul_peak": round(flop_s / peak, 4)})
     base = rows[0]["tokens_per_s"]
-    for r in rows:
-        if "tokens_per_s" in r:
-            r["ratio_to_baseline"] = round(r["tokens_per_s"] / base, 3)
+    for row in rows:
+        if "tokens_per_s" in row:
+            row["ratio_to_baseline"] = round(row["tokens_per_s"] / base, 3)
     p = count_params(cfg)
     return {"seq": seq, "threads": default_threads, "active_params": p.active,
             "total_params": p.total, "flops_per_token_train": flops_tok,
             "matmul_peak_gflop_s": {k: round(v / 1e9, 1) for k, v in peaks.items()},
             "attempts": rows}
-
 
 def main() -> None:
     ap = argparse.ArgumentParser()
