@@ -191,13 +191,13 @@ def test_no_passage_reaches_the_clean_corpus_or_the_shards(tmp_path):
     run = artifacts.Run(cfg, tmp_path)
     result = curation.build(run, progress=False)
     guard = ai_text.PassageGuard(PASSAGES)
-    planted = result.metrics["ai_planted"]
-    assert planted["planted"] > 50 and planted["kept"] == 0
+    planted = result.metrics.ai_planted
+    assert planted.planted > 50 and planted.kept == 0
     reasons = {f.reason for f in result.ledger.fates if "planted" in f.id and not f.kept}
     assert reasons <= {"after_cutoff", "ai_content:marker", "ai_content:supervised",
                        "ai_content:zero_shot", "ai_content:known_passage"}
-    clean = list(iter_clean(tmp_path / "curation", sorted(result.metrics[
-        "clean_docs_by_family"])))
+    clean = list(iter_clean(tmp_path / "curation",
+                            sorted(result.metrics.clean_docs_by_family)))
     assert clean and not [d["id"] for d in clean if guard.match(d["text"])]
     assert not [d for d in clean if "planted" in d["id"]]
     # the human side of the evaluation holds no passage either

@@ -285,7 +285,60 @@ def planted_documents(passages: list[ai_text.Passage], path: Path, cutoff: str,
     return docs
 
 
-def planted_outcome(planted_ids: set[str], fates: list[Any]) -> dict[str, Any]:
+@dataclass
+class PlantedOutcome:
+    """What curation did with the AI passages planted into the crawl."""
+
+    planted: int  # records planted
+    by_fate: dict[str, int]  # "kept" or "<step>/<reason>" -> records
+    before_cutoff: int  # records dated before the cut-off: the AI-content layers' job
+    removed_by_ai_layers: int  # ... removed by markers, supervised or zero-shot
+    removed_share: float  # removed_by_ai_layers / before_cutoff
+    kept: int  # records left in the clean corpus (must be 0)
+
+
+@dataclass
+class FamilyRemoval:
+    """Human documents of one family that reached the AI-content layers, and those removed."""
+
+    documents: int
+    removed: int
+    share: float
+
+
+@dataclass
+class PooledMetrics:
+    """A layer's pooled metrics, each as [point, low, high] (95% bootstrap interval)."""
+
+    auc: list[float]
+    tpr_1pct: list[float]
+    tpr_01pct: list[float]
+
+
+@dataclass
+class Attempt:
+    """One row of the table of attempts (leave-one-genre-out, pooled)."""
+
+    features: str
+    n_features: int
+    auc: float
+    tpr_1pct: float
+    tpr_01pct: float
+    worst_genre_auc: float
+
+
+@dataclass
+class MarkerRuleRow:
+    """One marker rule's hits on the human side (false positives) and on the passages."""
+
+    rule: str
+    human_hits: int
+    human_fpr: float
+    machine_hits: int
+    machine_tpr: float
+
+
+def planted_outcome(planted_ids: set[str], fates: list[Any]) -> PlantedOutcome:
     """What curation did with the planted records: by step and reason, and the share of the
     records dated before the cut-off that the AI-content layers removed (the guard aside)."""
     by = Counter()
@@ -299,12 +352,12 @@ def planted_outcome(planted_ids: set[str], fates: list[Any]) -> dict[str, Any]:
             if not f.kept and f.reason in ("ai_content:marker", "ai_content:supervised",
                                            "ai_content:zero_shot"):
                 removed_by_layers += 1
-    return {"planted": len(planted_ids), "by_fate": dict(sorted(by.items())),
-            "before_cutoff": reached, "removed_by_ai_layers": removed_by_layers,
-            "removed_share": removed_by_layers / max(1, reached), "kept": by["kept"]}
+    return PlantedOutcome(len(planted_ids), dict(sorted(by.items())), reached,
+                          removed_by_layers, removed_by_layers / max(1, reached), by["kept"])
 
 
-def human_removed_by_family(fates: list[Any], planted_ids: set[str]) -> dict[str, dict]:
+def human_removed_by_family(fates: list[Any], planted_ids: set[str]
+                            ) -> dict[str, FamilyRemoval]:
     """Per family: human documents that reached the AI-content detector step, and those it
     removed (markers count too: they act on every document)."""
     reached: Counter = Counter()
@@ -318,19 +371,20 @@ def human_removed_by_family(fates: list[Any], planted_ids: set[str]) -> dict[str
             reached[f.family] += 1
         if ai_step:
             removed[f.family] += 1
-    return {fam: {"documents": reached[fam], "removed": removed[fam],
-                  "share": removed[fam] / max(1, reached[fam])} for fam in sorted(reached)}
+    return {fam: FamilyRemoval(reached[fam], removed[fam], removed[fam] / max(1, reached[fam]))
+            for fam in sorted(reached)}
 
 
-def metrics(report: AiContentReport, planted: dict[str, Any],
-            human_removed: dict[str, dict]) -> dict[str, Any]:
-    """The stage manifest's numbers of the AI-content layers (JSON-ready)."""
-    def pooled(kind: str, layer: str) -> dict[str, Any]:
+def metrics(report: AiContentReport, planted: PlantedOutcome,
+            human_removed: dict[str, FamilyRemoval]) -> dict[str, Any]:
+    """The AI-content fields of the stage's metrics (``curation.CurationMetrics``, whose
+    ``ai_*`` fields these are), typed."""
+    def pooled(kind: str, layer: str) -> PooledMetrics:
         m = report.summary[kind][layer]
-        return {k: list(m[k]) for k in ("auc", "tpr_1pct", "tpr_01pct")}
+        return PooledMetrics(*(list(m[k]) for k in ("auc", "tpr_1pct", "tpr_01pct")))
 
     return {
-        "ai_items": report.n_items,
+        "ai_items": dict(report.n_items),
         "ai_logo_genre": {layer: pooled("genre", layer) for layer in LAYERS},
         "ai_logo_topic_group": {layer: pooled("topic_group", layer) for layer in LAYERS},
         "ai_per_genre_auc": {g: r["auc"][0] for g, r in
@@ -338,8 +392,8 @@ def metrics(report: AiContentReport, planted: dict[str, Any],
         "ai_per_genre_auc_zero_shot": {
             g: r["auc"][0] for g, r in
             report.summary["genre"]["binoculars"]["per_genre"].items()},
-        "ai_attempts": report.attempts,
-        "ai_marker_rules": report.marker_rules,
+        "ai_attempts": [Attempt(**a) for a in report.attempts],
+        "ai_marker_rules": [MarkerRuleRow(**r) for r in report.marker_rules],
         "ai_threshold": report.threshold, "ai_fpr_target": report.fpr_target,
         "ai_calibration_fpr": report.calibration_fpr, "ai_test_fpr": report.test_fpr,
         "ai_test_tpr": report.test_tpr,
