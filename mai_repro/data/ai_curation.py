@@ -150,9 +150,13 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     marker = np.array([bool(ai.marker_hits(it.text)) for it in items], float)
     make = lambda: ad.SupervisedDetector(C=cfg.ai_C, word_C=cfg.ai_word_C,  # noqa: E731
                                          seed=seed)
+    # The word model's fold scores once per split kind: shared by the supervised layer and
+    # the attempts that use it.
+    word = {kind: ad.word_fold_scores(sp, counts, y, groups, cfg.ai_word_C, seed=seed)
+            for kind, sp in splits.items()}
     scores: dict[str, dict[str, np.ndarray]] = {}
     for kind, sp in splits.items():
-        sup = ad.out_of_fold(sp, x, y, counts, groups, make)
+        sup = ad.out_of_fold(sp, x, y, counts, groups, make, word[kind])
         scores[kind] = {"markers": marker,
                         "binoculars": x_full[:, names.index("binoculars")],
                         "fast_detect": x_full[:, names.index("fast_detect")],
@@ -167,7 +171,8 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
         s = ad.out_of_fold(splits["genre"], x_full[:, cols], y, counts, groups,
                            lambda w=words: ad.SupervisedDetector(C=cfg.ai_C, seed=seed,
                                                                    word_C=cfg.ai_word_C,
-                                                                   use_words=w))
+                                                                   use_words=w),
+                           word["genre"])
         worst = min(ad.metrics(s[y == 0], s[(y == 1) & (np.array([it.genre for it in items])
                                                           == g)])["auc"]
                     for g in {it.genre for it in items if it.label == 1})
