@@ -22,7 +22,10 @@ after the zero-shot detector was trained (mai_repro.eval.detector). In order:
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,24 @@ class AiContentReport:
     scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
+class PhaseTimes:
+    """Wall and process-CPU seconds per named phase (``with times("features"): ...``), for
+    finding where a stage's minutes go; written beside the manifest, never into metrics
+    (they differ from run to run)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, dict[str, float]] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = {"wall_s": round(time.perf_counter() - wall, 2),
+                                  "cpu_s": round(time.process_time() - cpu, 2)}
+
+
 def _feature_columns(names: list[str], kinds: tuple[str, ...]) -> list[int]:
     groups = {"style": af.STYLE_NAMES, "ngram": af.NGRAM_NAMES, "byte": af.BYTE_NAMES}
     wanted = {n for k in kinds for n in groups[k]}
@@ -101,7 +122,8 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
                      zero_shot: tuple[float, bool], exclude_ids: set[str],
                      train_passages: list[ai_text.Passage],
                      all_passages: list[ai_text.Passage], cfg: Any, seed: int,
-                     out_dir: Path | None = None, progress: bool = True
+                     out_dir: Path | None = None, progress: bool = True,
+                     times: PhaseTimes | None = None
                      ) -> tuple[dict[str, Removal], AiContentReport]:
     """Evaluate every layer, train and calibrate the acting detector, decide removals.
 
@@ -111,6 +133,7 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     is set again here, on human documents of every family); ``exclude_ids``: human documents
     that trained the byte models (never on the human side of an evaluation)."""
 
+    times = times if times is not None else PhaseTimes()
     ref, labelled = ad.split_human(sample_docs, seed, cfg.ai_reference_share)
     ref += [d for d in labelled if d.id in exclude_ids]
     labelled = [d for d in labelled if d.id not in exclude_ids]
@@ -126,12 +149,15 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
 
     # Features, once per text (items, then candidates that are not items). The byte models'
     # features of the candidates are computed only if a layer that acts needs them.
-    ngram = af.NgramModel([d.text for d in ref])
+    with times("ai: n-gram models"):
+        ngram = af.NgramModel([d.text for d in ref])
     item_ids = {it.id: i for i, it in enumerate(items)}
     extra = [d for d in candidates if d.id not in item_ids]
     texts = [it.text for it in items] + [d.text for d in extra]
-    x_all, names = af.text_features(texts, ngram, None, progress)
-    byte_items = af.byte_features(byte_models, [it.text for it in items])
+    with times("ai: style and n-gram features"):
+        x_all, names = af.text_features(texts, ngram, None, progress)
+    with times("ai: byte-model features"):
+        byte_items = af.byte_features(byte_models, [it.text for it in items])
     x_all = np.concatenate([x_all, np.full((len(texts), len(af.BYTE_NAMES)), np.nan)], 1)
     x_all[: len(items), -len(af.BYTE_NAMES):] = byte_items
     names = names + list(af.BYTE_NAMES)
@@ -139,7 +165,8 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     used = _feature_columns(names, ("style", "ngram", "byte") if cfg.ai_byte_features
                             else ("style", "ngram"))
     x = x_full[:, used]
-    counts = ad.word_counts(texts)
+    with times("ai: word counts"):
+        counts = ad.word_counts(texts)
     cand_counts_all = counts
     counts = counts[: len(items)]
 
@@ -152,8 +179,10 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
                                          seed=seed)
     # The word model's fold scores once per split kind: shared by the supervised layer and
     # the attempts that use it.
-    word = {kind: ad.word_fold_scores(sp, counts, y, groups, cfg.ai_word_C, seed=seed)
-            for kind, sp in splits.items()}
+    with times("ai: word models per fold"):
+        word = {kind: ad.word_fold_scores(sp, counts, y, groups, cfg.ai_word_C, seed=seed,
+                                         n_jobs=cfg.workers)
+                for kind, sp in splits.items()}
     scores: dict[str, dict[str, np.ndarray]] = {}
     for kind, sp in splits.items():
         sup = ad.out_of_fold(sp, x, y, counts, groups, make, word[kind])
@@ -161,10 +190,11 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
                         "binoculars": x_full[:, names.index("binoculars")],
                         "fast_detect": x_full[:, names.index("fast_detect")],
                         "supervised": sup, "combined": sup + 1e3 * marker}
-    summary = {kind: ad.summarise(items, s, cfg.ai_bootstrap, seed,
-                                  genre_intervals=("supervised", "binoculars")
-                                  if kind == "genre" else ())
-               for kind, s in scores.items()}
+    with times("ai: bootstrap"):
+        summary = {kind: ad.summarise(items, s, cfg.ai_bootstrap, seed,
+                                      genre_intervals=("supervised", "binoculars")
+                                      if kind == "genre" else ())
+                   for kind, s in scores.items()}
     attempts = []
     for label, kinds, words in ATTEMPTS:
         cols = _feature_columns(names, kinds)

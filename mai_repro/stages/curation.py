@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -353,28 +354,35 @@ def build(run: Run, progress: bool = True) -> CurationResult:
         planted = ai_curation.planted_documents(planted_passages, st.path("planted.warc.gz"),
                                                 cfg.cutoffs["general"], run.cfg.seed)
         ledger = Ledger()
-        docs = read_all(cfg, data_dir, ledger, planted)
+        times = ai_curation.PhaseTimes()  # where the minutes go: curation/timings.json
+        with times("read"):
+            docs = read_all(cfg, data_dir, ledger, planted)
         planted_ids = {d.id for d in planted}
         sample_docs = [d for d in docs if d.id not in planted_ids]
         shards = [(list(b), cfg) for b in
                   (docs[i:i + cfg.shard_size] for i in range(0, len(docs), cfg.shard_size))]
         kept: list[Document] = []
-        for shard_kept, shard_ledger in map_shards(shard_job, shards, cfg.executor,
-                                                   cfg.workers, progress, "curation shards"):
-            kept += shard_kept
-            ledger.merge(shard_ledger)
-        det = detector_phase(kept, cfg, run.cfg.seed, progress)
+        with times("map phase"):
+            for shard_kept, shard_ledger in map_shards(shard_job, shards, cfg.executor,
+                                                       cfg.workers, progress,
+                                                       "curation shards"):
+                kept += shard_kept
+                ledger.merge(shard_ledger)
+        with times("zero-shot detector (train 3 byte models, evaluate)"):
+            det = detector_phase(kept, cfg, run.cfg.seed, progress)
         detector.save_models(det.models, det.evaluation.threshold, st.path("detector.pt"))
         candidates = [d for d in kept if not ai_content.is_human_era(d.date,
                                                                      cfg.human_era_before)]
-        removals, ai_report = ai_curation.ai_content_phase(
-            sample_docs, candidates, det.models, (det.evaluation.threshold, det.acts),
-            det.train_ids, train_passages, passages, cfg, run.cfg.seed,
-            st.path("ai_detector"), progress)
+        with times("ai-content layers (all)"):
+            removals, ai_report = ai_curation.ai_content_phase(
+                sample_docs, candidates, det.models, (det.evaluation.threshold, det.acts),
+                det.train_ids, train_passages, passages, cfg, run.cfg.seed,
+                st.path("ai_detector"), progress, times)
         det.scored, det.flagged, det.removed = (ai_report.scored, ai_report.flagged["zero_shot"],
                                                 ai_report.removed["zero_shot"])
         kept = apply_removals(kept, removals, "ai_detector", ledger)
-        kept = dedup_phase(kept, cfg, ledger)
+        with times("dedup"):
+            kept = dedup_phase(kept, cfg, ledger)
         from mai_repro.rl.tasks import decontamination_texts
 
         guard = Decontaminator(decontamination_texts(), n=cfg.decontam_ngram)
@@ -427,4 +435,5 @@ def build(run: Run, progress: bool = True) -> CurationResult:
             detector_test_docs=det.n_test_docs, detector_acts=det.acts,
             **ai_metrics)
         st.metrics.update(result_dict(metrics))
+        st.path("timings.json").write_text(json.dumps(times.seconds, indent=1))
     return CurationResult(ledger, kept, det, figures, metrics, ai_report, sorted(planted_ids))
