@@ -88,6 +88,16 @@ def char_counts(texts: list[str], max_chars: int = 2000):
     return vec.transform(texts).tocsr()
 
 
+def unigram_counts(texts: list[str]):
+    """As ``ai_detect.word_counts`` without the word pairs."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    vec = HashingVectorizer(token_pattern=af.WORD_RE.pattern, lowercase=False,
+                            preprocessor=lambda t: t[:af.MAX_CHARS].lower(),
+                            n_features=ad.WORD_FEATURES, alternate_sign=False, norm=None)
+    return vec.transform(texts).tocsr()
+
+
 def function_word_rates(texts: list[str]) -> np.ndarray:
     index = {w: i for i, w in enumerate(FUNCTION_WORDS)}
     out = np.zeros((len(texts), len(FUNCTION_WORDS)))
@@ -115,8 +125,12 @@ class Harness:
 
     def counts(self, kind: str):
         if kind not in self._counts:
-            self._counts[kind] = (ad.word_counts(self.texts) if kind == "words"
-                                  else char_counts(self.texts))
+            if kind == "words":
+                self._counts[kind] = ad.word_counts(self.texts)
+            elif kind == "unigrams":  # the word model's unigram columns only
+                self._counts[kind] = unigram_counts(self.texts)
+            else:
+                self._counts[kind] = char_counts(self.texts)
         return self._counts[kind]
 
     def fold_scores(self, kind: str, C: float) -> dict[str, ad.FoldWordScores]:
@@ -197,6 +211,7 @@ def attempts(h: Harness) -> dict[str, Any]:
         "word_C_100": lambda: h.stack([("words", 100.0)]),
         "word_C_100_final_C_0.1": lambda: h.stack([("words", 100.0)], C=0.1),
         "hgb_final_words_chars": lambda: h.stack([w, ("chars", 10.0)], final="hgb"),
+        "unigrams": lambda: h.stack([("unigrams", h.word_C)]),
         "no_length": lambda: h.stack([w], x=h.x[:, 1:]),  # log_words, the first column, out
     }
 
