@@ -144,6 +144,28 @@ def test_metrics_by_hand():
     assert ci["auc"][1] <= ci["auc"][0] <= ci["auc"][2]
 
 
+def test_shared_word_fold_scores_give_the_same_out_of_fold_scores():
+    """The word model's fold scores computed once (ai_detect.word_fold_scores) and reused by
+    every detector on the same splits give exactly the scores of refitting per detector
+    (bit for bit: the word model's solver is seeded, the stage deterministic)."""
+    rng = np.random.default_rng(0)
+    human = [" ".join(rng.choice(["the", "river", "ran", "cold", "we", "saw", "a", "boat"],
+                                 40)) for _ in range(60)]
+    items = [ad.Item(f"h{i}", t, 0, ["news", "fiction", "howto"][i % 3], "", f"h{i}")
+             for i, t in enumerate(human)] + ad.machine_items(
+        [p for p in PASSAGES if p.genre in ("news", "fiction", "howto")][:45])
+    y = np.array([it.label for it in items])
+    groups = [it.group for it in items]
+    x = rng.normal(size=(len(items), 3))
+    counts = ad.word_counts([it.text for it in items])
+    splits = ad.leave_one_out(items, ad.genre_key)
+    make = lambda: ad.SupervisedDetector(word_C=3.0, seed=1)  # noqa: E731
+    shared = ad.word_fold_scores(splits, counts, y, groups, 3.0, seed=1)
+    direct = ad.out_of_fold(splits, x, y, counts, groups, make)
+    assert np.array_equal(ad.out_of_fold(splits, x, y, counts, groups, make, shared), direct)
+    assert not np.isnan(direct).any()
+
+
 # --------------------------------------------------------------------------------------------
 # The supervised detector, saved and loaded.
 
@@ -191,13 +213,13 @@ def test_no_passage_reaches_the_clean_corpus_or_the_shards(tmp_path):
     run = artifacts.Run(cfg, tmp_path)
     result = curation.build(run, progress=False)
     guard = ai_text.PassageGuard(PASSAGES)
-    planted = result.metrics["ai_planted"]
-    assert planted["planted"] > 50 and planted["kept"] == 0
+    planted = result.metrics.ai_planted
+    assert planted.planted > 50 and planted.kept == 0
     reasons = {f.reason for f in result.ledger.fates if "planted" in f.id and not f.kept}
     assert reasons <= {"after_cutoff", "ai_content:marker", "ai_content:supervised",
                        "ai_content:zero_shot", "ai_content:known_passage"}
-    clean = list(iter_clean(tmp_path / "curation", sorted(result.metrics[
-        "clean_docs_by_family"])))
+    clean = list(iter_clean(tmp_path / "curation",
+                            sorted(result.metrics.clean_docs_by_family)))
     assert clean and not [d["id"] for d in clean if guard.match(d["text"])]
     assert not [d for d in clean if "planted" in d["id"]]
     # the human side of the evaluation holds no passage either

@@ -139,6 +139,10 @@ def stage_samples() -> dict[str, dict[str, Any]]:
                     "reference_solved": 1.0, "namespaces": True,
                     "solved": {p: {"all on": 0.0, "scrub off": 1.0, "test reset off": 1.0}
                                for p in ("read_git", "edit_tests", "delete_tests")}},
+        "curation": {"inputs": 10, "kept": 7, "removed": {"quality/too_short": 3},
+                     "detector_method": "binoculars",
+                     "detector_auc": {"binoculars": {"generator": 0.99,
+                                                     "generator T=1 top-p 0.97": 0.8}}},
         "collapse": {**{f"{k}_last": {r: 1.0 for r in REGIMES}
                         for k in ("ppl", "nll_p99", "rare_share", "coverage", "distinct3",
                                   "detector_flagged")}},
@@ -155,13 +159,37 @@ def stage_samples() -> dict[str, dict[str, Any]]:
     return out
 
 
-def test_every_stage_but_curation_has_metrics():
+def test_every_stage_has_metrics():
     from mai_repro.artifacts import STAGES
     from mai_repro.stages import metrics_class
 
     typed = {s for s in STAGES if metrics_class(s) is not None}
-    assert typed == set(STAGES) - {"curation"}
+    assert typed == set(STAGES)
     assert typed == set(stage_samples())
+
+
+def test_curation_findings_read_the_typed_metrics():
+    """The report card's curation findings by value, from the typed metrics: the accounting
+    adds up and the detector's AUCs are the ones written."""
+    from mai_repro.stages import load_metrics
+    from mai_repro.stages.report import FINDINGS, HELD, evaluate
+
+    m = load_metrics("curation", stage_samples()["curation"])
+    results = {f.id: evaluate(f, m) for f in FINDINGS if f.stage == "curation"}
+    assert results["curation.accounting"].verdict == HELD  # 10 = 7 + 3
+    assert results["curation.detector_sampled"].verdict != HELD  # 0.8 < the floor 0.9
+    assert m.ai_planted.kept == 0 and m.ai_logo_genre == {}
+
+
+def test_a_renamed_nested_curation_metric_fails_to_load():
+    """Renaming inside a nested record (the planted outcome) fails too, naming the path."""
+    from mai_repro.stages import load_metrics
+
+    sample = stage_samples()["curation"]
+    planted = dict(sample["ai_planted"])
+    planted["removed_fraction"] = planted.pop("removed_share")
+    with pytest.raises(ResultError, match=r"CurationMetrics: ai_planted\.removed_fraction"):
+        load_metrics("curation", {**sample, "ai_planted": planted})
 
 
 @pytest.mark.parametrize("stage", sorted(stage_samples()))

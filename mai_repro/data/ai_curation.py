@@ -22,7 +22,10 @@ after the zero-shot detector was trained (mai_repro.eval.detector). In order:
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,24 @@ class AiContentReport:
     scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
+class PhaseTimes:
+    """Wall and process-CPU seconds per named phase (``with times("features"): ...``), for
+    finding where a stage's minutes go; written beside the manifest, never into metrics
+    (they differ from run to run)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, dict[str, float]] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = {"wall_s": round(time.perf_counter() - wall, 2),
+                                  "cpu_s": round(time.process_time() - cpu, 2)}
+
+
 def _feature_columns(names: list[str], kinds: tuple[str, ...]) -> list[int]:
     groups = {"style": af.STYLE_NAMES, "ngram": af.NGRAM_NAMES, "byte": af.BYTE_NAMES}
     wanted = {n for k in kinds for n in groups[k]}
@@ -101,7 +122,8 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
                      zero_shot: tuple[float, bool], exclude_ids: set[str],
                      train_passages: list[ai_text.Passage],
                      all_passages: list[ai_text.Passage], cfg: Any, seed: int,
-                     out_dir: Path | None = None, progress: bool = True
+                     out_dir: Path | None = None, progress: bool = True,
+                     times: PhaseTimes | None = None
                      ) -> tuple[dict[str, Removal], AiContentReport]:
     """Evaluate every layer, train and calibrate the acting detector, decide removals.
 
@@ -111,6 +133,7 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     is set again here, on human documents of every family); ``exclude_ids``: human documents
     that trained the byte models (never on the human side of an evaluation)."""
 
+    times = times if times is not None else PhaseTimes()
     ref, labelled = ad.split_human(sample_docs, seed, cfg.ai_reference_share)
     ref += [d for d in labelled if d.id in exclude_ids]
     labelled = [d for d in labelled if d.id not in exclude_ids]
@@ -126,12 +149,15 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
 
     # Features, once per text (items, then candidates that are not items). The byte models'
     # features of the candidates are computed only if a layer that acts needs them.
-    ngram = af.NgramModel([d.text for d in ref])
+    with times("ai: n-gram models"):
+        ngram = af.NgramModel([d.text for d in ref])
     item_ids = {it.id: i for i, it in enumerate(items)}
     extra = [d for d in candidates if d.id not in item_ids]
     texts = [it.text for it in items] + [d.text for d in extra]
-    x_all, names = af.text_features(texts, ngram, None, progress)
-    byte_items = af.byte_features(byte_models, [it.text for it in items])
+    with times("ai: style and n-gram features"):
+        x_all, names = af.text_features(texts, ngram, None, progress)
+    with times("ai: byte-model features"):
+        byte_items = af.byte_features(byte_models, [it.text for it in items])
     x_all = np.concatenate([x_all, np.full((len(texts), len(af.BYTE_NAMES)), np.nan)], 1)
     x_all[: len(items), -len(af.BYTE_NAMES):] = byte_items
     names = names + list(af.BYTE_NAMES)
@@ -139,7 +165,8 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     used = _feature_columns(names, ("style", "ngram", "byte") if cfg.ai_byte_features
                             else ("style", "ngram"))
     x = x_full[:, used]
-    counts = ad.word_counts(texts)
+    with times("ai: word counts"):
+        counts = ad.word_counts(texts)
     cand_counts_all = counts
     counts = counts[: len(items)]
 
@@ -150,24 +177,32 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     marker = np.array([bool(ai.marker_hits(it.text)) for it in items], float)
     make = lambda: ad.SupervisedDetector(C=cfg.ai_C, word_C=cfg.ai_word_C,  # noqa: E731
                                          seed=seed)
+    # The word model's fold scores once per split kind: shared by the supervised layer and
+    # the attempts that use it.
+    with times("ai: word models per fold"):
+        word = {kind: ad.word_fold_scores(sp, counts, y, groups, cfg.ai_word_C, seed=seed,
+                                         n_jobs=cfg.workers)
+                for kind, sp in splits.items()}
     scores: dict[str, dict[str, np.ndarray]] = {}
     for kind, sp in splits.items():
-        sup = ad.out_of_fold(sp, x, y, counts, groups, make)
+        sup = ad.out_of_fold(sp, x, y, counts, groups, make, word[kind])
         scores[kind] = {"markers": marker,
                         "binoculars": x_full[:, names.index("binoculars")],
                         "fast_detect": x_full[:, names.index("fast_detect")],
                         "supervised": sup, "combined": sup + 1e3 * marker}
-    summary = {kind: ad.summarise(items, s, cfg.ai_bootstrap, seed,
-                                  genre_intervals=("supervised", "binoculars")
-                                  if kind == "genre" else ())
-               for kind, s in scores.items()}
+    with times("ai: bootstrap"):
+        summary = {kind: ad.summarise(items, s, cfg.ai_bootstrap, seed,
+                                      genre_intervals=("supervised", "binoculars")
+                                      if kind == "genre" else ())
+                   for kind, s in scores.items()}
     attempts = []
     for label, kinds, words in ATTEMPTS:
         cols = _feature_columns(names, kinds)
         s = ad.out_of_fold(splits["genre"], x_full[:, cols], y, counts, groups,
                            lambda w=words: ad.SupervisedDetector(C=cfg.ai_C, seed=seed,
                                                                    word_C=cfg.ai_word_C,
-                                                                   use_words=w))
+                                                                   use_words=w),
+                           word["genre"])
         worst = min(ad.metrics(s[y == 0], s[(y == 1) & (np.array([it.genre for it in items])
                                                           == g)])["auc"]
                     for g in {it.genre for it in items if it.label == 1})
@@ -285,7 +320,60 @@ def planted_documents(passages: list[ai_text.Passage], path: Path, cutoff: str,
     return docs
 
 
-def planted_outcome(planted_ids: set[str], fates: list[Any]) -> dict[str, Any]:
+@dataclass
+class PlantedOutcome:
+    """What curation did with the AI passages planted into the crawl."""
+
+    planted: int  # records planted
+    by_fate: dict[str, int]  # "kept" or "<step>/<reason>" -> records
+    before_cutoff: int  # records dated before the cut-off: the AI-content layers' job
+    removed_by_ai_layers: int  # ... removed by markers, supervised or zero-shot
+    removed_share: float  # removed_by_ai_layers / before_cutoff
+    kept: int  # records left in the clean corpus (must be 0)
+
+
+@dataclass
+class FamilyRemoval:
+    """Human documents of one family that reached the AI-content layers, and those removed."""
+
+    documents: int
+    removed: int
+    share: float
+
+
+@dataclass
+class PooledMetrics:
+    """A layer's pooled metrics, each as [point, low, high] (95% bootstrap interval)."""
+
+    auc: list[float]
+    tpr_1pct: list[float]
+    tpr_01pct: list[float]
+
+
+@dataclass
+class Attempt:
+    """One row of the table of attempts (leave-one-genre-out, pooled)."""
+
+    features: str
+    n_features: int
+    auc: float
+    tpr_1pct: float
+    tpr_01pct: float
+    worst_genre_auc: float
+
+
+@dataclass
+class MarkerRuleRow:
+    """One marker rule's hits on the human side (false positives) and on the passages."""
+
+    rule: str
+    human_hits: int
+    human_fpr: float
+    machine_hits: int
+    machine_tpr: float
+
+
+def planted_outcome(planted_ids: set[str], fates: list[Any]) -> PlantedOutcome:
     """What curation did with the planted records: by step and reason, and the share of the
     records dated before the cut-off that the AI-content layers removed (the guard aside)."""
     by = Counter()
@@ -299,12 +387,12 @@ def planted_outcome(planted_ids: set[str], fates: list[Any]) -> dict[str, Any]:
             if not f.kept and f.reason in ("ai_content:marker", "ai_content:supervised",
                                            "ai_content:zero_shot"):
                 removed_by_layers += 1
-    return {"planted": len(planted_ids), "by_fate": dict(sorted(by.items())),
-            "before_cutoff": reached, "removed_by_ai_layers": removed_by_layers,
-            "removed_share": removed_by_layers / max(1, reached), "kept": by["kept"]}
+    return PlantedOutcome(len(planted_ids), dict(sorted(by.items())), reached,
+                          removed_by_layers, removed_by_layers / max(1, reached), by["kept"])
 
 
-def human_removed_by_family(fates: list[Any], planted_ids: set[str]) -> dict[str, dict]:
+def human_removed_by_family(fates: list[Any], planted_ids: set[str]
+                            ) -> dict[str, FamilyRemoval]:
     """Per family: human documents that reached the AI-content detector step, and those it
     removed (markers count too: they act on every document)."""
     reached: Counter = Counter()
@@ -318,19 +406,20 @@ def human_removed_by_family(fates: list[Any], planted_ids: set[str]) -> dict[str
             reached[f.family] += 1
         if ai_step:
             removed[f.family] += 1
-    return {fam: {"documents": reached[fam], "removed": removed[fam],
-                  "share": removed[fam] / max(1, reached[fam])} for fam in sorted(reached)}
+    return {fam: FamilyRemoval(reached[fam], removed[fam], removed[fam] / max(1, reached[fam]))
+            for fam in sorted(reached)}
 
 
-def metrics(report: AiContentReport, planted: dict[str, Any],
-            human_removed: dict[str, dict]) -> dict[str, Any]:
-    """The stage manifest's numbers of the AI-content layers (JSON-ready)."""
-    def pooled(kind: str, layer: str) -> dict[str, Any]:
+def metrics(report: AiContentReport, planted: PlantedOutcome,
+            human_removed: dict[str, FamilyRemoval]) -> dict[str, Any]:
+    """The AI-content fields of the stage's metrics (``curation.CurationMetrics``, whose
+    ``ai_*`` fields these are), typed."""
+    def pooled(kind: str, layer: str) -> PooledMetrics:
         m = report.summary[kind][layer]
-        return {k: list(m[k]) for k in ("auc", "tpr_1pct", "tpr_01pct")}
+        return PooledMetrics(*(list(m[k]) for k in ("auc", "tpr_1pct", "tpr_01pct")))
 
     return {
-        "ai_items": report.n_items,
+        "ai_items": dict(report.n_items),
         "ai_logo_genre": {layer: pooled("genre", layer) for layer in LAYERS},
         "ai_logo_topic_group": {layer: pooled("topic_group", layer) for layer in LAYERS},
         "ai_per_genre_auc": {g: r["auc"][0] for g, r in
@@ -338,8 +427,8 @@ def metrics(report: AiContentReport, planted: dict[str, Any],
         "ai_per_genre_auc_zero_shot": {
             g: r["auc"][0] for g, r in
             report.summary["genre"]["binoculars"]["per_genre"].items()},
-        "ai_attempts": report.attempts,
-        "ai_marker_rules": report.marker_rules,
+        "ai_attempts": [Attempt(**a) for a in report.attempts],
+        "ai_marker_rules": [MarkerRuleRow(**r) for r in report.marker_rules],
         "ai_threshold": report.threshold, "ai_fpr_target": report.fpr_target,
         "ai_calibration_fpr": report.calibration_fpr, "ai_test_fpr": report.test_fpr,
         "ai_test_tpr": report.test_tpr,

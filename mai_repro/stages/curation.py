@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ import numpy as np
 
 from mai_repro import plots
 from mai_repro.artifacts import Run
-from mai_repro.data import ai_content, corpus, dedup, filters
+from mai_repro.data import ai_content, ai_curation, corpus, dedup, filters
 from mai_repro.data.config import CurationConfig
 from mai_repro.data.decontam import Decontaminator
 from mai_repro.data.documents import Document, Unreadable
@@ -55,6 +56,7 @@ from mai_repro.data.steps import (
     map_shards,
     run_steps,
 )
+from mai_repro.schema import result_dict
 
 MAP_STEPS = ("source", "cutoff", "ai_markers", "quality", "pii")
 GLOBAL_STEPS = ("ai_detector", "exact_dedup", "near_dedup", "decontamination")
@@ -215,12 +217,71 @@ def attribution(docs: list[Document]) -> str:
 
 
 @dataclass
+class Decoding:
+    """How one set of own-model text was sampled (the zero-shot detector's evaluation)."""
+
+    model: str
+    temperature: float
+    top_p: float
+
+
+@dataclass
+class CurationMetrics:
+    """What the stage's manifest records (``metrics``), read back by attribute
+    (``stages.read_metrics``). ``detector_*``: the zero-shot detector against own-model text;
+    ``ai_*``: every AI-content layer against the data/ai_text passages (issue 18)."""
+
+    inputs: int
+    kept: int
+    removed: dict[str, int]  # "<step>/<reason>" -> documents
+    pii: dict[str, int]  # kind -> strings scrubbed
+    clean_docs_by_family: dict[str, int]
+    clean_bytes_by_family: dict[str, int]
+    detector_method: str  # binoculars or fast_detect
+    detector_auc: dict[str, dict[str, float]]  # method -> own-model text set -> AUC
+    detector_headline_auc: float
+    detector_tpr_at_1pct: dict[str, float]
+    detector_tpr_at_5pct: dict[str, float]
+    detector_threshold: float
+    detector_test_fpr_at_threshold: float
+    detector_detected_at_threshold: dict[str, float]
+    detector_decoding: dict[str, Decoding]
+    detector_flagged: dict[str, int]  # family -> candidates above the zero-shot threshold
+    detector_removed: dict[str, int]
+    detector_scored: int
+    detector_calibration_docs: int
+    detector_test_docs: int
+    detector_acts: bool
+    ai_items: dict[str, int]  # human, machine, passages, variants, reference_docs
+    ai_logo_genre: dict[str, ai_curation.PooledMetrics]  # layer -> leave-one-genre-out
+    ai_logo_topic_group: dict[str, ai_curation.PooledMetrics]
+    ai_per_genre_auc: dict[str, float]  # supervised, leave-one-genre-out
+    ai_per_genre_auc_zero_shot: dict[str, float]
+    ai_attempts: list[ai_curation.Attempt]
+    ai_marker_rules: list[ai_curation.MarkerRuleRow]
+    ai_threshold: float  # the acting detector's, set on the calibration part at ai_fpr
+    ai_fpr_target: float
+    ai_calibration_fpr: float
+    ai_test_fpr: float
+    ai_test_tpr: float
+    ai_zero_shot_auc_real_text: float
+    ai_zero_shot_acts: bool
+    ai_flagged: dict[str, dict[str, int]]  # layer -> family -> candidates
+    ai_removed: dict[str, dict[str, int]]
+    ai_planted: ai_curation.PlantedOutcome
+    ai_human_removed_by_family: dict[str, ai_curation.FamilyRemoval]
+
+
+METRICS = CurationMetrics
+
+
+@dataclass
 class CurationResult:
     ledger: Ledger
     clean: list[Document]
     detector: DetectorReport
     figures: dict[str, Any]
-    metrics: dict[str, Any]
+    metrics: CurationMetrics
     ai: Any = None  # ai_curation.AiContentReport
     planted_ids: list[str] = field(default_factory=list)  # the AI passages planted in the crawl
 
@@ -284,7 +345,7 @@ def build(run: Run, progress: bool = True) -> CurationResult:
             st.add_input(f"ai_text/{manifest.name}", manifest)
         # AI-content removal, issue 18: plant data/ai_text passages into the crawl, train and
         # measure the layers (mai_repro.data.ai_curation), remove with one reason per layer.
-        from mai_repro.data import ai_curation, ai_text
+        from mai_repro.data import ai_text
         from mai_repro.eval import detector
 
         passages = ai_text.load_passages()
@@ -293,28 +354,35 @@ def build(run: Run, progress: bool = True) -> CurationResult:
         planted = ai_curation.planted_documents(planted_passages, st.path("planted.warc.gz"),
                                                 cfg.cutoffs["general"], run.cfg.seed)
         ledger = Ledger()
-        docs = read_all(cfg, data_dir, ledger, planted)
+        times = ai_curation.PhaseTimes()  # where the minutes go: curation/timings.json
+        with times("read"):
+            docs = read_all(cfg, data_dir, ledger, planted)
         planted_ids = {d.id for d in planted}
         sample_docs = [d for d in docs if d.id not in planted_ids]
         shards = [(list(b), cfg) for b in
                   (docs[i:i + cfg.shard_size] for i in range(0, len(docs), cfg.shard_size))]
         kept: list[Document] = []
-        for shard_kept, shard_ledger in map_shards(shard_job, shards, cfg.executor,
-                                                   cfg.workers, progress, "curation shards"):
-            kept += shard_kept
-            ledger.merge(shard_ledger)
-        det = detector_phase(kept, cfg, run.cfg.seed, progress)
+        with times("map phase"):
+            for shard_kept, shard_ledger in map_shards(shard_job, shards, cfg.executor,
+                                                       cfg.workers, progress,
+                                                       "curation shards"):
+                kept += shard_kept
+                ledger.merge(shard_ledger)
+        with times("zero-shot detector (train 3 byte models, evaluate)"):
+            det = detector_phase(kept, cfg, run.cfg.seed, progress)
         detector.save_models(det.models, det.evaluation.threshold, st.path("detector.pt"))
         candidates = [d for d in kept if not ai_content.is_human_era(d.date,
                                                                      cfg.human_era_before)]
-        removals, ai_report = ai_curation.ai_content_phase(
-            sample_docs, candidates, det.models, (det.evaluation.threshold, det.acts),
-            det.train_ids, train_passages, passages, cfg, run.cfg.seed,
-            st.path("ai_detector"), progress)
+        with times("ai-content layers (all)"):
+            removals, ai_report = ai_curation.ai_content_phase(
+                sample_docs, candidates, det.models, (det.evaluation.threshold, det.acts),
+                det.train_ids, train_passages, passages, cfg, run.cfg.seed,
+                st.path("ai_detector"), progress, times)
         det.scored, det.flagged, det.removed = (ai_report.scored, ai_report.flagged["zero_shot"],
                                                 ai_report.removed["zero_shot"])
         kept = apply_removals(kept, removals, "ai_detector", ledger)
-        kept = dedup_phase(kept, cfg, ledger)
+        with times("dedup"):
+            kept = dedup_phase(kept, cfg, ledger)
         from mai_repro.rl.tasks import decontamination_texts
 
         guard = Decontaminator(decontamination_texts(), n=cfg.decontam_ngram)
@@ -345,28 +413,27 @@ def build(run: Run, progress: bool = True) -> CurationResult:
 
         ev = det.evaluation
         main = ev.rocs[ev.method]
-        st.metrics.update({
-            "inputs": ledger.n_inputs, "kept": ledger.n_kept,
-            "removed": {f"{s}/{r}": n for (s, r), n in sorted(ledger.removals().items())},
-            "pii": dict(ledger.stats["pii"].counters),
-            "clean_docs_by_family": dict(Counter(d.family for d in kept)),
-            "clean_bytes_by_family": {f: sum(d.nbytes for d in kept if d.family == f)
-                                      for f in sorted({d.family for d in kept})},
-            "detector_method": ev.method,
-            "detector_auc": {m: {src: r.auc for src, r in rocs.items()}
-                             for m, rocs in ev.rocs.items()},
-            "detector_headline_auc": ev.auc,
-            "detector_tpr_at_1pct": {src: r.tpr_at(0.01) for src, r in main.items()},
-            "detector_tpr_at_5pct": {src: r.tpr_at(0.05) for src, r in main.items()},
-            "detector_threshold": ev.threshold,
-            "detector_test_fpr_at_threshold": ev.test_fpr,
-            "detector_detected_at_threshold": ev.detected,
-            "detector_decoding": {src: {"model": m, "temperature": t, "top_p": p}
-                                  for src, (m, t, p) in ev.sources.items()},
-            "detector_flagged": det.flagged, "detector_removed": det.removed,
-            "detector_scored": det.scored, "detector_calibration_docs": det.n_calibration_docs,
-            "detector_test_docs": det.n_test_docs, "detector_acts": det.acts,
-            **ai_metrics,
-        })
-        metrics = dict(st.metrics)
+        metrics = CurationMetrics(
+            inputs=ledger.n_inputs, kept=ledger.n_kept,
+            removed={f"{s}/{r}": n for (s, r), n in sorted(ledger.removals().items())},
+            pii=dict(ledger.stats["pii"].counters),
+            clean_docs_by_family=dict(Counter(d.family for d in kept)),
+            clean_bytes_by_family={f: sum(d.nbytes for d in kept if d.family == f)
+                                   for f in sorted({d.family for d in kept})},
+            detector_method=ev.method,
+            detector_auc={m: {src: r.auc for src, r in rocs.items()}
+                          for m, rocs in ev.rocs.items()},
+            detector_headline_auc=ev.auc,
+            detector_tpr_at_1pct={src: r.tpr_at(0.01) for src, r in main.items()},
+            detector_tpr_at_5pct={src: r.tpr_at(0.05) for src, r in main.items()},
+            detector_threshold=ev.threshold,
+            detector_test_fpr_at_threshold=ev.test_fpr,
+            detector_detected_at_threshold=ev.detected,
+            detector_decoding={src: Decoding(m, t, p) for src, (m, t, p) in ev.sources.items()},
+            detector_flagged=det.flagged, detector_removed=det.removed,
+            detector_scored=det.scored, detector_calibration_docs=det.n_calibration_docs,
+            detector_test_docs=det.n_test_docs, detector_acts=det.acts,
+            **ai_metrics)
+        st.metrics.update(result_dict(metrics))
+        st.path("timings.json").write_text(json.dumps(times.seconds, indent=1))
     return CurationResult(ledger, kept, det, figures, metrics, ai_report, sorted(planted_ids))

@@ -5,8 +5,7 @@ the stage it comes from, the claim in words (with the report's figure where RECI
 one), how to read our measurement from that stage's metrics and the rule that turns the measured
 values into a verdict. A finding reads the stage's typed metrics by attribute: the manifest's
 ``metrics`` (``<run_dir>/<stage>/manifest.json``) loaded strictly into the stage module's
-``METRICS`` dataclass (:func:`mai_repro.stages.read_metrics`; curation, which has no class yet,
-is read as the plain dict). Verdicts:
+``METRICS`` dataclass (:func:`mai_repro.stages.read_metrics`). Verdicts:
 
 - ``held``: the measurement agrees with the claim at our scale;
 - ``not held``: it contradicts the claim at our scale;
@@ -346,8 +345,8 @@ FINDINGS: list[Finding] = [
         id="curation.accounting", stage="curation", section="1",
         claim="every raw document is processed in-house and kept or removed for a recorded "
               "reason",
-        read=lambda m: {"inputs": get(m, "inputs"), "kept": get(m, "kept"),
-                        "removed": sum(get(m, "removed").values())},
+        read=lambda m: {"inputs": m.inputs, "kept": m.kept,
+                        "removed": sum(m.removed.values())},
         rule=lambda v: v["inputs"] == v["kept"] + v["removed"],
         rule_text="held: inputs = kept + removed",
         show=lambda v: f"{v['inputs']:,} inputs = {v['kept']:,} kept + {v['removed']:,} "
@@ -357,8 +356,8 @@ FINDINGS: list[Finding] = [
         id="curation.detector", stage="curation", section="1",
         claim="AI-generated content inside collected sources can be found and removed "
               "(measured on our own models' text)",
-        read=lambda m: {"auc": num(get(m, "detector_headline_auc")),
-                        "method": get(m, "detector_method"), "acts": get(m, "detector_acts")},
+        read=lambda m: {"auc": m.detector_headline_auc, "method": m.detector_method,
+                        "acts": m.detector_acts},
         rule=lambda v: v["auc"] >= DETECTOR_AUC_TARGET,
         rule_text=f"held: detector AUC >= {DETECTOR_AUC_TARGET} (the project's floor)",
         show=lambda v: f"{v['method']} AUC {v['auc']:.3f}; the filter "
@@ -368,8 +367,8 @@ FINDINGS: list[Finding] = [
         id="curation.detector_sampled", stage="curation", section="1, 7",
         claim="... also for text sampled the way the report samples (temperature 1, top-p "
               "0.97)",
-        read=lambda m: {"auc": num(get(m, "detector_auc", get(m, "detector_method"),
-                                       "generator T=1 top-p 0.97"))},
+        read=lambda m: {"auc": get(m.detector_auc, m.detector_method,
+                                   "generator T=1 top-p 0.97")},
         rule=lambda v: v["auc"] >= DETECTOR_AUC_TARGET,
         rule_text=f"held: detector AUC >= {DETECTOR_AUC_TARGET}",
         show=lambda v: f"AUC {v['auc']:.3f}",
@@ -680,15 +679,15 @@ HEADLINES: list[Headline] = [
     Headline("overview", "goodput arithmetic: ideal / actual hours",
              lambda m: (m.ideal_hours, m.actual_hours),
              lambda v: f"{v[0]:.0f} h / {v[1]:.0f} h"),
-    Headline("curation", "documents in / kept", lambda m: (get(m, "inputs"), get(m, "kept")),
+    Headline("curation", "documents in / kept", lambda m: (m.inputs, m.kept),
              lambda v: f"{v[0]:,} / {v[1]:,}"),
     Headline("curation", "duplicates removed (exact + near)",
-             lambda m: (get(m, "removed").get("exact_dedup/exact_duplicate", 0),
-                        get(m, "removed").get("near_dedup/near_duplicate", 0)),
+             lambda m: (m.removed.get("exact_dedup/exact_duplicate", 0),
+                        m.removed.get("near_dedup/near_duplicate", 0)),
              lambda v: f"{v[0]} + {v[1]}"),
-    Headline("curation", "PII strings scrubbed", lambda m: _total(get(m, "pii")), _f(",.0f")),
+    Headline("curation", "PII strings scrubbed", lambda m: _total(m.pii), _f(",.0f")),
     Headline("curation", "AI-content detector AUC (own-model text)",
-             lambda m: get(m, "detector_headline_auc"), _f(".3f")),
+             lambda m: m.detector_headline_auc, _f(".3f")),
     Headline("wikipedia", "pages / infobox facts", lambda m: (m.pages, m.facts),
              lambda v: f"{v[0]:,} / {v[1]:,}"),
     Headline("wikipedia", "markup / text tokens", lambda m: m.token_ratio, _f(".2f")),

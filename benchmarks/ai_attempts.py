@@ -1,0 +1,234 @@
+"""The table of attempts at the supervised AI-content detector's low-FPR end (issue 18).
+
+Builds the items and features of curation's AI-content evaluation as the stage does (laptop
+preset by default, seed 0: the same human documents, passages, edits and reference part; the
+byte models are not trained, so their features are left out, as in the detector that acts),
+then scores each attempt leave-one-genre-out on the same splits and prints one JSON line per
+attempt: pooled ROC AUC, TPR at 1% and 0.1% FPR, the worst genre's AUC. Choices are judged
+on these pooled out-of-fold numbers, never on one test fold.
+
+    python benchmarks/ai_attempts.py [--preset laptop] [--cache runs/ai_attempts] [NAME...]
+
+Each base text model's fold scores (cross-fitted inside the training folds, as
+``ai_detect.word_fold_scores``) are cached under ``--cache``, so attempts that only change
+the final classifier take seconds. Not a test and not a speed benchmark: a research harness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mai_repro import config
+from mai_repro.data import ai_content, ai_curation, ai_text
+from mai_repro.data import ai_detect as ad
+from mai_repro.data import ai_features as af
+
+FUNCTION_WORDS = (
+    "the of and to a in that is was he for it with as his on be at by i this had not are but "
+    "from or have an they which one you were her all she there would their we him been has "
+    "when who will more no if out so said what up its about into than them can only other new "
+    "some could time these two may then do first any my now such like our over man me even "
+    "most made after also did many before must through back years where much your way well "
+    "down should because each just those people how too little state good very make world "
+    "still own see men work long get here between both life being under never day same "
+    "another know while last might us great old year off come since against go came right "
+    "used take three").split()
+
+
+def build_items(preset: str, cache: Path) -> dict[str, Any]:
+    """Items, fixed features and the reference texts, as curation's AI-content phase builds
+    them (the byte models' training documents found as ``detector_phase`` picks them)."""
+    from mai_repro.data.sources import default_data_dir
+    from mai_repro.data.steps import Ledger, map_shards
+    from mai_repro.eval.detector import DetectorSettings
+    from mai_repro.stages import curation as stage
+
+    full = config.load(preset, {})
+    cfg, seed = full.curation, full.seed
+    passages = ai_text.load_passages()
+    train_passages, planted_passages = ai_text.split_planted(passages, cfg.ai_plant_share, seed)
+    tmp = cache / "planted.warc.gz"
+    planted = ai_curation.planted_documents(planted_passages, tmp, cfg.cutoffs["general"], seed)
+    docs = stage.read_all(cfg, default_data_dir(), Ledger(), planted)
+    planted_ids = {d.id for d in planted}
+    sample_docs = [d for d in docs if d.id not in planted_ids]
+    shards = [(docs[i:i + cfg.shard_size], cfg) for i in range(0, len(docs), cfg.shard_size)]
+    kept = [d for k, _ in map_shards(stage.shard_job, shards, "serial", 1, False, "") for d in k]
+    human = sorted((d for d in kept if ai_content.is_human_era(d.date, cfg.human_era_before)),
+                   key=lambda d: stage._split(d.id, seed))
+    prompt_len = DetectorSettings().prompt_len
+    n_eval = min(cfg.detector_eval_docs, len(human) // 2)
+    eval_ids = {d.id for d in [d for d in human
+                               if len(d.text.encode("utf-8", "replace")) >= prompt_len][:n_eval]}
+    train_ids = {d.id for d in human if d.id not in eval_ids}
+    ref, labelled = ad.split_human(sample_docs, seed, cfg.ai_reference_share)
+    ref += [d for d in labelled if d.id in train_ids]
+    labelled = [d for d in labelled if d.id not in train_ids]
+    pool = [d.text for d in ref if d.family == "general" and len(d.text.split()) >= 40]
+    variants = ai_text.edited_variants(train_passages, pool, seed, cfg.ai_edit_share)
+    items = ad.human_items(labelled) + ad.machine_items(train_passages + variants)
+    x, names = af.text_features([it.text for it in items], af.NgramModel([d.text for d in ref]))
+    return {"items": items, "x": x, "names": names, "word_C": cfg.ai_word_C, "seed": seed}
+
+
+def char_counts(texts: list[str], max_chars: int = 2000):
+    """Hashed character 3-5-grams within word boundaries (char_wb), first ``max_chars``."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    vec = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), lowercase=False,
+                            preprocessor=lambda t: t[:max_chars], n_features=2 ** 20,
+                            alternate_sign=False, norm=None)
+    return vec.transform(texts).tocsr()
+
+
+def unigram_counts(texts: list[str]):
+    """As ``ai_detect.word_counts`` without the word pairs."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    vec = HashingVectorizer(token_pattern=af.WORD_RE.pattern, lowercase=False,
+                            preprocessor=lambda t: t[:af.MAX_CHARS].lower(),
+                            n_features=ad.WORD_FEATURES, alternate_sign=False, norm=None)
+    return vec.transform(texts).tocsr()
+
+
+def function_word_rates(texts: list[str]) -> np.ndarray:
+    index = {w: i for i, w in enumerate(FUNCTION_WORDS)}
+    out = np.zeros((len(texts), len(FUNCTION_WORDS)))
+    for row, t in enumerate(texts):
+        ws = af.words_of(t)
+        for w in ws:
+            if w in index:
+                out[row, index[w]] += 1
+        out[row] /= max(1, len(ws))
+    return out
+
+
+class Harness:
+    def __init__(self, data: dict[str, Any], cache: Path):
+        self.items, self.cache = data["items"], cache
+        self.y = np.array([it.label for it in self.items])
+        self.groups = [it.group for it in self.items]
+        self.genres = np.array([it.genre for it in self.items])
+        self.texts = [it.text for it in self.items]
+        cols = [i for i, n in enumerate(data["names"]) if n in af.STYLE_NAMES + af.NGRAM_NAMES]
+        self.x = data["x"][:, cols]
+        self.seed, self.word_C = data["seed"], data["word_C"]
+        self.splits = ad.leave_one_out(self.items, ad.genre_key)
+        self._counts: dict[str, Any] = {}
+
+    def counts(self, kind: str):
+        if kind not in self._counts:
+            if kind == "words":
+                self._counts[kind] = ad.word_counts(self.texts)
+            elif kind == "unigrams":  # the word model's unigram columns only
+                self._counts[kind] = unigram_counts(self.texts)
+            else:
+                self._counts[kind] = char_counts(self.texts)
+        return self._counts[kind]
+
+    def fold_scores(self, kind: str, C: float) -> dict[str, ad.FoldWordScores]:
+        path = self.cache / f"folds_{kind}_{C:g}.pkl"
+        if path.is_file():
+            return pickle.loads(path.read_bytes())
+        out = ad.word_fold_scores(self.splits, self.counts(kind), self.y, self.groups, C,
+                                  seed=self.seed, n_jobs=2)
+        path.write_bytes(pickle.dumps(out))
+        return out
+
+    def stack(self, bases: list[tuple[str, float]], x: np.ndarray | None = None,
+              C: float = 1.0, final: str = "lr", class_weight: Any = "balanced",
+              genre_balance: float = 0.0) -> np.ndarray:
+        """Out-of-fold scores of a final classifier on the fixed features and the base text
+        models' cross-fitted scores (``genre_balance`` p: sample weights 1 / n^p per
+        (genre, label) cell, each class summing to the same total)."""
+        from sklearn.ensemble import HistGradientBoostingClassifier
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        x = self.x if x is None else x
+        folds = [self.fold_scores(k, c) for k, c in bases]
+        out = np.full(len(self.y), np.nan)
+        for sp in self.splits:
+            tr, te = sp.train, sp.test
+            a = np.column_stack([x[tr]] + [f[sp.name].train for f in folds])
+            b = np.column_stack([x[te]] + [f[sp.name].test for f in folds])
+            if final == "hgb":
+                clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05,
+                                                     class_weight=class_weight, random_state=0)
+                p = np.clip(clf.fit(a, self.y[tr]).predict_proba(b)[:, 1], 1e-12, 1 - 1e-12)
+                out[te] = np.log(p / (1 - p))
+                continue
+            weights = None
+            if genre_balance:
+                cell = np.char.add(self.genres[tr], self.y[tr].astype(str))
+                _, inv, n = np.unique(cell, return_inverse=True, return_counts=True)
+                weights = (1.0 / n[inv]) ** genre_balance
+                for label in (0, 1):
+                    weights[self.y[tr] == label] /= weights[self.y[tr] == label].sum()
+                weights *= len(tr)
+                class_weight = None
+            clf = make_pipeline(StandardScaler(), LogisticRegression(
+                C=C, class_weight=class_weight, max_iter=5000))
+            clf.fit(a, self.y[tr], logisticregression__sample_weight=weights)
+            out[te] = clf.decision_function(b)
+        return out
+
+    def report(self, name: str, s: np.ndarray, started: float) -> dict[str, Any]:
+        y = self.y
+        m = ad.metrics(s[y == 0], s[y == 1])
+        per = {g: ad.metrics(s[y == 0], s[(y == 1) & (self.genres == g)])["auc"]
+               for g in sorted(set(self.genres[y == 1]))}
+        worst = min(per, key=per.get)
+        row = {"attempt": name, **{k: round(v, 4) for k, v in m.items()},
+               "worst_genre": worst, "worst_genre_auc": round(per[worst], 4),
+               "seconds": round(time.time() - started, 1)}
+        print(json.dumps(row), flush=True)
+        return row
+
+
+def attempts(h: Harness) -> dict[str, Any]:
+    w = ("words", h.word_C)
+    return {
+        "used": lambda: h.stack([w]),
+        "word_model_only": lambda: h.stack([w], x=np.zeros((len(h.y), 1))),
+        "chars": lambda: h.stack([("chars", 10.0)]),
+        "words_chars": lambda: h.stack([w, ("chars", 10.0)]),
+        "function_words": lambda: h.stack([w], x=np.column_stack(
+            [h.x, function_word_rates(h.texts)])),
+        "final_C_0.1": lambda: h.stack([w], C=0.1),
+        "final_C_10": lambda: h.stack([w], C=10.0),
+        "human_weight_3": lambda: h.stack([w], class_weight={0: 3.0, 1: 1.0}),
+        "genre_balanced_1": lambda: h.stack([w], genre_balance=1.0),
+        "genre_balanced_0.5": lambda: h.stack([w], genre_balance=0.5),
+        "word_C_100": lambda: h.stack([("words", 100.0)]),
+        "word_C_100_final_C_0.1": lambda: h.stack([("words", 100.0)], C=0.1),
+        "hgb_final_words_chars": lambda: h.stack([w, ("chars", 10.0)], final="hgb"),
+        "unigrams": lambda: h.stack([("unigrams", h.word_C)]),
+        "no_length": lambda: h.stack([w], x=h.x[:, 1:]),  # log_words, the first column, out
+    }
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="laptop")
+    ap.add_argument("--cache", default="runs/ai_attempts")
+    ap.add_argument("names", nargs="*", help="attempts to run (default: all)")
+    args = ap.parse_args()
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    data_file = cache / f"items_{args.preset}.pkl"
+    if not data_file.is_file():
+        data_file.write_bytes(pickle.dumps(build_items(args.preset, cache)))
+    harness = Harness(pickle.loads(data_file.read_bytes()), cache)
+    table = attempts(harness)
+    for name in args.names or list(table):
+        started = time.time()
+        harness.report(name, table[name](), started)
