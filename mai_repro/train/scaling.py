@@ -144,6 +144,12 @@ class LossND:
     n0: float
     d0: float
 
+    @property
+    def loose(self) -> bool:
+        """The fit sits at a bound (no irreducible loss, or an exponent below 0.1): its runs
+        do not pin the law down, and an allocation read from it is not to be trusted."""
+        return self.E <= 1e-6 or min(self.alpha, self.beta) < 0.1
+
     def loss(self, n: np.ndarray | float, d: np.ndarray | float) -> np.ndarray | float:
         n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
         return self.E + self.A * (n / self.n0) ** -self.alpha + self.B * (d / self.d0) ** -self.beta
