@@ -132,7 +132,10 @@ def test_token_byte_counts_of_the_real_tokenizer(tok):
 
 # -- answer entropy ----------------------------------------------------------------------------
 
-PROBLEMS = tasks.generate(6, kinds=("arithmetic",), difficulty=1, seed=3, split="eval")
+# two difficulties, so that prompts differ in length (digits are one token each: within one
+# difficulty every prompt of a kind has the same number of tokens)
+PROBLEMS = (tasks.generate(3, kinds=("arithmetic",), difficulty=0, seed=3, split="eval")
+            + tasks.generate(3, kinds=("arithmetic",), difficulty=1, seed=3, split="eval"))
 
 
 def test_answer_entropy_by_hand():

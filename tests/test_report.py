@@ -48,7 +48,7 @@ LADDER = {"fit": {"A": 2.0, "alpha": 0.3, "E": 1.0, "c0": 1e10,
                   "stderr": {"A": 0.1, "alpha": "nan", "E": 0.1}},
           "rungs": [RUNG, {**RUNG, "width": 64}], "baseline_eg": [1.0, "inf"],
           "noise_band": [0.98, 1.02], "eg": {}, "sign_holds": {}, "verdict": {},
-          "run_seconds": 1.0}
+          "run_seconds": 1.0, "allocation_runs": [], "loss_nd": None}
 
 
 def test_verdicts_follow_the_values(tmp_path):
