@@ -12,7 +12,6 @@ import torch
 import mai_repro.config as C
 from mai_repro import artifacts, pipeline
 from mai_repro.config import MOVED, ConfigError, load
-from mai_repro.data.shards import FamilyShard, pack
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer
 from mai_repro.rl import climb, distill, tasks
@@ -224,13 +223,8 @@ def test_the_pretraining_trainer_reads_optim(spy, tmp_path):
     assert t.schedule(t.p.steps) == pytest.approx(t.p.lr * OPTIM.min_lr_ratio)
 
 
-def test_midtraining_reads_optim(spy):
-    m = C.load("smoke", {"midtrain": {"contexts": [32], "steps": [2], "tokens_per_step": 64,
-                                      "warmup_steps": 0}}).midtrain
-    rng = np.random.default_rng(0)
-    shards = {f: FamilyShard(pack(rng.integers(0, VOCAB, 3000), 16), np.arange(0, 3000, 500),
-                             ["d"] * 6) for f in ("code", "stem")}
-    windows = {c: midtraining.training_windows(shards, c, 16) for c in m.contexts}
+def test_midtraining_reads_optim(spy, tiny_midtrain):
+    m, windows = tiny_midtrain(2, VOCAB)
     torch.manual_seed(0)
     midtraining.train_run(Transformer(tiny_cfg()), "base", m, windows,
                           {"code": 0.5, "stem": 0.5}, 16, 0, "cpu", None, progress=False,

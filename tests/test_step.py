@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import mai_repro.config as C
-from mai_repro.data.shards import FamilyShard, pack
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer
 from mai_repro.rl import climb, distill, tasks
@@ -155,13 +154,8 @@ def test_balancing_in_the_pretraining_trainer(tmp_path):
     assert_balanced(t.model, "pre-training trainer")
 
 
-def test_balancing_in_midtraining():
-    m = C.load("smoke", {"midtrain": {"contexts": [32], "steps": [3], "tokens_per_step": 64,
-                                      "warmup_steps": 0}}).midtrain
-    rng = np.random.default_rng(0)
-    shards = {f: FamilyShard(pack(rng.integers(0, VOCAB, 3000), 16), np.arange(0, 3000, 500),
-                             ["d"] * 6) for f in ("code", "stem")}
-    windows = {c: midtraining.training_windows(shards, c, 16) for c in m.contexts}
+def test_balancing_in_midtraining(tiny_midtrain):
+    m, windows = tiny_midtrain(3, VOCAB)
     torch.manual_seed(0)
     model, _ = midtraining.train_run(Transformer(moe_cfg()), "base", m, windows,
                                      {"code": 0.5, "stem": 0.5}, 16, 0, "cpu", None,

@@ -334,9 +334,7 @@ def build(run: Run) -> LadderResult:
                                       cfg.seed, tok.path("shards"), objective, device,
                                       cfg.optim))
                 meta.append((name, i, w, d))
-        # the allocation grid: the baseline at other multiples of the tokens per parameter
-        for i, (w, d) in enumerate(zip(lc.widths, lc.depths, strict=True)):
-            base = rung_model(cfg.model, w, d, lc.head_dim, lc.seq_len)
+            # the allocation grid: the baseline at other multiples of the tokens per parameter
             for m in lc.allocation_ratios:
                 more = dataclasses.replace(lc, tokens_per_param=lc.tokens_per_param * m)
                 jobs.append(sweep_job(f"baseline-x{m:g}-r{i}", base, weights,
