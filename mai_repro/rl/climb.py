@@ -66,11 +66,16 @@ class Stabilisers:
 
 # -- data -------------------------------------------------------------------------------------
 
+def heldout_set(c: GRPOStageConfig, seed: int) -> list[tasks.Task]:
+    """The held-out evaluation problems of a climb (what mid-training must never show)."""
+    return tasks.generate(c.n_eval, kinds=tuple(c.kinds), difficulty=c.eval_difficulty,
+                          seed=seed, split="eval")
+
+
 def task_sets(c: GRPOStageConfig, seed: int) -> tuple[list[tasks.Task], list[tasks.Task]]:
     """(training pool mixed over the difficulties and shuffled, held-out evaluation set)."""
     kinds = tuple(c.kinds)
-    held = tasks.generate(c.n_eval, kinds=kinds, difficulty=c.eval_difficulty, seed=seed,
-                          split="eval")
+    held = heldout_set(c, seed)
     banned = {t.prompt for t in held}
     pool = [t for d in c.difficulties
             for t in tasks.generate(c.n_train, kinds=kinds, difficulty=d, seed=seed)

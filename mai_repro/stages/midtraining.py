@@ -1,12 +1,18 @@
 """Mid-training with context extension (notebook 08; RECIPE.md section 4).
 
 The pre-trained model continues on the same clean corpus, re-mixed the report's way (code 55%,
-STEM/math 35%, background 10%; no new synthetic source), in stages whose context grows 4x each
+STEM/math 35%, background 10%), in stages whose context grows 4x each
 (the report: 16K -> 64K -> 256K; the laptop preset: 256 -> 1024 -> 4096). Per stage:
 
 * **data**: windows of the stage's length that start at documents at least as long as the
   pre-training context (``eval.longctx.doc_windows``), so the longer context holds long
   documents rather than unrelated neighbours; families mixed by :func:`mix_weights`;
+* **procedural part** (``midtrain.procedural``): a share of the STEM/math part goes to worked
+  arithmetic and algebra written by a program (``rl.worked``, never by a language model), the
+  bootstrap a base never shown a reasoning trace needs before RL can climb; decontaminated
+  against every RL held-out problem by identity, packed several per window after EOT tokens,
+  labelled ``procedural`` in the stage's bill of materials (``bom.jsonl``). Pre-training never
+  sees it;
 * **batch**: ``tokens_per_step // context`` sequences, so every step sees the same tokens;
 * **positions**: only the local sliding-window layers have RoPE, and the global layers have
   none (NoPE), so only the local layers' RoPE can be adjusted: ``base`` raises its base
@@ -30,6 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -47,9 +55,12 @@ from mai_repro.data.config import FAMILIES
 from mai_repro.data.loader import Loader
 from mai_repro.data.shards import FamilyShard, open_shards
 from mai_repro.data.tokenizer import SPECIALS  # ids 0 .. len - 1: never a key or a marker
+from mai_repro.data.tokenizer import BPETokenizer
+from mai_repro.data.tokenizer import load as load_tokenizer
 from mai_repro.eval import longctx
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer, with_config
+from mai_repro.rl import worked
 from mai_repro.schema import result_dict
 from mai_repro.train.checkpoint import load_model_file, save_model_file
 from mai_repro.train.config import OptimConfig
@@ -59,15 +70,23 @@ STAGE = "midtraining"
 # The report's three mid-training shares, mapped onto our families.
 GROUPS = {"code": ("code",), "stem_math": ("stem", "math"), "background": ("general",
                                                                          "multilingual")}
+PROCEDURAL = "procedural"  # the generated part of stem_math (rl.worked): not a corpus family
 
 
 def mix_weights(m: MidtrainConfig, tokens: Mapping[str, int]) -> dict[str, float]:
-    """Family weights: each group's share split over its families by their training tokens."""
-    out = {f: 0.0 for f in FAMILIES}
+    """Family weights: each group's share split over its families by their training tokens;
+    with procedural text (a ``procedural`` entry in ``tokens``), ``m.procedural`` of the
+    STEM/math share goes to it and the rest to the corpus's STEM and math."""
+    out = {f: 0.0 for f in (*FAMILIES, PROCEDURAL)}
+    proc = m.procedural if tokens.get(PROCEDURAL, 0) > 0 else 0.0
     for group, fams in GROUPS.items():
         have = {f: tokens.get(f, 0) for f in fams if tokens.get(f, 0) > 0}
+        share = getattr(m, group)
+        if group == "stem_math" and proc:
+            out[PROCEDURAL] = share * (proc if have else 1.0)
+            share -= out[PROCEDURAL]
         for f, n in have.items():
-            out[f] = getattr(m, group) * n / sum(have.values())
+            out[f] = share * n / sum(have.values())
     total = sum(out.values())
     return {f: w / total for f, w in out.items()}
 
@@ -152,6 +171,55 @@ def training_windows(shards: Mapping[str, FamilyShard], context: int, min_doc: i
                      ) -> dict[str, np.ndarray]:
     """Per family, (N, context + 1) windows starting at documents >= ``min_doc`` tokens."""
     return {f: longctx.doc_windows(s, context, min_doc) for f, s in shards.items()}
+
+
+def procedural_windows(m: MidtrainConfig, tok: BPETokenizer, heldout: list[str], seed: int
+                       ) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
+    """Windows of worked solutions (``rl.worked``) for each stage's context, enough for the
+    stage's share of its steps without repeating one, none touching a ``heldout`` question;
+    and what was generated (for the bill of materials)."""
+    keys = worked.heldout_keys(heldout)
+    share = m.stem_math * m.procedural / (m.code + m.stem_math + m.background)
+    need = {c: math.ceil(s * max(1, m.tokens_per_step // c) * share * 1.5) + 4
+            for c, s in zip(m.contexts, m.steps, strict=True)}
+    want = max(n * (c + 1) for c, n in need.items())  # tokens of the longest-context need
+    n = 64
+    while True:
+        texts, removed = worked.generate_counted(n, difficulties=m.procedural_difficulties,
+                                                 seed=seed, exclude=keys)
+        docs = tok.encode_batch([w.text for w in texts])
+        windows = {c: worked.pack_windows(docs, c, tok.eot_id, k) for c, k in need.items()}
+        if all(len(windows[c]) == k for c, k in need.items()):
+            break
+        n = max(2 * n, math.ceil(1.2 * n * want / max(1, sum(map(len, docs)))))
+    info = {"texts": len(texts), "removed_heldout": removed, "heldout_problems": len(keys),
+            "text_tokens": sum(map(len, docs)),
+            "kinds": sorted({w.kind for w in texts}),
+            "difficulties": sorted({w.difficulty for w in texts})}
+    return windows, info
+
+
+def bill_of_materials(weights: Mapping[str, float], records: list[dict],
+                      proc_info: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per part of the mix: its group, source, whether procedural, its weight and the
+    tokens the main run trained on it (all stages)."""
+    group_of = {f: g for g, fams in GROUPS.items() for f in fams} | {PROCEDURAL: "stem_math"}
+    rows = []
+    for part, w in weights.items():
+        tokens = sum(r["tokens_by_family"].get(part, 0) for r in records)
+        if w <= 0 and not tokens:
+            continue
+        row = {"part": part, "group": group_of[part], "procedural": part == PROCEDURAL,
+               "source": ("program: mai_repro.rl.worked (worked arithmetic and algebra, "
+                          "decontaminated against the RL held-out problems)"
+                          if part == PROCEDURAL else "corpus: the tokenizer stage's shards "
+                                                     "(human-written, curated)"),
+               "weight": w, "tokens": tokens,
+               "windows": {str(r["context"]): r["windows"].get(part, 0) for r in records}}
+        if part == PROCEDURAL and proc_info:
+            row |= dict(proc_info)
+        rows.append(row)
+    return rows
 
 
 def heldout_windows(shards: Mapping[str, FamilyShard], length: int, n: int
@@ -241,11 +309,15 @@ def train_run(model: Transformer, positions: str, m: MidtrainConfig,
         bar = tqdm(range(steps), desc=f"{desc}stage {k + 1} ({context} tokens)",
                    disable=not progress, leave=False)
         t0, activations = time.time(), 0.0
+        by_family: dict[str, int] = {}
         with cuda_peak(device) as peak:
             for step in bar:
                 measure = saved_activations(model) if step == 0 else contextlib.nullcontext({})
+                batch_ids, batch_fams, _ = loader.next_with_families()
+                for f in batch_fams:  # tokens trained on, per part of the mix
+                    by_family[f] = by_family.get(f, 0) + context
                 with measure as act:  # activation memory of the stage's first step
-                    loss, _ = lm_step(model, opt, next(loader).to(device), lr=schedule(step),
+                    loss, _ = lm_step(model, opt, batch_ids.to(device), lr=schedule(step),
                                       grad_clip=optim.grad_clip)
                 activations = act.get("mib", activations)
                 losses.append(loss)
@@ -256,7 +328,7 @@ def train_run(model: Transformer, positions: str, m: MidtrainConfig,
                "rope_scale": cfg.rope_scale, "loss": losses, "wall_s": wall,
                "tokens_per_s": steps * batch * context / wall, "activation_mib": activations,
                "cuda_peak_mib": peak["mib"],
-               "windows": {f: len(w) for f, w in fams.items()}}
+               "windows": {f: len(w) for f, w in fams.items()}, "tokens_by_family": by_family}
         if probe is not None and (positions == m.positions or k == len(m.contexts) - 1):
             rec["eval"] = probe.score(model, device)
         records.append(rec)
@@ -281,7 +353,8 @@ class StageRecord:
     tokens_per_s: float
     activation_mib: float | None  # saved activations of one step
     cuda_peak_mib: float | None  # None off CUDA
-    windows: dict[str, int]  # training windows per family
+    windows: dict[str, int]  # training windows per family (and the procedural part)
+    tokens_by_family: dict[str, int]  # tokens trained on per part of the mix
     final_loss: float  # mean of the stage's last 5 losses
 
 
@@ -329,6 +402,21 @@ class AttentionMemory:
 
 
 @dataclass
+class ProceduralPart:
+    """The generated part of the STEM/math share (``rl.worked``), as trained by the main run."""
+
+    share_of_stem_math: float  # midtrain.procedural
+    share: float  # of the whole mix (its weight)
+    tokens: int  # tokens of the main run trained on it (all stages)
+    texts: int  # worked solutions generated
+    text_tokens: int
+    removed_heldout: int  # texts dropped because they touch an RL held-out problem
+    heldout_problems: int  # RL held-out problems (identities) decontaminated against
+    kinds: list[str]
+    difficulties: list[int]
+
+
+@dataclass
 class MidtrainingMetrics:
     """What the stage's manifest records (``metrics``), read back by attribute. Position
     treatments, model labels and families are keys of the dict-valued metrics."""
@@ -337,7 +425,8 @@ class MidtrainingMetrics:
     contexts: list[int]  # one per stage
     positions: str  # the position treatment of the main run
     compare: list[str]  # alternatives trained for comparison
-    weights: dict[str, float]  # the mid-training mix, per family
+    weights: dict[str, float]  # the mid-training mix, per family (and procedural)
+    procedural: ProceduralPart
     min_doc: int
     eval_windows: int
     eval_min_doc: int
@@ -456,7 +545,16 @@ def build(run: Run) -> MidtrainResult:
         min_doc = m.min_doc or pre_len
         windows = {c: training_windows(train, c, min_doc) for c in m.contexts}
         usable = [f for f in train if all(len(windows[c][f]) for c in m.contexts)]
-        weights = mix_weights(m, {f: len(train[f].seqs) * train[f].seq_len for f in usable})
+        tokens = {f: len(train[f].seqs) * train[f].seq_len for f in usable}
+        proc_info: dict[str, Any] = {}
+        if m.procedural > 0:  # the bootstrap: worked solutions, none an RL held-out problem
+            heldout = worked.heldout_questions(cfg.grpo, cfg.distill, [cfg.seed])
+            proc, proc_info = procedural_windows(
+                m, load_tokenizer(tok.path("tokenizer.json")), heldout, cfg.seed)
+            for c in m.contexts:
+                windows[c][PROCEDURAL] = proc[c]
+            tokens[PROCEDURAL] = proc_info["text_tokens"]
+        weights = mix_weights(m, tokens)
         final = m.contexts[-1]
         lengths = probe_lengths(pre_len, list(m.contexts))
         stream_all = np.concatenate([longctx.stream(s) for s in heldout.values()])
@@ -480,6 +578,9 @@ def build(run: Run) -> MidtrainResult:
         np.savez_compressed(st.path("loss_by_position.npz"),
                             **{k: np.asarray(v["loss_by_position"]) for k, v in evals.items()},
                             **{f"{k} (cut)": np.asarray(v["loss_cut"]) for k, v in evals.items()})
+        bom = bill_of_materials(weights, runs[m.positions], proc_info)
+        st.path("bom.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bom))
+        proc_tokens = sum(r["tokens_by_family"].get(PROCEDURAL, 0) for r in runs[m.positions])
         attn = attention_memory(pre_model.cfg, max(1, m.tokens_per_step // final), final,
                                 device)
         summaries = [_summary(k, v, lengths, pre_len, final) for k, v in evals.items()]
@@ -488,6 +589,13 @@ def build(run: Run) -> MidtrainResult:
         metrics = MidtrainingMetrics(
             pre_len=pre_len, contexts=list(m.contexts), positions=m.positions,
             compare=list(m.compare), weights=weights, min_doc=min_doc,
+            procedural=ProceduralPart(
+                share_of_stem_math=m.procedural, share=weights[PROCEDURAL],
+                tokens=proc_tokens, texts=proc_info.get("texts", 0),
+                text_tokens=proc_info.get("text_tokens", 0),
+                removed_heldout=proc_info.get("removed_heldout", 0),
+                heldout_problems=proc_info.get("heldout_problems", 0),
+                kinds=proc_info.get("kinds", []), difficulties=proc_info.get("difficulties", [])),
             eval_windows=len(eval_windows), eval_min_doc=eval_min_doc,
             probe_lengths=lengths, probe_depths=list(m.probe_depths),
             probe_vocab=len(passkey.vocab), chance=1 / len(passkey.vocab),

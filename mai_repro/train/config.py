@@ -229,6 +229,13 @@ class MidtrainConfig:
     stem_math: float = spec(0.35, min=0.0, max=1.0, help="mix share of STEM and math (35%)")
     background: float = spec(0.10, min=0.0, max=1.0, help="mix share of general and "
                                                           "multilingual text (10%)")
+    procedural: float = spec(
+        0.5, min=0.0, max=1.0,
+        help="share of the STEM/math part given to procedurally generated worked arithmetic "
+             "and algebra (mai_repro.rl.worked; never in pre-training); 0 = none")
+    procedural_difficulties: list[int] = spec(
+        factory=lambda: [0, 1, 2, 3, 4],
+        help="difficulties of the worked solutions (the RL tasks' scale: below to above theirs)")
     positions: Literal["base", "pi", "none"] = spec(
         "base", help="RoPE of the local layers per stage: base raised NTK-style, position "
                      "interpolation, or unchanged (the recipe kept as model.pt)")
@@ -264,6 +271,9 @@ class MidtrainConfig:
                                 f"{self.positions!r}; got {self.compare}")]
         if any(not 0.0 <= d <= 1.0 for d in self.probe_depths):
             return [("probe_depths", f"each must be in [0, 1], got {self.probe_depths}")]
+        if not self.procedural_difficulties or min(self.procedural_difficulties) < 0:
+            return [("procedural_difficulties", f"needs at least one difficulty >= 0, got "
+                                                f"{self.procedural_difficulties}")]
         if self.code + self.stem_math + self.background <= 0:
             return [("code", "the mix shares must not all be zero")]
         return []
