@@ -54,8 +54,10 @@ from mai_repro.config import MidtrainConfig, resolve_device
 from mai_repro.data.config import FAMILIES
 from mai_repro.data.loader import Loader
 from mai_repro.data.shards import FamilyShard, open_shards
-from mai_repro.data.tokenizer import SPECIALS  # ids 0 .. len - 1: never a key or a marker
-from mai_repro.data.tokenizer import BPETokenizer
+from mai_repro.data.tokenizer import (
+    SPECIALS,  # ids 0 .. len - 1: never a key or a marker
+    BPETokenizer,
+)
 from mai_repro.data.tokenizer import load as load_tokenizer
 from mai_repro.eval import longctx
 from mai_repro.model.config import ModelConfig
