@@ -90,7 +90,10 @@ STAGES: dict[str, Stage] = {
         Stage("pretraining", "07_pretraining.ipynb", ("model", "pretrain", "optim"),
               upstream=("tokenizer",),
               report_section="5 Infrastructure: checkpoints, restarts, goodput"),
-        Stage("midtraining", "08_midtraining.ipynb", ("midtrain", "optim"),
+        # the RL held-out sets shape mid-training's procedural part (decontaminated against)
+        Stage("midtraining", "08_midtraining.ipynb",
+              ("midtrain", "optim", "grpo.kinds", "grpo.difficulties", "grpo.eval_difficulty",
+               "grpo.n_eval", "distill.specialists"),
               upstream=("pretraining",),
               report_section="4 Mid-training with context extension"),
         Stage("grpo", "09_grpo.ipynb", ("model", "grpo", "optim"), upstream=("midtraining",),

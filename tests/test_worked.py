@@ -280,3 +280,20 @@ def test_pretraining_does_not_depend_on_the_procedural_share():
 
 def test_windows_are_int64_rows():
     assert worked.pack_windows([[1, 2, 3, 4, 5]], 3, 0, 1).dtype == np.int64
+
+
+def test_midtraining_is_rebuilt_when_the_rl_heldout_sets_change():
+    base = config.load("smoke")
+    for key, value in (("n_eval", 17), ("eval_difficulty", 1), ("kinds", ["linear"])):
+        other = config.load("smoke", {"grpo": {key: value}})
+        assert artifacts.stage_hash(base, "midtraining") != artifacts.stage_hash(other,
+                                                                                "midtraining")
+    same = config.load("smoke", {"grpo": {"lr": 3e-4}})
+    assert artifacts.stage_hash(base, "midtraining") == artifacts.stage_hash(same, "midtraining")
+
+
+def test_brackets_around_negative_numbers_only_after_an_operator():
+    lines, v = worked.worked_expression("5 - (2 - 4 + 3)")
+    assert v == 4 and lines == ["Brackets first: 2 - 4 = -2. Now we have 5 - (-2 + 3).",
+                                "Brackets first: -2 + 3 = 1. Now we have 5 - 1.",
+                                "Subtract: 5 - 1 = 4."]

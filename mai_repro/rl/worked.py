@@ -223,11 +223,31 @@ def _write(node: ast.expr, first: bool = True) -> str:
     assert isinstance(node, ast.BinOp)
     op = _OPS[type(node.op)]
     left, right = _write(node.left, first), _write(node.right, False)
-    if isinstance(node.left, ast.BinOp) and _PREC[_OPS[type(node.left.op)]] < _PREC[op]:
+    # inside brackets a number comes first again: "5 - (-2 + 3)", not "5 - ((-2) + 3)"
+    if _bracketed(node, "left"):
         left = f"({_write(node.left)})"
-    if isinstance(node.right, ast.BinOp) and _PREC[_OPS[type(node.right.op)]] <= _PREC[op]:
-        right = f"({right})"
+    if _bracketed(node, "right"):
+        right = f"({_write(node.right)})"
     return f"{left} {op} {right}"
+
+
+def _bracketed(node: ast.BinOp, side: str) -> bool:
+    """Whether :func:`_write` puts ``node``'s left or right operand in brackets."""
+    child, prec = getattr(node, side), _PREC[_OPS[type(node.op)]]
+    if not isinstance(child, ast.BinOp):
+        return False
+    c = _PREC[_OPS[type(child.op)]]
+    return c < prec if side == "left" else c <= prec
+
+
+def _inside_brackets(node: ast.expr, target: ast.BinOp, inside: bool = False) -> bool:
+    """Whether ``target`` is written inside a pair of brackets of ``node``."""
+    if node is target:
+        return inside
+    if not isinstance(node, ast.BinOp):
+        return False
+    return any(_inside_brackets(getattr(node, side), target,
+                                inside or _bracketed(node, side)) for side in ("left", "right"))
 
 
 def _ready(node: ast.expr) -> list[ast.BinOp]:
@@ -262,8 +282,7 @@ def worked_expression(expr: str) -> tuple[list[str], int]:
         step = next((n for n in ready if isinstance(n.op, ast.Mult)), ready[0])
         op = _OPS[type(step.op)]
         v = _value(step)
-        bracketed = f"({_write(step)})" in _write(node)
-        what = ("Brackets first" if bracketed else "Multiply" if op == "*"
+        what = ("Brackets first" if _inside_brackets(node, step) else "Multiply" if op == "*"
                 else "Add" if op == "+" else "Subtract")
         node = _replace(node, step, v)
         rest = f" Now we have {_write(node)}." if isinstance(node, ast.BinOp) else ""
