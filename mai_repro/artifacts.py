@@ -92,8 +92,8 @@ STAGES: dict[str, Stage] = {
               report_section="5 Infrastructure: checkpoints, restarts, goodput"),
         # the RL held-out sets shape mid-training's procedural part (decontaminated against)
         Stage("midtraining", "08_midtraining.ipynb",
-              ("midtrain", "optim", "grpo.kinds", "grpo.difficulties", "grpo.eval_difficulty",
-               "grpo.n_eval", "distill.specialists"),
+              ("midtrain", "optim", "grpo.kinds", "grpo.eval_difficulty", "grpo.n_eval",
+               "distill.specialists"),
               upstream=("pretraining",),
               report_section="4 Mid-training with context extension"),
         Stage("grpo", "09_grpo.ipynb", ("model", "grpo", "optim"), upstream=("midtraining",),
