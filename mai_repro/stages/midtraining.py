@@ -550,9 +550,9 @@ def build(run: Run) -> MidtrainResult:
         tokens = {f: len(train[f].seqs) * train[f].seq_len for f in usable}
         proc_info: dict[str, Any] = {}
         if m.procedural > 0:  # the bootstrap: worked solutions, none an RL held-out problem
-            heldout = worked.heldout_questions(cfg.grpo, cfg.distill, [cfg.seed])
+            rl_heldout = worked.heldout_questions(cfg.grpo, cfg.distill, [cfg.seed])
             proc, proc_info = procedural_windows(
-                m, load_tokenizer(tok.path("tokenizer.json")), heldout, cfg.seed)
+                m, load_tokenizer(tok.path("tokenizer.json")), rl_heldout, cfg.seed)
             for c in m.contexts:
                 windows[c][PROCEDURAL] = proc[c]
             tokens[PROCEDURAL] = proc_info["text_tokens"]
