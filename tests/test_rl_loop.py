@@ -191,6 +191,37 @@ def test_climb_runs_and_records_every_metric(tok):
     assert mixed.history[0]["mismatch"] > 1e-4
 
 
+def test_a_collapsed_policy_stops_the_climb(tok, monkeypatch):
+    """Every group all wrong (no signal, nothing kept): the climb stops after max_empty_draws
+    empty batches in a row instead of drawing until its iteration bound (the laptop climb from
+    the procedural mid-trained model collapsed at step 24 and drew on for its whole budget)."""
+    calls = []
+
+    def all_wrong(engine, tok_, problems, n, cap, *, groups=None, **kw):
+        calls.append(len(problems))
+        groups = groups or [rollout.Group(p, [1]) for p in problems]
+        for g in groups:
+            for _ in range(n):
+                g.completions.append([1])
+                g.correct.append(False)
+                g.texts.append("x")
+        return groups
+
+    monkeypatch.setattr(climb, "sample_groups", all_wrong)
+    cfg = C.load("smoke", {"grpo": {"n_train": 12, "n_eval": 3, "problems": 2, "draw": 3,
+                                    "group": 4, "group_early": 2, "max_rounds": 2,
+                                    "max_empty_draws": 5, "max_new_tokens": 3,
+                                    "rollout_dtype": "float32"}})
+    pool, held = climb.task_sets(cfg.grpo, 0)
+    res = climb.climb(tiny_model(tok), tok, pool, held, cfg.grpo, steps=50, seed=0)
+    assert res.history == [] and res.collapsed_at == 0
+    assert res.empty_batches == 5  # not 3 x 50 = 150, the iteration bound
+    assert len(calls) == 5 * 2  # two rounds per empty draw
+    ok = climb.climb(tiny_model(tok), tok, pool, held,
+                     dataclasses.replace(cfg.grpo, max_empty_draws=200), steps=2, seed=0)
+    assert ok.collapsed_at is None and ok.empty_batches == 6  # bounded by 3 x steps
+
+
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_shared_prompt_sampling_equals_repeated_prompts(tok, use_cache):
     from mai_repro.model.generation import generate

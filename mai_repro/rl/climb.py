@@ -287,6 +287,8 @@ class ClimbResult:
     empty_batches: int = 0
     rollouts: int = 0
     model: torch.nn.Module | None = None
+    # the step at which the climb stopped early: max_empty_draws batches in a row kept nothing
+    collapsed_at: int | None = None
 
 
 def learner_model(start: Transformer, balance_coef: float) -> Transformer:
@@ -330,7 +332,7 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
         result.evals.append({"step": 0, **evaluate(policy, tok, held, c, final_cap, seed,
                                                    stops)})
     step = version = engine_version = 0
-    iterations = 0
+    iterations = empty_run = 0
     total = schedule_steps or steps
     while step < steps and iterations < 3 * steps:  # bounded even if nothing is ever kept
         iterations += 1
@@ -340,7 +342,12 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
         result.rollouts += draw.rollouts
         if not draw.groups:
             result.empty_batches += 1
+            empty_run += 1
+            if empty_run >= c.max_empty_draws:  # collapsed: no group carries a signal
+                result.collapsed_at = step
+                break
             continue
+        empty_run = 0
         R, parts = score(draw.groups, cap, rewards.RewardWeights(c.w_lang, w_len))
         adv = group_advantages(R, c.group)
         batch = learner_batch(draw.groups, adv, policy.cfg.vocab_size, tok.pad_id)

@@ -25,6 +25,10 @@ class GRPOStageConfig:
     problems: int = spec(8, min=1, help="problems per rollout batch (after the filters)")
     draw: int = spec(16, min=1, help="problems drawn per sampling round")
     max_rounds: int = spec(4, min=1, help="sampling rounds at most per rollout batch")
+    max_empty_draws: int = spec(25, min=1, help="consecutive rollout batches with no kept "
+                                "group (every group all right or all wrong) after which the "
+                                "climb stops: the policy has collapsed, and drawing on only "
+                                "burns the budget")
     group: int = spec(8, min=2, help="G: rollouts per kept problem")
     group_early: int = spec(4, min=1, help="G_early: rollouts drawn before the early exit")
     early_lo: float = spec(0.05, min=0.0, max=1.0, help="early exit: keep if pass rate >= this")

@@ -93,6 +93,7 @@ class GRPOMetrics:
     main_wall_s: float
     ablation_wall_s: dict[str, float]
     empty_batches: int
+    collapsed_at: int | None  # the main climb stopped here: grpo.max_empty_draws empty batches
     dropped_stale: int
     rollouts: int
     evals: list[Evaluation]  # of the main climb
@@ -230,7 +231,8 @@ def build(run: Run) -> GRPOResult:
             - mean_over(main.history, "pass_rate_drawn", first=third),
             main_wall_s=main.wall_s,
             ablation_wall_s={k: v.wall_s for k, v in ablations.items()},
-            empty_batches=main.empty_batches, dropped_stale=main.dropped_stale,
+            empty_batches=main.empty_batches, collapsed_at=main.collapsed_at,
+            dropped_stale=main.dropped_stale,
             rollouts=main.rollouts,
             evals=[Evaluation(**e) for e in main.evals], verdicts=verdicts,
             # the policy along the climb (the last is model.pt): self-distillation's sources
