@@ -191,6 +191,16 @@ def test_climb_runs_and_records_every_metric(tok):
     assert mixed.history[0]["mismatch"] > 1e-4
 
 
+@pytest.mark.parametrize("preset", ["smoke", "laptop", "gpu", "cluster"])
+def test_every_preset_draws_its_task_sets(preset):
+    """The gpu and cluster presets once asked for 5,000 and 20,000 distinct problems at
+    difficulty 0, which holds a few hundred per kind: notebook 09 could not start there."""
+    c = C.load(preset).grpo
+    pool, held = climb.task_sets(c, 0)
+    assert len(held) == c.n_eval
+    assert len(pool) >= c.n_train and not {t.prompt for t in pool} & {t.prompt for t in held}
+
+
 def test_a_collapsed_policy_stops_the_climb(tok, monkeypatch):
     """Every group all wrong (no signal, nothing kept): the climb stops after max_empty_draws
     empty batches in a row instead of drawing until its iteration bound (the laptop climb from
