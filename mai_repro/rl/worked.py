@@ -119,6 +119,15 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
+def _column(i: int, expr: str, value: int, carry: int) -> tuple[str, int]:
+    """One column of a written sum or product: ``expr`` plus the incoming carry, the digit
+    written and the carry out."""
+    total = value + carry
+    line = f"{_cap(_place(i))}: {expr}" + (f" + {carry}" if carry else "") + f" = {total}."
+    out = total // 10
+    return line + (f" Write {total % 10}, carry {out}." if out else f" Write {total}."), out
+
+
 def column_addition(a: int, b: int) -> list[str]:
     """``a + b`` (both >= 0) column by column with carries."""
     if a < 10 and b < 10:
@@ -128,11 +137,7 @@ def column_addition(a: int, b: int) -> list[str]:
     carry = 0
     for i in range(max(len(da), len(db))):
         x, y = (da[i] if i < len(da) else 0), (db[i] if i < len(db) else 0)
-        s = x + y + carry
-        sum_ = f"{x} + {y}" + (f" + {carry}" if carry else "")
-        line = f"{_cap(_place(i))}: {sum_} = {s}."
-        carry = s // 10
-        line += f" Write {s % 10}, carry {carry}." if carry else f" Write {s}."
+        line, carry = _column(i, f"{x} + {y}", x + y, carry)
         lines.append(line)
     if carry:
         lines.append(f"Write the last carry {carry}.")
@@ -170,11 +175,7 @@ def _times_digit(a: int, d: int) -> list[str]:
     """``a * d`` for one digit ``d``, digit by digit with carries."""
     lines, carry = [], 0
     for i, x in enumerate(_digits(a)):
-        p = x * d + carry
-        prod = f"{x} * {d}" + (f" + {carry}" if carry else "")
-        line = f"{_cap(_place(i))}: {prod} = {p}."
-        carry = p // 10
-        line += f" Write {p % 10}, carry {carry}." if carry else f" Write {p}."
+        line, carry = _column(i, f"{x} * {d}", x * d, carry)
         lines.append(line)
     if carry:
         lines.append(f"Write the last carry {carry}.")
