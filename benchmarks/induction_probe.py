@@ -23,19 +23,8 @@ import torch
 
 from mai_repro.data.shards import open_shards
 from mai_repro.data.tokenizer import SPECIALS
-from mai_repro.eval.longctx import induction_score
-from mai_repro.model.transformer import split_output
+from mai_repro.eval.longctx import induction_score, repeat_losses
 from mai_repro.train.checkpoint import load_model_file
-from mai_repro.train.loop import token_nll
-
-
-@torch.no_grad()
-def repeated_text(model: torch.nn.Module, seqs: torch.Tensor, half: int) -> tuple[float, float]:
-    """Mean loss on the first and the second copy of each row's first ``half`` tokens."""
-    x = torch.cat([seqs[:, :half], seqs[:, :half]], dim=1)
-    logits, _ = split_output(model(x[:, :-1]))
-    nll = token_nll(logits, x[:, 1:])
-    return float(nll[:, : half - 1].mean()), float(nll[:, half:].mean())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,17 +58,17 @@ def main(argv: list[str] | None = None) -> None:
         for top in (1000, 200):
             pool = torch.as_tensor(by_freq[:top].copy())
             ids = pool[torch.randint(0, top, (args.seqs, half), generator=g)]
-            first, second = repeated_text(model, ids, half)
+            s = repeat_losses(model, ids)
             rows.append({"probe": f"random ids, commonest {top}", "half": half,
-                         "first": first, "second": second})
+                         "first": s.first, "second": s.second})
     heldout = open_shards(run / "tokenizer" / "shards", "heldout")
     seqs = torch.cat([torch.as_tensor(sh.seqs[: args.seqs].astype("int64"))
                       for sh in heldout.values()])
     for half in (window // 2, 2 * window):
         if seqs.shape[1] >= half:
-            first, second = repeated_text(model, seqs, half)
+            s = repeat_losses(model, seqs[:, :half])
             rows.append({"probe": f"held-out text ({len(heldout)} families)", "half": half,
-                         "first": first, "second": second})
+                         "first": s.first, "second": s.second})
     print(f"{'probe':34} {'half':>5} {'1st copy':>9} {'2nd copy':>9} {'ratio':>6}")
     for r in rows:
         r["ratio"] = r["second"] / r["first"]

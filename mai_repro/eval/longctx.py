@@ -243,7 +243,15 @@ def induction_score(model: torch.nn.Module, vocab_size: int, *, half_len: int = 
     is far better on the second copy; a bigram model is not."""
     g = torch.Generator().manual_seed(seed)
     half = torch.randint(low, vocab_size, (n_seqs, half_len), generator=g)
-    seqs = torch.cat([half, half], dim=1).to(device)
+    return repeat_losses(model, half.to(device))
+
+
+@torch.no_grad()
+def repeat_losses(model: torch.nn.Module, half: torch.Tensor) -> InductionScore:
+    """Mean loss on the first and on the second copy of each row of ``half`` (B, L), repeated
+    once: the measure of :func:`induction_score`, for any token sequences."""
+    half_len = half.shape[1]
+    seqs = torch.cat([half, half], dim=1)
     was_training = model.training
     model.eval()
     try:
