@@ -10,7 +10,7 @@ import mai_repro.config as C
 from mai_repro.data import tokenizer as tk
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.transformer import Transformer
-from mai_repro.rl import distill, tasks
+from mai_repro.rl import distill, rollout, tasks
 from mai_repro.rl.distill import Trace
 from mai_repro.stages import report
 
@@ -94,7 +94,8 @@ def tiny_model(tok):
 
 def test_collect_traces_keeps_exactly_the_verified_completions(tok, monkeypatch):
     # a stand-in grader that depends on the sampled text: some samples right, some wrong
-    monkeypatch.setattr(tasks, "grade", lambda text, task: sum(text.encode()) % 2 == 0)
+    monkeypatch.setattr(tasks, "grade",
+                        lambda text, task, finished=True: sum(text.encode()) % 2 == 0)
     problems = tasks.generate(6, kinds=("arithmetic",), difficulty=0)
     model = tiny_model(tok)
     traces, drawn = distill.collect_traces(model, tok, problems, 4, 3, temperature=1.0,
@@ -102,7 +103,8 @@ def test_collect_traces_keeps_exactly_the_verified_completions(tok, monkeypatch)
     assert drawn == 24 and 0 < len(traces) < 24
     for t in traces:
         assert t.source == "step 7" and t.completion
-        assert tasks.grade(tok.decode(list(t.completion)), t.task)
+        # graded without a closing end-of-text token (rollout.completion_text)
+        assert tasks.grade(rollout.completion_text(list(t.completion), tok), t.task)
         assert t.prompt == tuple(tok.encode(tasks.rl_prompt(t.task)))
     again, _ = distill.collect_traces(model, tok, problems, 4, 3, temperature=1.0,
                                       top_p=0.97, seed=0, source="step 7")

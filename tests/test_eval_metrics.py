@@ -162,7 +162,7 @@ def test_answer_entropy_batches_like_one_at_a_time(tok):
 
 # -- sampled accuracy --------------------------------------------------------------------------
 
-def parity_grade(text, task):
+def parity_grade(text, task, finished=True):
     """A stand-in grader whose outcome depends on the sampled text, so that a random model gets
     some samples right and the comparison below depends on the random numbers drawn."""
     return sum(text.encode()) % 2 == 0

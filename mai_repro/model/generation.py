@@ -10,6 +10,7 @@ Prompts in one call share a length (RL samples a group of completions per prompt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -63,13 +64,16 @@ def generate(model: torch.nn.Module, prompt: torch.Tensor, max_new_tokens: int,
              temperature: float = 1.0, top_p: float = 1.0,
              generator: torch.Generator | None = None, use_cache: bool = True,
              return_nucleus: bool = False, return_routing: bool = False,
-             num_samples: int = 1) -> Generation:
+             num_samples: int = 1,
+             done: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Generation:
     """Sample ``max_new_tokens`` after ``prompt`` (B, T0); temperature 0 is greedy.
 
     ``num_samples`` completions per prompt (rows ``i * num_samples ...`` belong to prompt i):
     the prompt goes through the model once and its cache is shared (RL's groups). With
     ``use_cache=False`` every step recomputes the whole sequence: the reference the cached
-    path is tested against.
+    path is tested against. ``done(tokens)``, called after each sampled token with the (B,
+    T0 + t) tokens so far, says which rows have ended; sampling stops once all have (fewer
+    than ``max_new_tokens`` columns come back, and the generator has drawn fewer numbers).
     """
     model.eval()
     n = num_samples
@@ -99,7 +103,7 @@ def generate(model: torch.nn.Module, prompt: torch.Tensor, max_new_tokens: int,
             masks.append(mask if mask is not None else
                          torch.nn.functional.one_hot(nxt, logits.size(-1)).bool())
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        if step == max_new_tokens - 1:
+        if step == max_new_tokens - 1 or (done is not None and bool(done(tokens).all())):
             break
         out = model(nxt[:, None], cache=cache) if use_cache else model(tokens)
         logits = out.logits[:, -1]

@@ -69,7 +69,7 @@ class Stabilisers:
 def heldout_set(c: GRPOStageConfig, seed: int) -> list[tasks.Task]:
     """The held-out evaluation problems of a climb (what mid-training must never show)."""
     return tasks.generate(c.n_eval, kinds=tuple(c.kinds), difficulty=c.eval_difficulty,
-                          seed=seed, split="eval")
+                          seed=seed, split="eval", fmt=c.answer_format)
 
 
 def task_sets(c: GRPOStageConfig, seed: int) -> tuple[list[tasks.Task], list[tasks.Task]]:
@@ -78,10 +78,55 @@ def task_sets(c: GRPOStageConfig, seed: int) -> tuple[list[tasks.Task], list[tas
     held = heldout_set(c, seed)
     banned = {t.prompt for t in held}
     pool = [t for d in c.difficulties
-            for t in tasks.generate(c.n_train, kinds=kinds, difficulty=d, seed=seed)
+            for t in tasks.generate(c.n_train, kinds=kinds, difficulty=d, seed=seed,
+                                    fmt=c.answer_format)
             if t.prompt not in banned]
     random.Random(seed).shuffle(pool)
     return pool, held
+
+
+@dataclass
+class PoolSelection:
+    """The training pool at the starting model's edge of competence: each candidate problem's
+    pass rate over ``samples`` samples, and the problems kept (rate inside [lo, hi])."""
+
+    rates: list[float]  # per candidate problem, in pool order
+    kept: list[tasks.Task]
+    samples: int
+    lo: float
+    hi: float
+
+    @property
+    def histogram(self) -> dict[str, int]:
+        """Problems per pass rate (``"3/8"`` -> count), every rate from 0 to ``samples``."""
+        counts = {f"{i}/{self.samples}": 0 for i in range(self.samples + 1)}
+        for r in self.rates:
+            counts[f"{round(r * self.samples)}/{self.samples}"] += 1
+        return counts
+
+
+def select_pool(model: torch.nn.Module, tok, pool: list[tasks.Task], c: GRPOStageConfig,
+                seed: int, stops: set[int] | None = None) -> PoolSelection:
+    """Measure the starting model on every candidate (``c.pool_samples`` samples at the
+    climb's temperature, top-p and final cap) and keep those with a pass rate in
+    [``c.pool_lo``, ``c.pool_hi``]: problems it always fails or always solves give GRPO no
+    signal. Raises when nothing is kept (the tasks are out of the model's reach)."""
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed + 1234)
+    stops = stops if stops is not None else stop_ids(tok)
+    groups = []
+    for i in range(0, len(pool), c.draw):  # a draw's worth of prompts per call
+        groups += sample_groups(model, tok, pool[i:i + c.draw], c.pool_samples, c.final_cap,
+                                temperature=c.temperature, top_p=c.top_p, generator=g,
+                                stops=stops, keep_extras=False)
+    rates = [gr.pass_rate for gr in groups]
+    kept = [t for t, r in zip(pool, rates, strict=True) if c.pool_lo <= r <= c.pool_hi]
+    if not kept:
+        raise ValueError(
+            f"no training problem has a pass rate in [{c.pool_lo}, {c.pool_hi}] over "
+            f"{c.pool_samples} samples (solved at all: {sum(r > 0 for r in rates)} of "
+            f"{len(rates)}): the tasks are out of the starting model's reach; lower the "
+            "difficulties or widen the window")
+    return PoolSelection(rates, kept, c.pool_samples, c.pool_lo, c.pool_hi)
 
 
 class ProblemStream:
@@ -265,7 +310,7 @@ def number_mass(model: torch.nn.Module, tok, problems: list[tasks.Task]) -> floa
     model.eval()
     total = 0.0
     for t in problems:
-        ids = tok.encode(tasks.rl_prompt(t))
+        ids = tok.encode(tasks.answer_prompt(t))
         p = model(torch.tensor([ids], device=device)).logits[0, -1].float().softmax(-1)
         mass = float(p[starts].sum())
         for s_id in space:  # the space first, then the number

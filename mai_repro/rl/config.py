@@ -17,6 +17,16 @@ class GRPOStageConfig:
     difficulties: list[int] = spec(factory=lambda: [0], help="difficulties mixed in the "
                                                              "training pool")
     eval_difficulty: int = spec(0, min=0, help="difficulty of the held-out evaluation tasks")
+    answer_format: Literal["answer_line", "worked"] = spec(
+        "answer_line", help="answer_line: the prompt ends with 'Answer:' and the completion is "
+                            "the answer; worked: the completion may write working lines before "
+                            "its 'Answer: <integer>' line (rl/tasks.py)")
+    pool_samples: int = spec(0, min=0, help="samples per training problem with which the "
+                                            "starting model's pass rate is measured, keeping "
+                                            "the problems inside [pool_lo, pool_hi] (0 = keep "
+                                            "the whole pool)")
+    pool_lo: float = spec(0.1, min=0.0, max=1.0, help="pool selection: lowest pass rate kept")
+    pool_hi: float = spec(0.9, min=0.0, max=1.0, help="pool selection: highest pass rate kept")
     n_train: int = spec(200, min=1, help="training problems per difficulty")
     n_eval: int = spec(64, min=1, help="held-out evaluation problems")
     eval_samples: int = spec(4, min=1, help="samples per held-out problem")
@@ -84,7 +94,8 @@ class GRPOStageConfig:
     def check(self) -> list[tuple[str, str]]:
         if self.group_early > self.group:
             return [("group_early", f"must be <= group={self.group}, got {self.group_early}")]
-        if self.early_lo > self.early_hi or self.keep_lo > self.keep_hi:
+        if self.early_lo > self.early_hi or self.keep_lo > self.keep_hi or \
+                self.pool_lo > self.pool_hi:
             return [("keep_lo", "each pass-rate window needs lo <= hi")]
         if not self.difficulties or any(d < 0 for d in self.difficulties):
             return [("difficulties", f"needs at least one difficulty >= 0, got "

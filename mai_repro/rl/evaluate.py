@@ -137,7 +137,7 @@ def answer_entropy(model: torch.nn.Module, tok, problems: Sequence[tasks.Task], 
     """Mean over problems of the entropy (nats) of the first answer token.
 
     For each problem, the model's next-token distribution right after
-    :func:`mai_repro.rl.tasks.rl_prompt` (which ends with ``Answer:``), softmax(logits / T)
+    :func:`mai_repro.rl.tasks.answer_prompt` (which ends with ``Answer:``), softmax(logits / T)
     over the whole vocabulary (no top-p), and H = -sum_v p_v log p_v. Low entropy: the model
     commits to an answer; 0 means one token gets all the mass. One forward pass per batch of
     prompts of equal length, no sampling.
@@ -149,7 +149,7 @@ def answer_entropy(model: torch.nn.Module, tok, problems: Sequence[tasks.Task], 
     device = model_device(model)
     by_len: dict[int, list[list[int]]] = defaultdict(list)
     for t in problems:
-        ids = tok.encode(tasks.rl_prompt(t))
+        ids = tok.encode(tasks.answer_prompt(t))
         by_len[len(ids)].append(ids)
     total = 0.0
     with eval_mode(model):

@@ -6,10 +6,13 @@ side exactly: the log-prob of each sampled token under the distribution it was d
 (temperature and top-p applied; pi_old of the GRPO ratio), the nucleus it was drawn from
 (top-p masking) and the experts each token was routed to (routing replay).
 
-The answer format: the prompt ends with ``Answer:``, so the completion's first line completes
-the answer line ``Answer: <integer>``; a completion ends at its first newline (or the document
-boundary token), or at the length cap. It is correct when that line is exactly
-``Answer: <the integer>`` (:func:`mai_repro.rl.tasks.grade`).
+The answer formats (:mod:`mai_repro.rl.tasks`): with ``answer_line`` the prompt ends with
+``Answer:``, so the completion's first line completes the answer line ``Answer: <integer>``; a
+completion ends at its first newline (or the document boundary token), or at the length cap.
+With ``worked`` the completion may write lines of working first; it ends at the newline after
+its answer line or at the document boundary (:func:`cut_worked`), and the generator stops as
+soon as every row has ended. Either way the graded text leaves the boundary token out
+(:func:`mai_repro.rl.tasks.grade`), while the learner sees it: ending is an action too.
 
 Prompts in one generator call must share a length (no padding inside the model), so
 problems are bucketed by prompt length and each bucket is sampled in one call; a prompt goes
@@ -66,6 +69,42 @@ def cut_at_stop(ids: list[int], stops: set[int]) -> int:
     return len(ids)
 
 
+def cut_worked(ids: list[int], tok, stops: set[int]) -> tuple[int, bool]:
+    """(length, ended by itself) of a ``worked`` completion: up to and including the document
+    boundary, or the first newline token that completes an answer line; else all of it (cut
+    by the length cap)."""
+    for j, t in enumerate(ids):
+        if t == tok.eot_id:
+            return j + 1, True
+        if t in stops and tasks.answer_line_done(tok.decode(ids[: j + 1])):
+            return j + 1, True
+    return len(ids), False
+
+
+def completion_text(ids: list[int], tok) -> str:
+    """The graded text of a cut completion: its tokens without the document boundary."""
+    return tok.decode(ids[:-1] if ids and ids[-1] == tok.eot_id else ids)
+
+
+def worked_rows_done(tok, stops: set[int], prompt_len: int):
+    """For :func:`mai_repro.model.generation.generate`'s ``done``: which rows of ``tokens``
+    (prompt and completion so far, one call per sampled token) have ended as
+    :func:`cut_worked` would cut them. Only the newest token of an unfinished row is read."""
+    finished: torch.Tensor | None = None
+
+    def done(tokens: torch.Tensor) -> torch.Tensor:
+        nonlocal finished
+        if finished is None:
+            finished = torch.zeros(tokens.shape[0], dtype=torch.bool)
+        last = tokens[:, -1].tolist()
+        for r in (~finished).nonzero().flatten().tolist():
+            if last[r] == tok.eot_id or (last[r] in stops and tasks.answer_line_done(
+                    tok.decode(tokens[r, prompt_len:].tolist()))):
+                finished[r] = True
+        return finished
+    return done
+
+
 @torch.no_grad()
 def sample_groups(model: torch.nn.Module, tok, problems: list[tasks.Task], n: int,
                   max_new_tokens: int, *, temperature: float = 1.0, top_p: float = 0.97,
@@ -87,19 +126,26 @@ def sample_groups(model: torch.nn.Module, tok, problems: list[tasks.Task], n: in
     for length, idx in sorted(by_len.items()):
         prompt = torch.tensor([groups[i].prompt for i in idx], dtype=torch.long,
                               device=device)
+        worked = all(groups[i].task.fmt == "worked" for i in idx)
+        # worked completions end at different lengths: stop once every row has ended (the
+        # answer-line climb keeps its fixed-length calls, hence its recorded random numbers)
         gen = generate(model, prompt, max_new_tokens, temperature=temperature, top_p=top_p,
                        generator=generator, return_nucleus=keep_extras,
-                       return_routing=keep_extras, num_samples=n)
+                       return_routing=keep_extras, num_samples=n,
+                       done=worked_rows_done(tok, stops, length) if worked else None)
         comp = gen.completion.cpu()
         for row in range(comp.shape[0]):
             g = groups[idx[row // n]]
             ids = comp[row].tolist()
-            m = cut_at_stop(ids, stops)
-            text = tok.decode(ids[:m])
+            if g.task.fmt == "worked":
+                m, finished = cut_worked(ids, tok, stops)
+            else:
+                m, finished = cut_at_stop(ids, stops), True
+            text = completion_text(ids[:m], tok)
             g.completions.append(ids[:m])
             g.logprobs.append(gen.logprobs[row, :m].float().cpu())
             g.texts.append(text)
-            g.correct.append(tasks.grade(text, g.task))
+            g.correct.append(tasks.grade(text, g.task, finished))
             if keep_extras:
                 g.nucleus.append(gen.nucleus[row, :m].cpu() if gen.nucleus is not None
                                  else None)

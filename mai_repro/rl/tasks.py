@@ -7,10 +7,19 @@ problem generator with a known answer. Three kinds, each with a difficulty knob:
 - ``expression``: ``difficulty + 2`` integers combined with +, -, * and brackets;
 - ``linear``: solve ``a*x + b = c`` for an integer x, coefficients growing with difficulty.
 
-Answers are integers written on a final line ``Answer: <integer>``. In the RL climb the prompt
-ends with ``Answer:`` (:func:`rl_prompt`), so the completion's first line completes the answer
-line (:func:`grade`): a base model that has never seen the format can stumble into it. The
-train and evaluation splits are drawn from disjoint seed streams and de-duplicated against
+Answers are integers written on a final line ``Answer: <integer>``. A task has one of two
+response formats (``Task.fmt``, ``grpo.answer_format``):
+
+- ``answer_line``: the prompt ends with ``Answer:`` (:func:`rl_prompt`), so the completion's
+  first line completes the answer line (:func:`grade`): a base model that has never seen the
+  format can stumble into it; a completion is a few tokens;
+- ``worked``: the prompt ends after the question's line, and the completion may write worked
+  lines (``2 + 1 = 3.``) before its ``Answer: <integer>`` line, as the procedural texts of
+  mid-training do (:mod:`mai_repro.rl.worked`). Response length then matters, so the length
+  curriculum and the length penalty act. The completion ends at the newline after its answer
+  line or at the document boundary; an answer line cut off by the length cap is not an answer.
+
+The train and evaluation splits are drawn from disjoint seed streams and de-duplicated against
 each other, and their prompts feed the curation stage's decontamination list.
 """
 
@@ -23,6 +32,8 @@ from typing import Literal
 
 Kind = Literal["arithmetic", "expression", "linear"]
 KINDS: tuple[Kind, ...] = ("arithmetic", "expression", "linear")
+Format = Literal["answer_line", "worked"]
+FORMATS: tuple[Format, ...] = ("answer_line", "worked")
 # The integer as it is written: no leading zeros, no "-0" (a policy must not pass "0000" off
 # as 0; the laptop climb found that one). ASCII digits only (``\d`` would take "1٣" for 13),
 # and at most MAX_ANSWER_DIGITS of them: every task's answer is far shorter, and int() refuses
@@ -39,6 +50,7 @@ class Task:
     difficulty: int
     prompt: str
     answer: int
+    fmt: Format = "answer_line"  # the response format (module docstring)
 
 
 def _arithmetic(rng: random.Random, d: int) -> tuple[str, int]:
@@ -71,8 +83,12 @@ GENERATORS = {"arithmetic": _arithmetic, "expression": _expression, "linear": _l
 
 
 def generate(n: int, *, kinds: tuple[str, ...] = KINDS, difficulty: int = 1, seed: int = 0,
-             split: Literal["train", "eval"] = "train") -> list[Task]:
-    """``n`` distinct tasks; the eval split never shares a prompt with the train split."""
+             split: Literal["train", "eval"] = "train", fmt: Format = "answer_line"
+             ) -> list[Task]:
+    """``n`` distinct tasks; the eval split never shares a prompt with the train split. The
+    format changes how a task is prompted and graded, never which problems are drawn."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown answer format {fmt!r}; allowed: {', '.join(FORMATS)}")
     if difficulty < 0:
         raise ValueError(f"difficulty must be >= 0, got {difficulty}")
     unknown = set(kinds) - set(GENERATORS)
@@ -99,7 +115,7 @@ def generate(n: int, *, kinds: tuple[str, ...] = KINDS, difficulty: int = 1, see
             continue
         seen.add(prompt)
         tasks.append(Task(f"{split}-{kind}-{difficulty}-{len(tasks)}", kind, difficulty, prompt,
-                          int(answer)))
+                          int(answer), fmt))
     return tasks
 
 
@@ -125,15 +141,38 @@ def question(task: Task) -> str:
     return task.prompt.removesuffix(" " + INSTRUCTION)
 
 
-def rl_prompt(task: Task) -> str:
-    """The prompt of the RL climb: the problem, then the start of the answer line (which says
-    the format; the written instruction would only double the prompt's length)."""
+def answer_prompt(task: Task) -> str:
+    """The problem, then the start of the answer line (the ``answer_line`` prompt)."""
     return f"{question(task)}\n{ANSWER_PREFIX}"
 
 
-def grade(completion: str, task: Task) -> bool:
-    """The binary outcome of a completion of :func:`rl_prompt`: its first line must finish the
-    answer line, exactly ``Answer: <the integer>`` (spaces aside)."""
+def rl_prompt(task: Task) -> str:
+    """The prompt of the RL climb. ``answer_line``: the problem, then the start of the answer
+    line (which says the format; the written instruction would only double the prompt's
+    length). ``worked``: the problem and a newline; the model writes the rest."""
+    if task.fmt == "worked":
+        return f"{question(task)}\n"
+    return answer_prompt(task)
+
+
+def answer_line_done(completion: str) -> bool:
+    """Whether a ``worked`` completion has finished its answer line (a newline after a line
+    that starts with ``Answer:``): where it ends."""
+    lines = completion.split("\n")[:-1]  # the complete lines
+    return any(ln.strip().startswith(ANSWER_PREFIX) for ln in lines)
+
+
+def grade(completion: str, task: Task, finished: bool = True) -> bool:
+    """The binary outcome of a completion of :func:`rl_prompt`.
+
+    ``answer_line``: its first line must finish the answer line, exactly ``Answer: <the
+    integer>`` (spaces aside). ``worked``: its last non-empty line must be that answer line,
+    and the completion must have ended by itself (``finished``: a newline after the answer
+    line or the document boundary), not at the length cap, which could cut ``Answer: 72``
+    to ``Answer: 7``.
+    """
+    if task.fmt == "worked":
+        return finished and is_correct(completion, task)
     first = completion.split("\n", 1)[0]
     return is_correct(ANSWER_PREFIX + first, task)
 

@@ -17,9 +17,11 @@ from mai_repro.model.transformer import Transformer
 from mai_repro.rl import tasks
 from mai_repro.rl.climb import (
     ClimbResult,
+    PoolSelection,
     Stabilisers,
     climb,
     number_mass,
+    select_pool,
     task_sets,
 )
 from mai_repro.rl.rollout import (
@@ -54,6 +56,20 @@ class TaskSetup:
 
 
 @dataclass
+class PoolChoice:
+    """The training pool chosen at the starting model's edge of competence
+    (``grpo.pool_samples`` > 0): every candidate's pass rate, the window, what was kept."""
+
+    candidates: int
+    kept: int
+    samples: int  # per candidate problem
+    lo: float
+    hi: float
+    histogram: dict[str, int]  # "k/samples" -> problems with k of the samples right
+    solved_any: float  # share of candidates solved at least once
+
+
+@dataclass
 class NumberMass:
     """Probability of a number token right after 'Answer:', on the held-out prompts."""
 
@@ -81,6 +97,7 @@ class GRPOMetrics:
     stays a dict per ablation: its measured keys differ between ablations."""
 
     task: TaskSetup
+    pool: PoolChoice | None  # None: the whole pool (grpo.pool_samples 0)
     steps: int
     accuracy_start: float  # held-out accuracy of the starting checkpoint
     accuracy_final: float
@@ -186,6 +203,11 @@ def build(run: Run) -> GRPOResult:
         tok = load_tokenizer(tok_stage.path("tokenizer.json"))
         start = load_model_file(up.path("model.pt"), device)
         pool, held = task_sets(c, cfg.seed)
+        choice = None
+        if c.pool_samples > 0:  # keep the problems at the starting model's edge
+            sel = select_pool(start, tok, pool, c, cfg.seed)
+            choice = _pool_choice(sel)
+            pool = sel.kept
         total = c.steps + c.ablation_steps * len(c.ablations)
         bar = tqdm(total=total, desc="GRPO steps", leave=False)
         saved: list[dict[str, Any]] = []
@@ -215,13 +237,15 @@ def build(run: Run) -> GRPOResult:
         bar.close()
         verdicts = ablation_verdicts(main, ablations, c)
         figures = _figures(main, ablations, verdicts, c, st)
+        if choice is not None:
+            figures["pool"] = _pool_figure(choice, st)
         acc0, acc1 = main.evals[0]["accuracy"], main.evals[-1]["accuracy"]
         third = max(1, len(main.history) // 3)
         metrics = GRPOMetrics(
             task=TaskSetup(kinds=list(c.kinds), train_difficulties=list(c.difficulties),
                            eval_difficulty=c.eval_difficulty, n_train_pool=len(pool),
                            n_eval=len(held), eval_samples=c.eval_samples),
-            steps=len(main.history), accuracy_start=acc0, accuracy_final=acc1,
+            pool=choice, steps=len(main.history), accuracy_start=acc0, accuracy_final=acc1,
             accuracy_best=max(e["accuracy"] for e in main.evals),
             accuracy_gain=acc1 - acc0, number_mass=NumberMass(**mass),
             # the task reward of every rollout drawn (before the filters select groups)
@@ -243,6 +267,27 @@ def build(run: Run) -> GRPOResult:
             json.dumps({"main": main.history,
                                       **{k: v.history for k, v in ablations.items()}}))
     return GRPOResult(main, ablations, figures, metrics, samples)
+
+
+def _pool_choice(sel: PoolSelection) -> PoolChoice:
+    return PoolChoice(candidates=len(sel.rates), kept=len(sel.kept), samples=sel.samples,
+                      lo=sel.lo, hi=sel.hi, histogram=sel.histogram,
+                      solved_any=float(np.mean([r > 0 for r in sel.rates])))
+
+
+def _pool_figure(p: PoolChoice, st) -> Any:
+    """Bar chart: candidate problems per pass rate of the starting model; the kept window."""
+    fig, ax = plots.new(width=6.0, height=3.2)
+    labels = list(p.histogram)
+    rates = [int(k.split("/")[0]) / p.samples for k in labels]
+    colours = [plots.OURS if p.lo <= r <= p.hi else "0.7" for r in rates]
+    ax.bar(range(len(labels)), list(p.histogram.values()), color=colours)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set(title=f"the starting model's pass rate per training problem ({p.samples} samples); "
+                 f"kept {p.kept} of {p.candidates} (coloured)",
+           xlabel="samples right", ylabel="problems")
+    ax.title.set_fontsize(9)
+    return plots.save(fig, st.path("figures", "pool"))
 
 
 @torch.no_grad()
