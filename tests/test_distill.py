@@ -154,3 +154,26 @@ def test_consolidation_rule():
     assert rule(acc(0.0, 0.5, 0.1), ["a", "b"], 64) is False
     se = math.sqrt((0.5 * 0.5 + 0.45 * 0.55) / 64)
     assert 0.05 < 2 * se and rule(acc(0.0, 0.5, 0.45), ["a", "b"], 64) is True
+
+
+def test_specialists_in_a_child_process_give_the_same_numbers(tok):
+    """distill.workers 1 climbs the specialists in a spawned process while joint RL runs here;
+    every climb and SFT seeds itself, so the metrics equal those of one after another."""
+    import dataclasses
+
+    from mai_repro.stages import self_distillation as sd
+
+    cfg = C.load("smoke", {"grpo": {"n_train": 8, "n_eval": 3, "problems": 2, "draw": 3,
+                                    "group": 4, "group_early": 2, "early_lo": 0.0,
+                                    "keep_lo": 0.0, "early_hi": 1.0, "keep_hi": 1.0,
+                                    "max_new_tokens": 3, "eval_samples": 2, "threads": 1,
+                                    "rollout_dtype": "float32"},
+                           "distill": {"specialist_steps": 2, "sft_steps": 2, "sft_batch": 4,
+                                       "traces": 8, "trace_samples": 2}})
+    model = tiny_model(tok)
+    here = sd.specialists(model, tok, cfg.grpo, cfg.distill, seed=0)
+    ticks = []
+    there = sd.specialists(model, tok, cfg.grpo, dataclasses.replace(cfg.distill, workers=1),
+                           seed=0, progress=ticks.append)
+    assert there == here
+    assert sum(ticks) >= 2 * 2  # the child's climbs are counted when they come back

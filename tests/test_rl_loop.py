@@ -262,3 +262,30 @@ def test_entropy_ablation_verdict_needs_a_real_gap():
     assert not tie["entropy_control"]["held"]
     assert gap["entropy_control"]["held"]
     assert not above["entropy_control"]["held"]
+
+
+def test_ablations_in_other_processes_give_the_same_numbers(tok):
+    """grpo.ablation_workers runs the ablations in spawned processes while the main climb
+    runs; each depends only on the start checkpoint and the seeds, so the histories are the
+    same as one after another in this process."""
+    cfg = C.load("smoke", {"grpo": {"n_train": 12, "n_eval": 3, "problems": 2, "draw": 3,
+                                    "group": 4, "group_early": 2, "early_lo": 0.0,
+                                    "keep_lo": 0.0, "early_hi": 1.0, "keep_hi": 1.0,
+                                    "max_new_tokens": 3, "eval_samples": 2, "steps": 4,
+                                    "ablation_steps": 2, "threads": 1,
+                                    "ablations": ["outer_clip", "routing_replay"],
+                                    "rollout_dtype": "float32"}})
+    pool, held = climb.task_sets(cfg.grpo, 0)
+    model = tiny_model(tok)
+    here = climb.Ablations(model, tok, pool, held, cfg.grpo, 0).results()
+    par = dataclasses.replace(cfg.grpo, ablation_workers=2)
+    ticks = []
+    there = climb.Ablations(model, tok, pool, held, par, 0).results(progress=ticks.append)
+    assert list(there) == ["outer_clip", "routing_replay"] and ticks == [2, 2]
+    for name in here:
+        assert there[name].name == f"no {name}"
+        assert [r["reward"] for r in there[name].history] == \
+            [r["reward"] for r in here[name].history]
+        assert [r["grad_norm"] for r in there[name].history] == \
+            [r["grad_norm"] for r in here[name].history]
+        assert there[name].evals == here[name].evals

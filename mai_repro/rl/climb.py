@@ -438,5 +438,59 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
     return result
 
 
+# -- ablations in other processes ---------------------------------------------------------------
+
+def _ablation(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task],
+              c: GRPOStageConfig, name: str, seed: int, optim: OptimConfig | None
+              ) -> ClimbResult:
+    """One ablation: ``c.ablation_steps`` steps from ``start`` with stabiliser ``name`` off, on
+    the main climb's schedule and seeds (a module-level function: it runs in a child
+    process too)."""
+    if c.threads:
+        torch.set_num_threads(c.threads)
+    return climb(start, tok, pool, held, c, steps=c.ablation_steps, seed=seed,
+                 s=Stabilisers().without(name), eval_every=c.ablation_steps,
+                 name=f"no {name}", schedule_steps=c.steps, optim=optim)
+
+
+class Ablations:
+    """The ablations of a climb, started before the main climb when ``c.ablation_workers`` > 0
+    (child processes, started with ``spawn``: a forked child of a process whose OpenMP
+    threads have run can hang), else run one after another by :meth:`results`. Each ablation
+    depends only on the starting checkpoint and the seeds, so either way gives the same
+    numbers."""
+
+    def __init__(self, start: Transformer, tok, pool: list[tasks.Task],
+                 held: list[tasks.Task], c: GRPOStageConfig, seed: int,
+                 optim: OptimConfig | None = None):
+        self.args = (start, tok, pool, held, c)
+        self.seed, self.optim, self.names = seed, optim, list(c.ablations)
+        self.futures: dict[str, Any] = {}
+        self.pool = None
+        if c.ablation_workers > 0 and self.names:
+            import concurrent.futures as cf
+            import multiprocessing
+
+            self.pool = cf.ProcessPoolExecutor(
+                max_workers=min(c.ablation_workers, len(self.names)),
+                mp_context=multiprocessing.get_context("spawn"))
+            self.futures = {n: self.pool.submit(_ablation, *self.args, n, seed, optim)
+                            for n in self.names}
+
+    def results(self, progress: Callable[[int], None] | None = None
+                ) -> dict[str, ClimbResult]:
+        out = {}
+        try:
+            for n in self.names:
+                out[n] = (self.futures[n].result() if n in self.futures else
+                          _ablation(*self.args, n, self.seed, self.optim))
+                if progress is not None:
+                    progress(self.args[4].ablation_steps)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+        return out
+
+
 # -- the stage --------------------------------------------------------------------------------
 

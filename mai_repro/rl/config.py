@@ -76,6 +76,10 @@ class GRPOStageConfig:
                                 "routing_replay"],
                help="stabilisers switched off one at a time, same seeds")
     ablation_steps: int = spec(30, min=1, help="optimizer steps of each ablation run")
+    ablation_workers: int = spec(0, min=0, help="processes that run the ablations while the "
+                                                "main climb runs (each on grpo.threads "
+                                                "threads; same numbers as one after another); "
+                                                "0 = after the main climb, in this process")
     checkpoint_every: int = spec(0, min=0, help="optimizer steps between climb checkpoints "
                                                 "kept for self-distillation (0 = final only)")
     min_gain: float = spec(0.2, min=-1.0, max=1.0, help="held-out accuracy gain over the "
@@ -137,6 +141,9 @@ class DistillConfig:
                                                           "from each specialist ([] = equal)")
     token_weights: list[float] = spec(factory=list, help="share of the consolidation SFT loss "
                                                          "from each specialist ([] = as sampled)")
+    workers: int = spec(0, min=0, max=1, help="1: the specialists climb in a child process "
+                                              "while the students and joint RL run here "
+                                              "(same numbers); 0: one after another")
     min_gain: float = spec(0.0, min=-1.0, max=1.0, help="accuracy the multi-checkpoint student's "
                                                         "climb must gain over the pre-RL model "
                                                         "(asserted in the notebook)")

@@ -16,9 +16,9 @@ from mai_repro.config import GRPOStageConfig
 from mai_repro.model.transformer import Transformer
 from mai_repro.rl import tasks
 from mai_repro.rl.climb import (
+    Ablations,
     ClimbResult,
     PoolSelection,
-    Stabilisers,
     climb,
     number_mass,
     select_pool,
@@ -217,6 +217,8 @@ def build(run: Run) -> GRPOResult:
             save_model_file(policy.cfg, policy.state_dict(), st.path(name))
             saved.append({"step": step, "file": name})
 
+        # the ablations start now in other processes (grpo.ablation_workers), or run after
+        ablation_runs = Ablations(start, tok, pool, held, c, cfg.seed, cfg.optim)
         main = climb(start, tok, pool, held, c, steps=c.steps, seed=cfg.seed,
                      eval_every=c.eval_every, progress=bar.update, keep_model=True,
                      checkpoint_every=c.checkpoint_every, on_checkpoint=keep,
@@ -227,13 +229,7 @@ def build(run: Run) -> GRPOResult:
         mass = {"start": number_mass(start, tok, held), "final": number_mass(main.model, tok,
                                                                              held)}
         main.model = None
-        ablations = {}
-        for name in c.ablations:
-            ablations[name] = climb(start, tok, pool, held, c, steps=c.ablation_steps,
-                                    seed=cfg.seed, s=Stabilisers().without(name),
-                                    eval_every=c.ablation_steps, name=f"no {name}",
-                                    progress=bar.update, schedule_steps=c.steps,
-                                    optim=cfg.optim)
+        ablations = ablation_runs.results(progress=bar.update)
         bar.close()
         verdicts = ablation_verdicts(main, ablations, c)
         figures = _figures(main, ablations, verdicts, c, st)

@@ -137,6 +137,8 @@ def build(run: Run) -> DistillResult:
             st.add_input(f"checkpoint_{ck['step']}", up.path(ck["file"]))
         start = load_model_file(pre.path("model.pt"), device)
         pool, held = task_sets(c, seed)
+        # the specialists' climbs start now in a child process (distill.workers), or later
+        climbs = SpecialistsRun(start, tok, c, d, seed=seed, optim=optim)
         bar = tqdm(total=n_sft * d.sft_steps + n_rl, desc="self-distillation", leave=False)
         timings: dict[str, float] = {}
 
@@ -180,7 +182,7 @@ def build(run: Run) -> DistillResult:
         # 3. specialists, their consolidation, and joint RL
         t = time.time()
         spec = specialists(start, tok, c, d, seed=seed, progress=bar.update, st=st,
-                           optim=optim)
+                           optim=optim, climbs=climbs)
         timings["specialists"] = time.time() - t
         bar.close()
 
@@ -207,28 +209,88 @@ def build(run: Run) -> DistillResult:
 
 
 
-def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *, seed: int,
-                progress: Callable[[int], None] | None = None, st=None,
-                optim: OptimConfig | None = None) -> SpecialistsMetrics:
-    """One specialist per task kind, their consolidation by weighted trace distillation, and
-    joint RL on every kind (the specialists' steps summed); each evaluated on every kind. Returns
-    the manifest's ``specialists`` metrics."""
-    cap = c.final_cap
-    kinds = list(d.specialists)
-    cf = {k: dataclasses.replace(rl_config(c, d), kinds=[k]) for k in kinds}
-    sets = {k: task_sets(cf[k], seed) for k in kinds}  # (pool, held) per kind
-    held = {k: sets[k][1] for k in kinds}
-    models: dict[str, torch.nn.Module] = {"pre_rl": start}
-    traces = []
-    for k in kinds:
-        res = climb(start, tok, sets[k][0], held[k], cf[k], steps=d.specialist_steps,
+def _specialist_sets(c: GRPOStageConfig, d: DistillConfig, seed: int
+                     ) -> tuple[dict[str, GRPOStageConfig], dict[str, tuple[list, list]]]:
+    """Per specialist kind: its climb settings and its (training pool, held-out set)."""
+    cf = {k: dataclasses.replace(rl_config(c, d), kinds=[k]) for k in d.specialists}
+    return cf, {k: task_sets(cf[k], seed) for k in d.specialists}
+
+
+def specialist_climbs(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *,
+                      seed: int, progress: Callable[[int], None] | None = None,
+                      optim: OptimConfig | None = None, threads: int = 0
+                      ) -> tuple[dict[str, Transformer], list[list[Trace]]]:
+    """One RL specialist per task kind and its verified traces on its own pool (a
+    module-level function: it runs in a child process under ``distill.workers``)."""
+    if threads:
+        torch.set_num_threads(threads)
+    cf, sets = _specialist_sets(c, d, seed)
+    models, traces = {}, []
+    for k in d.specialists:
+        res = climb(start, tok, sets[k][0], sets[k][1], cf[k], steps=d.specialist_steps,
                     seed=seed, name=f"specialist {k}", progress=progress, keep_model=True,
                     optim=optim)
         models[f"specialist {k}"] = res.model.eval()
         got, _ = collect_traces(models[f"specialist {k}"], tok, sets[k][0], d.trace_samples,
-                                cap, temperature=c.temperature, top_p=c.top_p, seed=seed + 13,
-                                source=k)
+                                c.final_cap, temperature=c.temperature, top_p=c.top_p,
+                                seed=seed + 13, source=k)
         traces.append(got)
+    return models, traces
+
+
+class SpecialistsRun:
+    """The specialists' climbs, started at once in a spawned child process when
+    ``distill.workers`` is 1 (they depend only on the pre-RL model and the seeds, so the
+    numbers are the same as in this process), else run by :meth:`result`."""
+
+    def __init__(self, start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *,
+                 seed: int, optim: OptimConfig | None = None):
+        self.args = (start, tok, c, d)
+        self.kw = {"seed": seed, "optim": optim, "threads": c.threads}
+        self.pool = self.future = None
+        if d.workers > 0:
+            import concurrent.futures as cf
+            import multiprocessing
+
+            self.pool = cf.ProcessPoolExecutor(max_workers=1,
+                                               mp_context=multiprocessing.get_context("spawn"))
+            self.future = self.pool.submit(specialist_climbs, *self.args, **self.kw)
+
+    def result(self, progress: Callable[[int], None] | None = None
+               ) -> tuple[dict[str, Transformer], list[list[Trace]]]:
+        if self.future is None:
+            return specialist_climbs(*self.args, progress=progress, **self.kw)
+        try:
+            out = self.future.result()
+        finally:
+            self.pool.shutdown(wait=True)
+        if progress is not None:
+            progress(self.args[3].specialist_steps * len(self.args[3].specialists))
+        return out
+
+
+def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *, seed: int,
+                progress: Callable[[int], None] | None = None, st=None,
+                optim: OptimConfig | None = None,
+                climbs: SpecialistsRun | None = None) -> SpecialistsMetrics:
+    """One specialist per task kind, their consolidation by weighted trace distillation, and
+    joint RL on every kind (the specialists' steps summed); each evaluated on every kind. Returns
+    the manifest's ``specialists`` metrics. ``climbs``: the specialists' climbs already started
+    (in a child process); joint RL runs here meanwhile."""
+    kinds = list(d.specialists)
+    cf, sets = _specialist_sets(c, d, seed)
+    held = {k: sets[k][1] for k in kinds}
+    models: dict[str, torch.nn.Module] = {"pre_rl": start}
+    climbs = climbs or SpecialistsRun(start, tok, c, d, seed=seed, optim=optim)
+    joint_pool = [t for k in kinds for t in sets[k][0]]
+    random.Random(seed).shuffle(joint_pool)
+    cj = dataclasses.replace(rl_config(c, d), kinds=kinds)
+    if climbs.future is not None:  # joint RL while the child climbs
+        joint = climb(start, tok, joint_pool, [], cj, steps=d.specialist_steps * len(kinds),
+                      seed=seed, name="joint RL", progress=progress, keep_model=True,
+                      optim=optim)
+    spec_models, traces = climbs.result(progress=progress)
+    models.update(spec_models)
     sample_w = list(d.sample_weights or [1.0] * len(kinds))
     # a specialist that solved none of its problems has no traces: its share goes to the rest
     used_w = [w if got else 0.0 for w, got in zip(sample_w, traces, strict=True)]
@@ -236,12 +298,11 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
     tw = token_weights(mix, kinds, d.token_weights or None)
     models["consolidated"], _ = sft(start, mix, d, seed=seed, pad_id=tok.pad_id, weights=tw,
                                     progress=progress, optim=optim)
-    joint_pool = [t for k in kinds for t in sets[k][0]]
-    random.Random(seed).shuffle(joint_pool)
-    cj = dataclasses.replace(rl_config(c, d), kinds=kinds)
-    res = climb(start, tok, joint_pool, [], cj, steps=d.specialist_steps * len(kinds),
-                seed=seed, name="joint RL", progress=progress, keep_model=True, optim=optim)
-    models["joint RL"] = res.model.eval()
+    if climbs.future is None:
+        joint = climb(start, tok, joint_pool, [], cj, steps=d.specialist_steps * len(kinds),
+                      seed=seed, name="joint RL", progress=progress, keep_model=True,
+                      optim=optim)
+    models["joint RL"] = joint.model.eval()
     if st is not None:
         save_model_file(models["consolidated"].cfg, models["consolidated"].state_dict(),
                         st.path("students", "consolidated.pt"))
