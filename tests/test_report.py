@@ -182,8 +182,10 @@ def test_accuracy_rule():
 def test_grpo_and_self_distillation(tmp_path):
     ab = {"measure": "m", "with": 1.0, "without": 5.0, "steps": 8, "claim": "c"}
     grpo = skeleton(GRPOMetrics)
+    gain = {"mean": 0.5, "lo": 0.4, "hi": 0.6, "n": 120, "verdict": "held"}
     write(tmp_path, "grpo", {**grpo, "accuracy_start": 0.1, "accuracy_final": 0.6, "steps": 40,
                              "task": {**grpo["task"], "n_eval": 120}, "reward_gain": 0.2,
+                             "gain": gain,
                              "verdicts": {"outer_clip": {**ab, "held": True},
                                           "entropy_control": {**ab, "held": False}}})
     write(tmp_path, "self_distillation", {**skeleton(SelfDistillationMetrics),
@@ -192,6 +194,19 @@ def test_grpo_and_self_distillation(tmp_path):
     c = card(tmp_path)
     v = verdicts(c)
     assert v["grpo.climb"] == HELD
+    assert "[+40.0%, +60.0%]" in {r.finding.id: r for r in c.results}["grpo.climb"].measured
+    # the climb's verdict is its interval's: straddling 0 is no verdict (inconclusive)
+    write(tmp_path, "grpo", {**grpo, "accuracy_start": 0.1, "accuracy_final": 0.6, "steps": 40,
+                             "task": {**grpo["task"], "n_eval": 120},
+                             "gain": {**gain, "lo": -0.01, "verdict": "inconclusive"}})
+    assert verdicts(card(tmp_path))["grpo.climb"] == NO_VERDICT
+    write(tmp_path, "grpo", {**grpo, "accuracy_start": 0.1, "accuracy_final": 0.6, "steps": 40,
+                             "task": {**grpo["task"], "n_eval": 120}, "reward_gain": 0.2,
+                             "gain": gain,
+                             "verdicts": {"outer_clip": {**ab, "held": True},
+                                          "entropy_control": {**ab, "held": False}}})
+    c = card(tmp_path)
+    v = verdicts(c)
     assert v["grpo.outer_clip"] == HELD and v["grpo.entropy_control"] == NOT_HELD
     assert v["grpo.routing_replay"] == NOT_RUN  # ablation not in the manifest
     assert v["self_distillation.multi_checkpoint"] == NOT_HELD

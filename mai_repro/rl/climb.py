@@ -287,12 +287,17 @@ def score(groups: list[Group], cap: int, w: rewards.RewardWeights
 
 def evaluate(model: torch.nn.Module, tok, held: list[tasks.Task], c: GRPOStageConfig,
              cap: int, seed: int, stops: set[int]) -> dict[str, float]:
-    """Held-out accuracy: ``eval_samples`` samples per problem at the climb's temperature and
-    top-p, with a fixed generator (every evaluation sees the same random numbers); the
-    evaluation module's protocol (:func:`mai_repro.eval.metrics.sample_accuracy`)."""
+    """Held-out accuracy (pass@1) and pass@k (k = ``eval_samples``): ``eval_samples`` samples
+    per problem at the climb's temperature and top-p, with a fixed generator (every evaluation
+    sees the same random numbers); the evaluation module's protocol
+    (:func:`mai_repro.eval.metrics.sample_accuracy`). ``correct``: samples right per problem,
+    in ``held``'s order, for paired intervals between two evaluations."""
     r = sample_accuracy(model, tok, held, samples=c.eval_samples, max_new_tokens=cap,
-                        temperature=c.temperature, top_p=c.top_p, seed=seed, stops=stops)
-    return {"accuracy": r.accuracy, "solved_any": r.solved_any, "length": r.length}
+                        temperature=c.temperature, top_p=c.top_p, seed=seed, stops=stops,
+                        ks=(1, c.eval_samples))
+    return {"accuracy": r.accuracy, "solved_any": r.solved_any, "length": r.length,
+            "pass_at_k": r.pass_at[c.eval_samples],  # k = eval_samples (= solved_any)
+            "correct": list(r.correct)}  # per problem: samples right (paired comparisons)
 
 
 @torch.no_grad()

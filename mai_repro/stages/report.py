@@ -552,11 +552,15 @@ FINDINGS: list[Finding] = [
         claim="the RL climb raises held-out accuracy, starting from a base never exposed to "
               "reasoning traces",
         read=lambda m: {"start": m.accuracy_start, "final": m.accuracy_final,
-                        "n": m.task.n_eval, "steps": m.steps},
-        rule=lambda v: accuracy_rule(v["final"] - v["start"], v["final"], v["start"], v["n"]),
-        rule_text=f"held: gain > {ACCURACY_Z:.0f} standard errors; not held: gain <= 0",
+                        "n": m.task.n_eval, "steps": m.steps, "lo": m.gain.lo,
+                        "hi": m.gain.hi, "interval_verdict": m.gain.verdict},
+        rule=lambda v: {"held": True, "not held": False}.get(v["interval_verdict"]),
+        rule_text="held: the 95% paired bootstrap interval of the gain over the held-out "
+                  "problems lies above 0; not held: at or below 0; straddling 0: no verdict "
+                  "(inconclusive); one seed",
         show=lambda v: f"{v['start']:.1%} -> {v['final']:.1%} on {v['n']} held-out problems "
-                       f"after {v['steps']} steps",
+                       f"after {v['steps']} steps (gain {v['final'] - v['start']:+.1%} "
+                       f"[{v['lo']:+.1%}, {v['hi']:+.1%}])",
     ),
     *[_grpo_ablation_finding(name) for name in GRPO_CLAIMS],
     Finding(

@@ -1,0 +1,103 @@
+"""How much procedural worked arithmetic does the laptop model need before a worked-format RL
+task is at its edge of competence? (issue 22)
+
+    python benchmarks/worked_bootstrap.py [--run runs/laptop] [--start pretraining]
+        [--steps 300] [--eval-every 100] [--train-difficulties 0,1,2] [--eval-difficulty 1]
+
+Fine-tunes the run's ``--start`` model (``pretraining`` or ``midtraining``) on procedural
+worked solutions only (``rl.worked``, arithmetic, packed into 256-token windows; every text
+that poses or writes out one of 512 held-out problems removed), ``--batch`` windows per step
+at ``--lr`` (20 warm-up steps, cosine to a tenth), and every ``--eval-every`` steps samples
+``--samples`` completions of each of ``--n-eval`` held-out problems in the ``worked`` format
+(temperature 1, top-p 0.97, cap ``--cap``): one JSON line with the pass rate, pass@k and the
+histogram of correct samples per problem, and at the end one completion of the first two
+problems. Figures: docs/rl.md, "The worked format at laptop".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mai_repro.data.tokenizer import load as load_tokenizer
+from mai_repro.rl import tasks, worked
+from mai_repro.rl.evaluate import sample_accuracy
+from mai_repro.rl.rollout import stop_ids
+from mai_repro.train.checkpoint import load_model_file
+from mai_repro.train.config import OptimConfig
+from mai_repro.train.loop import Schedule, lm_step, make_optimizer
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", default="runs/laptop")
+    ap.add_argument("--start", default="pretraining", choices=["pretraining", "midtraining"])
+    ap.add_argument("--train-difficulties", default="0,1,2")
+    ap.add_argument("--eval-difficulty", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--n-eval", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--cap", type=int, default=160)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    run = Path(a.run)
+    model_file = run / a.start / "model.pt"
+    if not model_file.exists():
+        raise SystemExit(f"{model_file} not found: run the notebooks up to {a.start} first")
+    tok = load_tokenizer(run / "tokenizer" / "tokenizer.json")
+    model = load_model_file(model_file)
+    kinds = ("arithmetic",)
+    held = tasks.generate(a.n_eval, kinds=kinds, difficulty=a.eval_difficulty, seed=0,
+                          split="eval", fmt="worked")
+    banned = worked.heldout_keys(
+        tasks.question(t) for t in tasks.generate(512, kinds=kinds,
+                                                  difficulty=a.eval_difficulty, seed=0,
+                                                  split="eval"))
+    need = a.steps * a.batch
+    difficulties = tuple(int(x) for x in a.train_difficulties.split(","))
+    texts, removed = worked.generate_counted(3 * need, difficulties=difficulties, kinds=kinds,
+                                             seed=0, exclude=banned)
+    windows = worked.pack_windows(tok.encode_batch([w.text for w in texts]), a.context,
+                                  tok.eot_id, need)
+    print(json.dumps({"texts": len(texts), "removed_heldout": removed,
+                      "windows": len(windows), "start": a.start}), flush=True)
+    opt = make_optimizer(model, a.lr, OptimConfig())
+    sched = Schedule(a.lr, 20, a.steps, min_ratio=0.1)
+    stops = stop_ids(tok)
+
+    def evaluate(step: int) -> None:
+        r = sample_accuracy(model, tok, held, samples=a.samples, max_new_tokens=a.cap,
+                            stops=stops, ks=(1, a.samples))
+        print(json.dumps({"step": step, "tokens": step * a.batch * a.context,
+                          "pass@1": r.accuracy, f"pass@{a.samples}": r.pass_at[a.samples],
+                          "correct_per_problem": np.bincount(r.correct,
+                                                             minlength=a.samples + 1).tolist(),
+                          "length": round(r.length, 1)}), flush=True)
+        if step == a.steps:
+            for t, texts_ in zip(held[:2], r.texts[:2], strict=True):
+                print(repr(tasks.question(t)), "->", repr(texts_[0][:240]), flush=True)
+
+    evaluate(0)
+    t0 = time.time()
+    for step in range(a.steps):
+        idx = np.arange(step * a.batch, (step + 1) * a.batch) % len(windows)
+        loss, _ = lm_step(model.train(), opt, torch.from_numpy(windows[idx]), lr=sched(step))
+        if (step + 1) % a.eval_every == 0:
+            print(json.dumps({"step": step + 1, "loss": round(loss, 3),
+                              "s": round(time.time() - t0)}), flush=True)
+            evaluate(step + 1)
+
+
+if __name__ == "__main__":
+    main()
