@@ -57,6 +57,28 @@ def test_kill_raise_and_hang_are_survived(tmp_path):
     assert [e["event"] for e in events].count("start") == 4
 
 
+SLOW_START = "import time; time.sleep(1.5)\n"  # a child slow to start: imports on a busy machine
+
+
+def test_a_slow_start_is_not_a_hang(tmp_path):
+    """Before a child's first heartbeat the limit is start_timeout, not hang_timeout: starting
+    a process on a loaded machine (importing torch) took longer than a 1-second hang timeout
+    and was restarted as a hang."""
+    global CHILD
+    plain = CHILD
+    try:
+        CHILD = SLOW_START + plain
+        report, steps = run(tmp_path, [], hang_timeout=1.0, start_timeout=10.0)
+        assert report.exit_code == 0 and report.restarts == 0 and steps == list(range(30))
+        (tmp_path / "done.txt").write_text("")  # killed before its first step
+        (tmp_path / "ckpt.json").unlink()
+        report, _ = run(tmp_path, [], hang_timeout=1.0, start_timeout=1.0, max_restarts=0)
+        assert report.exit_code != 0
+        assert report.failures[0]["cause"].startswith("no first heartbeat within 1.0 s")
+    finally:
+        CHILD = plain
+
+
 def test_gives_up_after_max_restarts(tmp_path):
     report, _ = run(tmp_path, [Fault("raise", 3)] * 1, max_restarts=0)
     assert report.exit_code != 0 and report.restarts == 0

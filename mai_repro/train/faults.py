@@ -7,7 +7,10 @@ every step, and resumes from its latest checkpoint whenever it starts. The super
 - passes scheduled ``raise`` and ``hang`` faults to the child through the environment
   (``MAI_REPRO_FAULTS="raise@50,hang@80"``), which the child's loop turns into an exception or
   an endless sleep at that step (:func:`maybe_fail`);
-- treats a heartbeat older than ``hang_timeout`` seconds as a hang and kills the child;
+- treats a heartbeat older than ``hang_timeout`` seconds as a hang and kills the child; before
+  a (re)started child's first heartbeat the limit is ``start_timeout`` instead (default the
+  larger of ``hang_timeout`` and 120 s): starting a process (importing torch, loading the
+  checkpoint) can take far longer than a step on a busy machine, and is no hang;
 - restarts the child after any failure until it exits with code 0 (its budget is done), or
   gives up after ``max_restarts``.
 
@@ -90,13 +93,16 @@ class SupervisorReport:
 def supervise(cmd: Sequence[str], heartbeat: Path | str, faults: Sequence[Fault] = (),
               hang_timeout: float = 30.0, max_restarts: int = 10, poll_s: float = 0.05,
               env: dict[str, str] | None = None, log: Path | str | None = None,
-              output: Path | str | None = None, on_poll: Callable[[int], None] | None = None
-              ) -> SupervisorReport:
+              output: Path | str | None = None, on_poll: Callable[[int], None] | None = None,
+              start_timeout: float | None = None) -> SupervisorReport:
     """Run ``cmd`` until it succeeds, injecting ``faults`` once each (see module doc).
 
     ``output``: a file the child's stdout and stderr are appended to (else inherited).
     ``on_poll(step)``: called at every poll with the child's last heartbeat step (progress).
+    ``start_timeout``: seconds a started child may take to its first heartbeat (default
+    ``max(hang_timeout, 120)``).
     """
+    start_limit = start_timeout if start_timeout is not None else max(hang_timeout, 120.0)
     heartbeat = Path(heartbeat)
     pending = sorted(faults, key=lambda f: f.step)
     events: list[dict] = []
@@ -134,14 +140,16 @@ def supervise(cmd: Sequence[str], heartbeat: Path | str, faults: Sequence[Fault]
                     cause = f"killed (SIGKILL) at step {step}"
                     break
                 last = beat["t"] if beat else started
-                if time.time() - last > hang_timeout:
+                if time.time() - last > (hang_timeout if beat else start_limit):
                     proc.send_signal(signal.SIGKILL)
                     proc.wait()
                     hung = next((f for f in pending if f.kind == "hang" and step + 1 >= f.step),
                                 None)
                     if hung is not None:
                         pending.remove(hung)
-                    cause = f"hang detected after step {step} (no heartbeat for {hang_timeout} s)"
+                    cause = (f"hang detected after step {step} (no heartbeat for {hang_timeout} s)"
+                             if beat else f"no first heartbeat within {start_limit} s of the "
+                                          f"start")
                     break
         except BaseException:  # interrupted (a notebook cell stopped): leave no orphan behind
             if proc.poll() is None:
