@@ -8,8 +8,9 @@ weights, the preset's seed, optimiser and learning-rate schedule over the full p
 length, so step s here is step s of notebook 07's schedule) with one lever changed, and prints
 one JSON line every ``--every`` steps: the training loss, notebook 07's induction ratio (16
 random sequences of half the sequence length, repeated once: second-copy / first-copy loss),
-the same at half length 32 (inside the local layers' window) and the mean held-out loss over
-the families (8 windows each).
+the same at half length 32 (inside the local layers' window), the same ratio on the corpus's
+own held-out text (the first 64 tokens of 8 held-out windows per family, repeated once) and
+the mean held-out loss over the families (8 windows each). ``--save`` keeps the model.
 
 Levers: ``--repeat P`` copies, in a share P of the training rows, a random span of 16-128
 tokens over the span right after it, so that the row holds a passage of its own human text
@@ -38,7 +39,7 @@ import torch
 import mai_repro.config as C
 from mai_repro.data.loader import Loader
 from mai_repro.data.tokenizer import SPECIALS
-from mai_repro.eval.longctx import induction_score
+from mai_repro.eval.longctx import induction_score, repeat_losses
 from mai_repro.model.transformer import Transformer
 from mai_repro.stages.pretraining import model_config, open_stage_shards
 from mai_repro.train.loop import Schedule, lm_step, make_optimizer
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=None, help="peak lr (default: the preset's)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--control", action="store_true", help="the pure copying task instead")
+    ap.add_argument("--save", default=None, help="write the trained model here (for "
+                    "benchmarks/induction_probe.py)")
     ap.add_argument("model", nargs="*", help="model overrides, field=value")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -129,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     sched = Schedule(lr, p.warmup_steps, p.steps, min_ratio=cfg.optim.min_lr_ratio)
     rng = np.random.default_rng(123)  # the repeats' own stream
     hx = {f: torch.as_tensor(np.asarray(x[:8], dtype=np.int64)) for f, x in held.items()}
+    # the corpus's own held-out text, its first 64 tokens repeated once: copying natural text
+    text_halves = torch.cat([x[:, :64] for x in hx.values()])
 
     @torch.no_grad()
     def heldout() -> float:
@@ -152,11 +157,17 @@ def main(argv: list[str] | None = None) -> None:
                                    seed=cfg.seed, low=len(SPECIALS))
             short = induction_score(model, mc.vocab_size, half_len=32, n_seqs=16,
                                     seed=cfg.seed, low=len(SPECIALS))
+            text = repeat_losses(model, text_halves)
             print(json.dumps({"step": s + 1, "tokens": (s + 1) * p.batch_size * p.seq_len,
                               "loss": round(loss, 3), "induction": round(long.ratio, 3),
                               "induction_32": round(short.ratio, 3),
+                              "text_copy": round(text.ratio, 3),
                               "heldout": round(heldout(), 3),
                               "s": round(time.time() - t0)}), flush=True)
+    if a.save:
+        from mai_repro.train.checkpoint import save_model_file
+
+        save_model_file(model.cfg, model.state_dict(), Path(a.save))
 
 
 if __name__ == "__main__":
