@@ -49,6 +49,7 @@ from mai_repro.rl.rollout import (
 from mai_repro.train.config import OptimConfig
 from mai_repro.train.loop import make_optimizer
 from mai_repro.train.step import LossOut, train_step
+from mai_repro.train.sweep import Background
 
 
 @dataclass(frozen=True)
@@ -287,16 +288,14 @@ def score(groups: list[Group], cap: int, w: rewards.RewardWeights
 
 def evaluate(model: torch.nn.Module, tok, held: list[tasks.Task], c: GRPOStageConfig,
              cap: int, seed: int, stops: set[int]) -> dict[str, float]:
-    """Held-out accuracy (pass@1) and pass@k (k = ``eval_samples``): ``eval_samples`` samples
-    per problem at the climb's temperature and top-p, with a fixed generator (every evaluation
-    sees the same random numbers); the evaluation module's protocol
+    """Held-out accuracy (pass@1) and ``solved_any`` (pass@k for k = ``eval_samples``):
+    ``eval_samples`` samples per problem at the climb's temperature and top-p, with a fixed
+    generator (every evaluation sees the same random numbers); the evaluation module's protocol
     (:func:`mai_repro.eval.metrics.sample_accuracy`). ``correct``: samples right per problem,
     in ``held``'s order, for paired intervals between two evaluations."""
     r = sample_accuracy(model, tok, held, samples=c.eval_samples, max_new_tokens=cap,
-                        temperature=c.temperature, top_p=c.top_p, seed=seed, stops=stops,
-                        ks=(1, c.eval_samples))
+                        temperature=c.temperature, top_p=c.top_p, seed=seed, stops=stops)
     return {"accuracy": r.accuracy, "solved_any": r.solved_any, "length": r.length,
-            "pass_at_k": r.pass_at[c.eval_samples],  # k = eval_samples (= solved_any)
             "correct": list(r.correct)}  # per problem: samples right (paired comparisons)
 
 
@@ -459,41 +458,28 @@ def _ablation(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.
 
 
 class Ablations:
-    """The ablations of a climb, started before the main climb when ``c.ablation_workers`` > 0
-    (child processes, started with ``spawn``: a forked child of a process whose OpenMP
-    threads have run can hang), else run one after another by :meth:`results`. Each ablation
-    depends only on the starting checkpoint and the seeds, so either way gives the same
-    numbers."""
+    """The ablations of a climb, started before the main climb in child processes when
+    ``c.ablation_workers`` > 0, else run one after another by :meth:`results`
+    (:class:`mai_repro.train.sweep.Background`). Each ablation depends only on the starting
+    checkpoint and the seeds, so either way gives the same numbers."""
 
     def __init__(self, start: Transformer, tok, pool: list[tasks.Task],
                  held: list[tasks.Task], c: GRPOStageConfig, seed: int,
                  optim: OptimConfig | None = None):
-        self.args = (start, tok, pool, held, c)
-        self.seed, self.optim, self.names = seed, optim, list(c.ablations)
-        self.futures: dict[str, Any] = {}
-        self.pool = None
-        if c.ablation_workers > 0 and self.names:
-            import concurrent.futures as cf
-            import multiprocessing
-
-            self.pool = cf.ProcessPoolExecutor(
-                max_workers=min(c.ablation_workers, len(self.names)),
-                mp_context=multiprocessing.get_context("spawn"))
-            self.futures = {n: self.pool.submit(_ablation, *self.args, n, seed, optim)
-                            for n in self.names}
+        self.steps = c.ablation_steps
+        self.runs = Background({n: (_ablation, (start, tok, pool, held, c, n, seed, optim), {})
+                                for n in c.ablations}, c.ablation_workers)
 
     def results(self, progress: Callable[[int], None] | None = None
                 ) -> dict[str, ClimbResult]:
         out = {}
         try:
-            for n in self.names:
-                out[n] = (self.futures[n].result() if n in self.futures else
-                          _ablation(*self.args, n, self.seed, self.optim))
+            for n in self.runs.calls:
+                out[n] = self.runs.result(n)
                 if progress is not None:
-                    progress(self.args[4].ablation_steps)
+                    progress(self.steps)
         finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=True, cancel_futures=True)
+            self.runs.close()
         return out
 
 

@@ -69,14 +69,18 @@ def cut_at_stop(ids: list[int], stops: set[int]) -> int:
     return len(ids)
 
 
+def _worked_ends(ids: list[int], tok, stops: set[int]) -> bool:
+    """Whether a ``worked`` completion ends with its last token: the document boundary, or a
+    newline token that completes an answer line."""
+    last = ids[-1]
+    return last == tok.eot_id or (last in stops and tasks.answer_line_done(tok.decode(ids)))
+
+
 def cut_worked(ids: list[int], tok, stops: set[int]) -> tuple[int, bool]:
-    """(length, ended by itself) of a ``worked`` completion: up to and including the document
-    boundary, or the first newline token that completes an answer line; else all of it (cut
-    by the length cap)."""
-    for j, t in enumerate(ids):
-        if t == tok.eot_id:
-            return j + 1, True
-        if t in stops and tasks.answer_line_done(tok.decode(ids[: j + 1])):
+    """(length, ended by itself) of a ``worked`` completion: up to and including its first
+    ending token (:func:`_worked_ends`); else all of it (cut by the length cap)."""
+    for j in range(len(ids)):
+        if _worked_ends(ids[: j + 1], tok, stops):
             return j + 1, True
     return len(ids), False
 
@@ -96,11 +100,8 @@ def worked_rows_done(tok, stops: set[int], prompt_len: int):
         nonlocal finished
         if finished is None:
             finished = torch.zeros(tokens.shape[0], dtype=torch.bool)
-        last = tokens[:, -1].tolist()
         for r in (~finished).nonzero().flatten().tolist():
-            if last[r] == tok.eot_id or (last[r] in stops and tasks.answer_line_done(
-                    tok.decode(tokens[r, prompt_len:].tolist()))):
-                finished[r] = True
+            finished[r] = _worked_ends(tokens[r, prompt_len:].tolist(), tok, stops)
         return finished
     return done
 

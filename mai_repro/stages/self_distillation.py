@@ -34,6 +34,7 @@ from mai_repro.schema import cpu_threads, load_result, result_dict
 from mai_repro.stages.grpo import GRPOMetrics
 from mai_repro.train.checkpoint import load_model_file, save_model_file
 from mai_repro.train.config import OptimConfig
+from mai_repro.train.sweep import Background
 
 STAGE = "self_distillation"
 UPSTREAM = "grpo"
@@ -239,33 +240,25 @@ def specialist_climbs(start: Transformer, tok, c: GRPOStageConfig, d: DistillCon
 
 
 class SpecialistsRun:
-    """The specialists' climbs, started at once in a spawned child process when
-    ``distill.workers`` is 1 (they depend only on the pre-RL model and the seeds, so the
-    numbers are the same as in this process), else run by :meth:`result`."""
+    """The specialists' climbs, started at once in a child process when ``distill.workers``
+    is 1 (they depend only on the pre-RL model and the seeds, so the numbers are the same as
+    in this process), else run by :meth:`result` (:class:`mai_repro.train.sweep.Background`)."""
 
     def __init__(self, start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *,
                  seed: int, optim: OptimConfig | None = None):
-        self.args = (start, tok, c, d)
-        self.kw = {"seed": seed, "optim": optim, "threads": c.threads}
-        self.pool = self.future = None
-        if d.workers > 0:
-            import concurrent.futures as cf
-            import multiprocessing
-
-            self.pool = cf.ProcessPoolExecutor(max_workers=1,
-                                               mp_context=multiprocessing.get_context("spawn"))
-            self.future = self.pool.submit(specialist_climbs, *self.args, **self.kw)
+        self.steps = d.specialist_steps * len(d.specialists)
+        self.run = Background({"specialists": (specialist_climbs, (start, tok, c, d),
+                                               {"seed": seed, "optim": optim,
+                                                "threads": c.threads})}, d.workers)
 
     def result(self, progress: Callable[[int], None] | None = None
                ) -> tuple[dict[str, Transformer], list[list[Trace]]]:
-        if self.future is None:
-            return specialist_climbs(*self.args, progress=progress, **self.kw)
         try:
-            out = self.future.result()
+            out = self.run.result("specialists")
         finally:
-            self.pool.shutdown(wait=True)
+            self.run.close()
         if progress is not None:
-            progress(self.args[3].specialist_steps * len(self.args[3].specialists))
+            progress(self.steps)
         return out
 
 
@@ -285,7 +278,7 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
     joint_pool = [t for k in kinds for t in sets[k][0]]
     random.Random(seed).shuffle(joint_pool)
     cj = dataclasses.replace(rl_config(c, d), kinds=kinds)
-    if climbs.future is not None:  # joint RL while the child climbs
+    if climbs.run.in_child:  # joint RL while the child climbs
         joint = climb(start, tok, joint_pool, [], cj, steps=d.specialist_steps * len(kinds),
                       seed=seed, name="joint RL", progress=progress, keep_model=True,
                       optim=optim)
@@ -298,7 +291,7 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
     tw = token_weights(mix, kinds, d.token_weights or None)
     models["consolidated"], _ = sft(start, mix, d, seed=seed, pad_id=tok.pad_id, weights=tw,
                                     progress=progress, optim=optim)
-    if climbs.future is None:
+    if not climbs.run.in_child:
         joint = climb(start, tok, joint_pool, [], cj, steps=d.specialist_steps * len(kinds),
                       seed=seed, name="joint RL", progress=progress, keep_model=True,
                       optim=optim)

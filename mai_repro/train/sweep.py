@@ -21,7 +21,7 @@ import multiprocessing
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,3 +111,37 @@ def run_sweep(jobs: Sequence[Job], out_dir: Path | str, workers: int = 1,
     finally:
         bar.close()
     return [results[k] for k in keys]
+
+
+class Background:
+    """Calls started at once in spawned child processes (``workers`` > 0), or made in this
+    process when their result is asked for (``workers`` 0), so that this process can do other
+    work meanwhile. ``spawn``, not ``fork``: a forked child of a process whose OpenMP threads
+    have run can hang. A call that seeds itself gives the same result either way. ``calls``
+    maps a key to ``(function, args, kwargs)``; the function must be importable (module
+    level)."""
+
+    def __init__(self, calls: Mapping[str, tuple[Callable, tuple, dict]], workers: int = 0):
+        self.calls = dict(calls)
+        self.futures: dict[str, cf.Future] = {}
+        self.pool: cf.ProcessPoolExecutor | None = None
+        if workers > 0 and self.calls:
+            self.pool = cf.ProcessPoolExecutor(
+                max_workers=min(workers, len(self.calls)),
+                mp_context=multiprocessing.get_context("spawn"))
+            self.futures = {k: self.pool.submit(fn, *args, **kw)
+                            for k, (fn, args, kw) in self.calls.items()}
+
+    @property
+    def in_child(self) -> bool:
+        return self.pool is not None
+
+    def result(self, key: str) -> Any:
+        if key in self.futures:
+            return self.futures[key].result()
+        fn, args, kw = self.calls[key]
+        return fn(*args, **kw)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
