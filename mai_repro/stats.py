@@ -6,16 +6,26 @@ A finding is "held", "not held" or "inconclusive", decided by a stated rule with
   :func:`paired_bootstrap` resamples the items and gives the mean difference with a
   percentile interval;
 - :func:`verdict`: "held" when the whole interval lies above the bar, "not held" when it lies
-  below, otherwise "inconclusive" (an interval that includes the bar is never "held").
+  below, otherwise "inconclusive" (an interval that includes the bar is never "held");
+- :func:`decide`: both at once, recorded as a :class:`Decision` (the stated test in words, what
+  was resampled, the interval, the bar and the verdict) that a manifest stores and the report
+  card prints beside the verdict; :func:`all_of` combines the decisions of a rule that needs
+  several conditions;
+- :func:`wilson`: the Wilson score interval of a share ``k / n`` (exact counts over a few
+  items, such as the agentic stage's scripted checks over its tasks).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-VERDICTS = ("held", "not held", "inconclusive")
+HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
+VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE)
+SCALES = ("share", "log", "plain")  # how a Decision prints its numbers
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,94 @@ def verdict(iv: Interval, bar: float = 0.0) -> str:
     """"held" when the interval lies wholly above ``bar``, "not held" when wholly below (or on
     it), "inconclusive" when it straddles the bar."""
     if iv.lo > bar:
-        return "held"
+        return HELD
     if iv.hi <= bar:
-        return "not held"
-    return "inconclusive"
+        return NOT_HELD
+    return INCONCLUSIVE
+
+
+@dataclass
+class Decision:
+    """A verdict with its stated test: ``mean`` and the 95% interval ``[lo, hi]`` of the
+    compared quantity over ``n`` ``items`` (what the bootstrap resampled or what was counted),
+    the ``bar`` the interval is held against and the verdict (:func:`verdict`). ``scale`` says
+    how to print the numbers: "share" (percentage points), "log" (the numbers are logs of
+    ratios: printed as the ratio, x1.5), "plain". Stored in manifests as a plain dict
+    (``dataclasses.asdict``); ``str()`` is what the report card shows beside the verdict."""
+
+    test: str  # the stated test, in words
+    items: str  # what was resampled or counted: "held-out problems", "steps", "tasks"
+    mean: float
+    lo: float
+    hi: float
+    n: int
+    bar: float
+    scale: str
+    verdict: str
+
+    def fmt(self, x: float) -> str:
+        if not math.isfinite(x):
+            return str(x)
+        if self.scale == "share":
+            return f"{x:+.1%}"
+        if self.scale == "log":
+            return f"x{math.exp(x):.4g}"
+        return f"{x:+.3g}"
+
+    def span(self) -> str:
+        """The mean and its interval, without n: "+4.7% [+1.2%, +8.1%]"."""
+        if self.n == 0:
+            return "none"
+        if self.n < 2:  # one item gives no interval
+            return f"{self.fmt(self.mean)} [no interval]"
+        return f"{self.fmt(self.mean)} [{self.fmt(self.lo)}, {self.fmt(self.hi)}]"
+
+    def __str__(self) -> str:
+        if self.n == 0:
+            return f"no {self.items} to compare"
+        bar = f", bar {self.fmt(self.bar)}" if self.bar != 0 else ""
+        return f"{self.span()} (n={self.n} {self.items}{bar})"
+
+
+def decide(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *, test: str,
+           items: str, bar: float = 0.0, scale: str = "plain", seed: int = 0,
+           n_boot: int = 2000) -> Decision:
+    """:func:`paired_bootstrap` of ``a - b`` over the items where both are finite, held against
+    ``bar`` (:func:`verdict`). Fewer than two such items give no interval: "inconclusive" (with
+    ``n`` the count and the mean of what there is)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired arms need the same number of items, got {a.size} and "
+                         f"{b.size}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if a.size < 2:
+        m = float((a - b).mean()) if a.size else math.nan
+        return Decision(test, items, m, math.nan, math.nan, int(a.size), float(bar), scale,
+                        INCONCLUSIVE)
+    iv = paired_bootstrap(a, b, n_boot=n_boot, seed=seed)
+    return Decision(test, items, iv.mean, iv.lo, iv.hi, iv.n, float(bar), scale,
+                    verdict(iv, bar))
+
+
+def all_of(words: Sequence[str]) -> str:
+    """The verdict of a rule that needs every condition: "held" when each is held, "not held"
+    when one is not held, otherwise "inconclusive"."""
+    if not words:
+        return INCONCLUSIVE
+    if any(w == NOT_HELD for w in words):
+        return NOT_HELD
+    return HELD if all(w == HELD for w in words) else INCONCLUSIVE
+
+
+def wilson(k: int, n: int, *, z: float = 1.959964) -> Interval:
+    """The Wilson score interval (95% at the default ``z``) of the share ``k / n``: unlike the
+    normal approximation it stays inside [0, 1] and is not zero-width at 0 or n of n."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"wilson: need 0 <= k <= n and n > 0, got k={k}, n={n}")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)

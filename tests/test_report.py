@@ -1,19 +1,21 @@
 """The report card (mai_repro.stages.report): verdicts from fake manifests, never a number for a
 stage that was not run, and nothing rebuilt."""
 
+import dataclasses
 import math
 import re
 
 from test_results import skeleton
 
-from mai_repro import plots
+from mai_repro import plots, stats
 from mai_repro.artifacts import LOCK_FILE, STAGES, Run, atomic_write_json, project_root
 from mai_repro.config import load
 from mai_repro.stages import read_metrics, report
+from mai_repro.stages.agentic import AgenticMetrics
 from mai_repro.stages.collapse import CollapseMetrics
 from mai_repro.stages.grpo import GRPOMetrics
 from mai_repro.stages.midtraining import MidtrainingMetrics, ModelSummary
-from mai_repro.stages.report import HELD, NO_VERDICT, NOT_HELD, NOT_RUN
+from mai_repro.stages.report import HELD, INCONCLUSIVE, NOT_HELD, NOT_RUN
 from mai_repro.stages.self_distillation import SelfDistillationMetrics
 from mai_repro.train.config import ABLATIONS
 
@@ -87,7 +89,7 @@ def test_missing_stage_shows_not_run_and_no_number(tmp_path):
     assert all(h["value"] == NOT_RUN for h in c.headlines)
     for row in c.finding_rows():
         assert row["ours"] == NOT_RUN and not DIGIT.search(row["ours"])
-    assert c.counts == {HELD: 0, NOT_HELD: 0, NO_VERDICT: 0, NOT_RUN: len(report.FINDINGS)}
+    assert c.counts == {HELD: 0, NOT_HELD: 0, INCONCLUSIVE: 0, NOT_RUN: len(report.FINDINGS)}
     assert all(s["status"] == NOT_RUN and s["wall_time_s"] is None for s in c.stages)
 
 
@@ -97,7 +99,7 @@ def test_renamed_metric_makes_its_stage_unreadable_not_not_run(tmp_path):
     c = card(tmp_path)
     by = {r.finding.id: r for r in c.results}
     for fid in ("wikipedia.more_tokens", "wikipedia.about_3x", "wikipedia.infoboxes"):
-        assert by[fid].verdict == NO_VERDICT and by[fid].measured == report.UNREADABLE, fid
+        assert by[fid].verdict == INCONCLUSIVE and by[fid].measured == report.UNREADABLE, fid
         assert "tok_ratio" in by[fid].note and "WikipediaMetrics" in by[fid].note
     heads = {h["figure"]: h["value"] for h in c.headlines}
     assert heads["pages / infobox facts"] == heads["markup / text tokens"] == report.UNREADABLE
@@ -118,7 +120,7 @@ def test_unreadable_value_gives_no_verdict_not_a_crash(tmp_path):
     write(tmp_path, "wikipedia", {**WIKI, "token_ratio": "lots"})  # not a number
     write(tmp_path, "collapse", COLLAPSE)
     v = verdicts(card(tmp_path))
-    assert v["wikipedia.more_tokens"] == v["wikipedia.infoboxes"] == NO_VERDICT
+    assert v["wikipedia.more_tokens"] == v["wikipedia.infoboxes"] == INCONCLUSIVE
     assert v["collapse.replace"] == HELD  # the other stages still read
 
 
@@ -134,7 +136,7 @@ def test_counts_add_up(tmp_path):
     assert sum(counts.values()) == len(c.results) == len(report.FINDINGS)
     assert counts[HELD] == 2 + 2 + 1  # wiki more tokens + infoboxes, collapse x2, standard_init
     assert counts[NOT_HELD] == 1 + 1  # about 3x, standard_moe
-    assert counts[NO_VERDICT] == 1  # all_moe crosses 1
+    assert counts[INCONCLUSIVE] == 1  # all_moe crosses 1
     assert counts[NOT_RUN] == len(report.FINDINGS) - 8  # all_global: no key in the manifest
     assert verdicts(c)["ladder.all_global"] == NOT_RUN
 
@@ -171,48 +173,133 @@ def test_ladder_rule():
     assert report.ladder_rule([0.9, math.nan], band) is None
 
 
-def test_accuracy_rule():
-    assert report.accuracy_rule(-0.05, 0.3, 0.35, 100) is False
-    assert report.accuracy_rule(0.0, 0.3, 0.3, 100) is False
-    assert report.accuracy_rule(0.3, 0.6, 0.3, 100) is True  # se ~ 0.067
-    assert report.accuracy_rule(0.05, 0.35, 0.3, 100) is None  # inside 2 standard errors
-    assert report.accuracy_rule(0.05, 0.35, 0.3, None) is True  # no n: the sign decides
+def decision(mean, lo, hi, n=64, items="held-out problems", scale="share", bar=0.0):
+    """A recorded test as a stage writes it (a dict), its verdict from the interval."""
+    word = stats.verdict(stats.Interval(mean, lo, hi, n), bar)
+    return dataclasses.asdict(stats.Decision("t", items, mean, lo, hi, n, bar, scale, word))
+
+
+def ablation(mean, lo, hi, **extra):
+    """An ablation's verdict dict with one test over steps (log gradient-norm ratios)."""
+    test = decision(mean, lo, hi, n=8, items="steps", scale="log")
+    return {"measure": "m", "with": 1.0, "without": 5.0, "steps": 8, "claim": "c", "rule": "r",
+            "verdict": test["verdict"], "tests": [test], "accuracy_with": 0.1,
+            "accuracy_without": 0.05, "accuracy_test": decision(-0.05, -0.09, -0.01), **extra}
+
+
+GRPO = skeleton(GRPOMetrics)
+GRPO_RUN = {**GRPO, "accuracy_start": 0.1, "accuracy_final": 0.6, "steps": 40,
+            "task": {**GRPO["task"], "n_eval": 120}, "reward_gain": 0.2,
+            "gain": {"mean": 0.5, "lo": 0.4, "hi": 0.6, "n": 120, "verdict": "held"},
+            "verdicts": {"outer_clip": ablation(0.7, 0.3, 1.1),
+                         "entropy_control": ablation(-0.2, -0.4, -0.1),
+                         "top_p_mask": ablation(0.1, -0.2, 0.4),
+                         "routing_replay": ablation(0.5, 0.2, 0.9)}}
+KIND = {"specialist_gain": decision(0.10, 0.05, 0.15), "consolidated_gain":
+        decision(0.08, 0.03, 0.13), "consolidated_loss": decision(0.02, -0.02, 0.06)}
+SD = skeleton(SelfDistillationMetrics)
+SD_RUN = {**SD, "accuracy": {"multi_checkpoint": 0.5, "final_only": 0.52}, "n_eval": 200,
+          "multi_vs_final": decision(-0.02, -0.05, 0.01, n=200),
+          "specialists": {**SD["specialists"], "kinds": ["arithmetic"], "n_eval": 64,
+                          "accuracy": {m: {"arithmetic": 0.1} for m in (
+                              "pre_rl", "specialist arithmetic", "consolidated", "joint RL")},
+                          "tests": {"arithmetic": KIND}}}
+AGENTIC = {**skeleton(AgenticMetrics), "hacks": 13, "hacks_at_min_all_on": 13,
+           "hacks_with_reason_all_on": 13, "reference_solved": 1.0, "namespaces": True,
+           "tasks": 12, "redteam_tasks": 2,
+           "solved": {p: {"all on": 0.0, "scrub off": 1.0, "test reset off": 1.0}
+                      for p in ("read_git", "edit_tests", "delete_tests")}}
+INTERVAL = re.compile(r"\[[^\]]+, [^\]]+\]")  # "[lo, hi]"
 
 
 def test_grpo_and_self_distillation(tmp_path):
-    ab = {"measure": "m", "with": 1.0, "without": 5.0, "steps": 8, "claim": "c"}
-    grpo = skeleton(GRPOMetrics)
-    gain = {"mean": 0.5, "lo": 0.4, "hi": 0.6, "n": 120, "verdict": "held"}
-    write(tmp_path, "grpo", {**grpo, "accuracy_start": 0.1, "accuracy_final": 0.6, "steps": 40,
-                             "task": {**grpo["task"], "n_eval": 120}, "reward_gain": 0.2,
-                             "gain": gain,
-                             "verdicts": {"outer_clip": {**ab, "held": True},
-                                          "entropy_control": {**ab, "held": False}}})
-    write(tmp_path, "self_distillation", {**skeleton(SelfDistillationMetrics),
-                                          "accuracy": {"multi_checkpoint": 0.5,
-                                                       "final_only": 0.52}, "n_eval": 200})
+    write(tmp_path, "grpo", GRPO_RUN)
+    write(tmp_path, "self_distillation", SD_RUN)
     c = card(tmp_path)
     v = verdicts(c)
+    by = {r.finding.id: r for r in c.results}
     assert v["grpo.climb"] == HELD
-    assert "[+40.0%, +60.0%]" in {r.finding.id: r for r in c.results}["grpo.climb"].measured
-    # the climb's verdict is its interval's: straddling 0 is no verdict (inconclusive)
-    write(tmp_path, "grpo", {**grpo, "accuracy_start": 0.1, "accuracy_final": 0.6, "steps": 40,
-                             "task": {**grpo["task"], "n_eval": 120},
-                             "gain": {**gain, "lo": -0.01, "verdict": "inconclusive"}})
-    assert verdicts(card(tmp_path))["grpo.climb"] == NO_VERDICT
-    write(tmp_path, "grpo", {**grpo, "accuracy_start": 0.1, "accuracy_final": 0.6, "steps": 40,
-                             "task": {**grpo["task"], "n_eval": 120}, "reward_gain": 0.2,
-                             "gain": gain,
-                             "verdicts": {"outer_clip": {**ab, "held": True},
-                                          "entropy_control": {**ab, "held": False}}})
-    c = card(tmp_path)
-    v = verdicts(c)
-    assert v["grpo.outer_clip"] == HELD and v["grpo.entropy_control"] == NOT_HELD
-    assert v["grpo.routing_replay"] == NOT_RUN  # ablation not in the manifest
+    assert by["grpo.climb"].interval == "+50.0% [+40.0%, +60.0%] (n=120 held-out problems, " \
+                                        "one seed)"
+    assert "one seed" in by["grpo.climb"].finding.rule_text.lower()
+    # each ablation's verdict is its interval's: above x1 held, below not held, across it
+    # inconclusive
+    assert v["grpo.outer_clip"] == v["grpo.routing_replay"] == HELD
+    assert v["grpo.entropy_control"] == NOT_HELD
+    assert v["grpo.top_p_mask"] == INCONCLUSIVE
+    assert by["grpo.outer_clip"].interval == "x2.014 [x1.35, x3.004] (n=8 steps)"
+    assert "accuracy without - with -5.0% [-9.0%, -1.0%]" in by["grpo.outer_clip"].measured
+    # notebook 10: the paired interval of multi - final straddles 0: inconclusive, not the
+    # sign's "not held"
+    assert v["self_distillation.multi_checkpoint"] == INCONCLUSIVE
+    assert by["self_distillation.multi_checkpoint"].interval == \
+        "-2.0% [-5.0%, +1.0%] (n=200 held-out problems)"
+    assert v["self_distillation.consolidation"] == HELD
+    assert "consolidated - pre-RL +8.0% [+3.0%, +13.0%]" in \
+        by["self_distillation.consolidation"].interval
+    # the climb's verdict is its interval's: straddling 0 is inconclusive
+    write(tmp_path, "grpo", {**GRPO_RUN, "gain": {**GRPO_RUN["gain"], "lo": -0.01,
+                                                  "verdict": "inconclusive"}})
+    write(tmp_path, "self_distillation", {**SD_RUN, "multi_vs_final": decision(
+        -0.06, -0.09, -0.02, n=200)})
+    v = verdicts(card(tmp_path))
+    assert v["grpo.climb"] == INCONCLUSIVE
     assert v["self_distillation.multi_checkpoint"] == NOT_HELD
+    write(tmp_path, "grpo", {**GRPO_RUN, "verdicts": {"outer_clip": ablation(0.7, 0.3, 1.1)}})
+    c = card(tmp_path)
+    assert verdicts(c)["grpo.routing_replay"] == NOT_RUN  # ablation not in the manifest
     status = {s["stage"]: s["status"] for s in c.stages}
     # written by hand, with no current config hash: stale, and the card still reads them
     assert status["self_distillation"] == status["grpo"] == "stale"
+
+
+def test_card_shows_an_interval_beside_each_verdict_of_09_10_12(tmp_path):
+    write(tmp_path, "grpo", GRPO_RUN)
+    write(tmp_path, "self_distillation", SD_RUN)
+    write(tmp_path, "agentic", AGENTIC)
+    write(tmp_path, "collapse", COLLAPSE)
+    c = card(tmp_path)
+    with_interval = {"grpo", "self_distillation", "agentic"}
+    for r in c.results:
+        row = r.row()
+        assert list(row)[list(row).index("verdict") + 1] == "interval"  # beside the verdict
+        if r.finding.stage in with_interval:
+            assert r.verdict != NOT_RUN and INTERVAL.search(row["interval"]), r.finding.id
+        else:
+            assert row["interval"] == report.NO_INTERVAL, r.finding.id
+    by = {r.finding.id: r for r in c.results}
+    # the agentic checks are exact counts over the tasks, with a Wilson interval on the share
+    assert by["agentic.scrub"].verdict == HELD
+    assert by["agentic.scrub"].interval == \
+        "unscrubbed 2/2 [34%, 100%], scrubbed 0/2 [0%, 66%] tasks (exact; Wilson 95%)"
+    assert "12/12 [76%, 100%]" in by["agentic.gate"].interval
+    for fid in ("agentic.scrub", "agentic.reset", "agentic.gate"):
+        assert "Exact counts over the tasks" in by[fid].finding.rule_text
+    # a stage not run: no interval either
+    assert {r.interval for r in c.results if r.verdict == NOT_RUN} <= {report.NO_INTERVAL}
+
+
+def test_an_ablation_without_an_interval_is_inconclusive(tmp_path):
+    """A manifest written before the intervals (only a held flag) decides nothing."""
+    old = {k: v for k, v in ablation(0.7, 0.3, 1.1).items() if k not in ("verdict", "tests")}
+    write(tmp_path, "grpo", {**GRPO_RUN, "verdicts": {"outer_clip": {**old, "held": True}}})
+    r = next(r for r in card(tmp_path).results if r.finding.id == "grpo.outer_clip")
+    assert r.verdict == INCONCLUSIVE and "rerun notebook 09" in r.note
+    assert r.interval == report.UNREADABLE
+    # a notebook-10 manifest from before the intervals does not load: unreadable, not "-"
+    write(tmp_path, "self_distillation", {k: v for k, v in SD_RUN.items()
+                                          if k != "multi_vs_final"})
+    r = next(r for r in card(tmp_path).results
+             if r.finding.id == "self_distillation.multi_checkpoint")
+    assert r.verdict == INCONCLUSIVE and r.interval == report.UNREADABLE
+    assert "multi_vs_final" in r.note
+
+
+def test_verdict_words_come_from_the_stats_module():
+    assert report.VERDICTS == (*stats.VERDICTS, NOT_RUN)
+    assert report.NO_VERDICT == INCONCLUSIVE == "inconclusive"
+    assert report.word_rule("held") is True and report.word_rule("not held") is False
+    assert report.word_rule("inconclusive") is None
 
 
 def test_build_reads_and_rebuilds_nothing(tmp_path):
@@ -235,6 +322,7 @@ def test_build_reads_and_rebuilds_nothing(tmp_path):
     ids = [f["id"] for f in m["findings"]]
     assert ids == [r.finding.id for r in c.results] and len(ids) == len(report.FINDINGS)
     assert m["findings"][ids.index("collapse.replace")]["values"]["replace"] == 180.0
+    assert {f["interval"] for f in m["findings"]} == {report.NO_INTERVAL}  # none of 09/10/12
 
 
 def test_report_stage_is_registered_without_upstream():

@@ -105,9 +105,16 @@ def _summary(model: str, gain: float) -> dict[str, Any]:
             "retrieval_final": 0.5 + gain, "nats_final": gain}
 
 
+def _decision(verdict: str = "held") -> dict[str, Any]:
+    return {"test": "t", "items": "held-out problems", "mean": 0.1, "lo": 0.05, "hi": 0.15,
+            "n": 10, "bar": 0.0, "scale": "share", "verdict": verdict}
+
+
 def _verdict(held: bool) -> dict[str, Any]:
-    return {"measure": "m", "with": 1.0, "without": 2.0, "held": held, "steps": 4,
-            "claim": "c", "accuracy_with": 0.5, "accuracy_without": 0.4}
+    word = "held" if held else "not held"
+    return {"measure": "m", "with": 1.0, "without": 2.0, "verdict": word,
+            "tests": [_decision(word)], "rule": "r", "steps": 4, "claim": "c",
+            "accuracy_with": 0.5, "accuracy_without": 0.4, "accuracy_test": None}
 
 
 def stage_samples() -> dict[str, dict[str, Any]]:
@@ -133,10 +140,12 @@ def stage_samples() -> dict[str, dict[str, Any]]:
                         "summary": [_summary("pre-trained", 0.0),
                                     _summary("stage 2 (256)", 0.1)]},
         "grpo": {"verdicts": {name: _verdict(True) for name in GRPO_CLAIMS}},
-        "self_distillation": {"accuracy": {"multi_checkpoint": 0.5, "final_only": 0.4}},
+        "self_distillation": {"accuracy": {"multi_checkpoint": 0.5, "final_only": 0.4},
+                              "multi_vs_final": _decision()},
         "report": {},
         "agentic": {"hacks": 13, "hacks_at_min_all_on": 13, "hacks_with_reason_all_on": 13,
-                    "reference_solved": 1.0, "namespaces": True,
+                    "reference_solved": 1.0, "namespaces": True, "tasks": 12,
+                    "redteam_tasks": 2,
                     "solved": {p: {"all on": 0.0, "scrub off": 1.0, "test reset off": 1.0}
                                for p in ("read_git", "edit_tests", "delete_tests")}},
         "curation": {"inputs": 10, "kept": 7, "removed": {"quality/too_short": 3},
@@ -153,9 +162,12 @@ def stage_samples() -> dict[str, dict[str, Any]]:
         assert cls is not None, f"stage {stage} has no METRICS class"
         out[stage] = {**skeleton(cls), **extra}
     specialists = out["self_distillation"]["specialists"]
-    specialists.update(kinds=["arithmetic"], n_eval=10, accuracy={
-        m: {"arithmetic": 0.5} for m in ("pre_rl", "specialist arithmetic", "consolidated",
-                                         "joint RL")})
+    models = ("pre_rl", "specialist arithmetic", "consolidated", "joint RL")
+    specialists.update(kinds=["arithmetic"], n_eval=10,
+                       accuracy={m: {"arithmetic": 0.5} for m in models},
+                       correct={m: {"arithmetic": [2] * 10} for m in models},
+                       tests={"arithmetic": {k: _decision() for k in (
+                           "specialist_gain", "consolidated_gain", "consolidated_loss")}})
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -130,7 +131,8 @@ class GRPOMetrics:
     dropped_stale: int
     rollouts: int
     evals: list[Evaluation]  # of the main climb
-    verdicts: dict[str, dict[str, Any]]  # ablation -> measure, with, without, held, ...
+    verdicts: dict[str, dict[str, Any]]  # ablation -> measure, with, without, verdict,
+    # tests (each a mai_repro.stats.Decision as a dict), rule, accuracy_test, ...
     checkpoints: list[Checkpoint]  # the policy along the climb; the last is model.pt
 
 
@@ -153,48 +155,136 @@ def mean_over(history: list[dict], key: str, first: int | None = None,
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def ablation_verdicts(main: ClimbResult, ablations: dict[str, ClimbResult], c: GRPOStageConfig
-                      ) -> dict[str, dict[str, Any]]:
-    """Per ablation: what was measured against the same steps of the main run, and whether the
-    report's claim held here."""
+EPS = 1e-12  # floor of a gradient norm, ratio or mismatch before its log (an exact 0)
+
+# How each ablation's verdict is decided (ablation_verdicts; the report card states it, and
+# docs/rl.md): every test is a 95% paired bootstrap over the steps both runs took (the same
+# step index, the same seeds), held against its bar by mai_repro.stats.verdict; a rule with two
+# tests is held when both are, not held when one is not, else inconclusive.
+RULES = {
+    "outer_clip": "paired bootstrap over the steps of log(gradient norm without / with the "
+                  "outer clip): held when the interval lies above x1 (larger without it at the "
+                  "same steps), not held at or below x1, else inconclusive",
+    "entropy_control": "paired bootstrap over the last quarter of the steps of entropy with - "
+                       "without control: held when the interval lies above a tenth of the main "
+                       "run's distance from H* (lower without it by more than a tie), not held "
+                       "at or below that bar, else inconclusive",
+    "top_p_mask": "paired bootstrap over the steps of |log r| without - 2 |log r| with masking "
+                  "(r the mean ratio pi_theta / pi_old of a step) and, without masking, of "
+                  "|log r| - |log(r / kept nucleus mass)|: held when both intervals lie above "
+                  "0 (the ratio is more than 2x further from 1 and nearer the kept mass than "
+                  "1), not held when one lies at or below 0, else inconclusive",
+    "routing_replay": "paired bootstrap over the steps with a mismatch measured of log(largest "
+                      "batch mismatch without / with replay) against x1.5, and of the "
+                      "mismatch without replay against 1e-3 nats: held when both intervals lie "
+                      "above their bars, not held when one lies at or below, else inconclusive",
+}
+
+
+def _paired(a: list[dict], b: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """``key`` of the rows of ``a`` and ``b`` at the same index (the same step), where both
+    recorded a finite value."""
+    xa, xb = [], []
+    for ra, rb in zip(a, b, strict=False):
+        va, vb = ra.get(key), rb.get(key)
+        if va is not None and vb is not None and math.isfinite(va) and math.isfinite(vb):
+            xa.append(float(va))
+            xb.append(float(vb))
+    return np.asarray(xa), np.asarray(xb)
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(x, EPS))
+
+
+def ablation_verdicts(main: ClimbResult, ablations: dict[str, ClimbResult], c: GRPOStageConfig,
+                      *, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per ablation: what was measured against the same steps of the main run, the tests that
+    decide the verdict (``RULES``; ``tests``: :class:`mai_repro.stats.Decision` as dicts) and
+    the verdict (held / not held / inconclusive). ``accuracy_test``: held-out accuracy without
+    minus with, paired over the held-out problems, when the main run was evaluated at the
+    ablation's last step (shown beside the verdict, not part of it)."""
     out: dict[str, dict[str, Any]] = {}
     for name, ab in ablations.items():
         n = len(ab.history)
         base = main.history[:n]
+        m = min(n, len(base))  # the steps both runs took
+        kw = {"items": "steps", "seed": seed}
         if name == "outer_clip":  # without it the gradient norm spikes
             b = max((r["grad_norm"] for r in base), default=math.nan)
             a = max((r["grad_norm"] for r in ab.history), default=math.nan)
-            out[name] = {"measure": "largest gradient norm", "with": b, "without": a,
-                         "held": bool(a > 2 * b)}
+            xa, xb = _paired(ab.history, base, "grad_norm")
+            tests = [stats.decide(_log(xa), _log(xb), scale="log",
+                                  test="log(gradient norm without / with the outer clip)",
+                                  **kw)]
+            out[name] = {"measure": "largest gradient norm", "with": b, "without": a}
         elif name == "entropy_control":  # without it entropy falls further below H*
             q = max(1, n // 4)
             b, a = mean_over(base, "entropy", last=q), mean_over(ab.history, "entropy", last=q)
+            xb, xa = _paired(base[max(0, m - q):m], ab.history[max(0, m - q):m], "entropy")
+            # a difference under a tenth of the main run's distance from H* is a tie
+            bar = 0.1 * abs(float(np.mean(xb)) - c.entropy_target) if xb.size else 0.0
+            tests = [stats.decide(xb, xa, bar=bar, test=f"entropy with - without control, "
+                                  f"last {q} steps (nats)", **kw)]
             out[name] = {"measure": f"mean entropy of the last {q} steps (H* = "
-                                    f"{c.entropy_target})", "with": b, "without": a,
-                         # a difference under a tenth of the main run's distance from H*
-                         # is a tie, not a finding
-                         "held": bool(b - a > 0.1 * abs(b - c.entropy_target))}
+                                    f"{c.entropy_target})", "with": b, "without": a}
         elif name == "top_p_mask":  # without it the ratio is biased below 1 by the mass
             # outside the nucleus
             b, a = mean_over(base, "ratio_mean"), mean_over(ab.history, "ratio_mean")
             mass = mean_over(ab.history, "nucleus_mass")
+            xa, xb = _paired(ab.history, base, "ratio_mean")
+            both = [(r["ratio_mean"], r["nucleus_mass"]) for r in ab.history
+                    if r.get("ratio_mean") is not None and r.get("nucleus_mass") is not None]
+            ra = np.asarray([x[0] for x in both], dtype=float)
+            km = np.asarray([x[1] for x in both], dtype=float)
+            tests = [stats.decide(np.abs(_log(xa)), 2 * np.abs(_log(xb)),
+                                  test="|log r| without - 2 |log r| with masking", **kw),
+                     stats.decide(np.abs(_log(ra)), np.abs(_log(ra) - _log(km)),
+                                  test="|log r| - |log(r / kept mass)| without masking", **kw)]
             out[name] = {"measure": "mean ratio pi_theta / pi_old", "with": b, "without": a,
-                         "nucleus_mass": mass,
-                         "held": bool(abs(a - 1) > 2 * abs(b - 1) and abs(a - mass)
-                                      < abs(a - 1))}
+                         "nucleus_mass": mass}
         elif name == "routing_replay":  # without it the learner's log-probs drift from the
             # inference ones
             b, a = mean_over(base, "mismatch_max"), mean_over(ab.history, "mismatch_max")
+            xa, xb = _paired(ab.history, base, "mismatch_max")
+            tests = [stats.decide(_log(xa), _log(xb), bar=math.log(1.5), scale="log",
+                                  test="log(largest batch mismatch without / with replay)",
+                                  **kw),
+                     stats.decide(xa, np.zeros_like(xa), bar=1e-3,
+                                  test="largest batch mismatch without replay (nats)", **kw)]
             out[name] = {"measure": "largest train/inference |log-prob diff| of a batch "
                                     "(mean over batches)", "with": b, "without": a,
                          "mean_with": mean_over(base, "mismatch"),
-                         "mean_without": mean_over(ab.history, "mismatch"),
-                         "held": bool(a > 1.5 * b and a > 1e-3)}
+                         "mean_without": mean_over(ab.history, "mismatch")}
+        else:
+            raise ValueError(f"no verdict rule for ablation {name!r}")
+        out[name]["verdict"] = stats.all_of([t.verdict for t in tests])
+        out[name]["tests"] = [dataclasses.asdict(t) for t in tests]
+        out[name]["rule"] = RULES[name]
         out[name]["claim"] = CLAIMS[name]
         out[name]["steps"] = n
         out[name]["accuracy_with"] = _acc_at(main, n)
         out[name]["accuracy_without"] = ab.evals[-1]["accuracy"] if ab.evals else None
+        acc = _accuracy_test(main, ab, c.eval_samples, seed)
+        out[name]["accuracy_test"] = None if acc is None else dataclasses.asdict(acc)
     return out
+
+
+def _accuracy_test(main: ClimbResult, ab: ClimbResult, samples: int, seed: int
+                   ) -> stats.Decision | None:
+    """Held-out accuracy without minus with the stabiliser at the ablation's last evaluated
+    step, paired over the held-out problems; None when the main run has no evaluation at that
+    step or either lacks per-problem counts."""
+    if not ab.evals:
+        return None
+    last = ab.evals[-1]
+    with_ = next((e for e in main.evals if e["step"] == last["step"]), None)
+    if with_ is None or "correct" not in with_ or "correct" not in last:
+        return None
+    return stats.decide(np.asarray(last["correct"]) / samples,
+                        np.asarray(with_["correct"]) / samples, scale="share",
+                        items="held-out problems", seed=seed,
+                        test=f"held-out accuracy without - with, step {last['step']}")
 
 
 def climb_gain(start: dict[str, Any], final: dict[str, Any], samples: int, seed: int) -> Gain:
@@ -255,7 +345,7 @@ def build(run: Run) -> GRPOResult:
         main.model = None
         ablations = ablation_runs.results(progress=bar.update)
         bar.close()
-        verdicts = ablation_verdicts(main, ablations, c)
+        verdicts = ablation_verdicts(main, ablations, c, seed=cfg.seed)
         figures = _figures(main, ablations, verdicts, c, st)
         if choice is not None:
             figures["pool"] = _pool_figure(choice, st)
@@ -386,7 +476,7 @@ def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
             ax.plot([r["step"] for r in rows], [r["nucleus_mass"] for r in rows], lw=1,
                     ls="--", color="0.3", label="kept nucleus mass")
         v = verdicts[name]
-        ax.set(title=f"no {name}: claim {'held' if v['held'] else 'did NOT hold'}",
+        ax.set(title=f"no {name}: claim {v['verdict']}",
                xlabel="step", ylabel=label)
         ax.legend(fontsize=7)
     ablation_fig = plots.save(fig, st.path("figures", "ablations"))

@@ -9,20 +9,27 @@ values into a verdict. A finding reads the stage's typed metrics by attribute: t
 
 - ``held``: the measurement agrees with the claim at our scale;
 - ``not held``: it contradicts the claim at our scale;
-- ``no verdict``: the stage ran but the measurement cannot decide (inside the noise, or a sign
-  that flips between rungs); also when the stage's metrics do not load into its class (a
-  renamed, missing or mistyped metric): then the measurement reads "unreadable" with the error;
+- ``inconclusive``: the stage ran but the measurement cannot decide (its interval includes the
+  bar, or a sign that flips between rungs); also when a value or the stage's metrics cannot be
+  read (a renamed, missing or mistyped metric, a manifest from before a finding's interval):
+  then the measurement reads "unreadable" or the note gives the error;
 - ``not run``: the stage's manifest is absent, or an entry a finding reads is absent from a
   dict-valued metric (an ablation, family or model that was not run).
+
+The findings of notebooks 09, 10 and 12 carry a stated test and an interval (``Finding.interval``,
+the card's ``interval`` column): a paired bootstrap over held-out problems or over steps
+(:class:`mai_repro.stats.Decision`, recorded by the stage), or for the agentic stage's scripted
+checks exact counts over its tasks with a Wilson interval on the share. The other findings show
+"-" there.
 
 Every measured number on the card is read from a manifest; nothing measured is typed here.
 The report's own figures are constants below (or in :mod:`mai_repro.reference`), each citing
 its section of RECIPE.md. The card reads whatever stages a run directory holds and rebuilds
 nothing: a stage that was not run shows as "not run", never as a number.
 
-Notebook 10's self-distillation finding reads ``metrics.accuracy["multi_checkpoint"]`` and
-``metrics.accuracy["final_only"]`` (held-out accuracy of the two students after their short
-climbs, at the same budget) and ``metrics.n_eval``.
+Notebook 10's self-distillation finding reads ``metrics.multi_vs_final`` (held-out accuracy of
+the multi-checkpoint minus the final-only student after their short climbs, at the same budget,
+paired over the held-out problems) and ``metrics.accuracy``.
 """
 
 from __future__ import annotations
@@ -34,16 +41,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mai_repro import reference
+from mai_repro import reference, stats
 from mai_repro.artifacts import STAGES, Run
-from mai_repro.schema import ResultError, result_dict
+from mai_repro.schema import ResultError, load_result, result_dict
 from mai_repro.stages import read_metrics as read_stage_metrics
 from mai_repro.stages.grpo import CLAIMS as GRPO_STABILISER_CLAIMS
+from mai_repro.stages.grpo import RULES as GRPO_STABILISER_RULES
 from mai_repro.train.config import ABLATIONS
 
 STAGE = "report"
-HELD, NOT_HELD, NO_VERDICT, NOT_RUN = "held", "not held", "no verdict", "not run"
-VERDICTS = (HELD, NOT_HELD, NO_VERDICT, NOT_RUN)
+HELD, NOT_HELD, INCONCLUSIVE, NOT_RUN = stats.HELD, stats.NOT_HELD, stats.INCONCLUSIVE, "not run"
+NO_VERDICT = INCONCLUSIVE  # its former name (the word was "no verdict")
+VERDICTS = (HELD, NOT_HELD, INCONCLUSIVE, NOT_RUN)
+NO_INTERVAL = "-"  # the interval column of a finding that has none
 
 # The report's figures used by the rules (RECIPE.md section in the comment).
 WIKI_TOKEN_RATIO = 3.0  # section 1: raw wiki markup costs "about 3x more tokens"
@@ -52,9 +62,6 @@ MIXTURE_CROSSOVER_PARAMS = 23e9  # section 1: the STEM- and code-heavy curves cr
 # The project's floor for its AI-content detector (notebook 01 asserts it at laptop), not a
 # figure of the report: the report states an effort to remove AI text, with no figure.
 DETECTOR_AUC_TARGET = 0.9
-# A difference in accuracy over n held-out problems counts when it exceeds this many standard
-# errors (binomial, both sides); at or below zero it contradicts the claim.
-ACCURACY_Z = 2.0
 
 
 class Missing(KeyError):
@@ -86,9 +93,11 @@ class Finding:
     section: str  # RECIPE.md section
     claim: str  # the report's claim in words, with its figure where it gives one
     read: Callable[[Any], dict[str, Any]]  # typed metrics -> values (raises Missing)
-    rule: Callable[[dict[str, Any]], bool | None]  # values -> held / not held / no verdict
+    rule: Callable[[dict[str, Any]], bool | None]  # values -> held / not held / inconclusive
     rule_text: str  # the rule in words
     show: Callable[[dict[str, Any]], str]  # values -> our measurement in words
+    # values -> the interval beside the verdict (notebooks 09, 10, 12); None: the card shows "-"
+    interval: Callable[[dict[str, Any]], str] | None = None
 
 
 @dataclass
@@ -100,12 +109,13 @@ class Result:
     measured: str  # "not run" when the stage or a key is missing: never a number then
     values: dict[str, Any] | None = None
     note: str = ""
+    interval: str = NO_INTERVAL  # the test's interval, shown beside the verdict
 
     def row(self) -> dict[str, Any]:
         f = self.finding
         return {"notebook": notebook_of(f.stage)[:2], "section": f.section, "claim": f.claim,
-                "ours": self.measured, "verdict": self.verdict, "rule": f.rule_text,
-                **({"note": self.note} if self.note else {})}
+                "ours": self.measured, "verdict": self.verdict, "interval": self.interval,
+                "rule": f.rule_text, **({"note": self.note} if self.note else {})}
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ class FindingRecord:
     claim: str
     measured: str
     verdict: str
+    interval: str  # beside the verdict: the test's interval, "-" when the finding has none
     rule: str
     note: str
     values: Any  # what the finding read from its stage (None when not run)
@@ -191,7 +202,8 @@ class Card:
             findings=[FindingRecord(
                 id=r.finding.id, stage=r.finding.stage, section=r.finding.section,
                 claim=r.finding.claim, measured=r.measured, verdict=r.verdict,
-                rule=r.finding.rule_text, note=r.note, values=_jsonable(r.values))
+                interval=r.interval, rule=r.finding.rule_text, note=r.note,
+                values=_jsonable(r.values))
                 for r in self.results],
             headlines=[HeadlineRecord(**h) for h in self.headlines],
             stages=[StageRecord(**s) for s in self.stages],
@@ -204,17 +216,31 @@ class Card:
 # Helpers for the rules.
 
 
-def accuracy_rule(diff: float, p_a: float, p_b: float, n: int | None) -> bool | None:
-    """Held when ``diff = p_a - p_b`` exceeds ``ACCURACY_Z`` binomial standard errors over
-    ``n`` problems (over 0 when ``n`` is unknown), not held at or below 0, else no verdict."""
-    if not all(math.isfinite(x) for x in (diff, p_a, p_b)):
-        return None
-    if diff <= 0:
-        return False
-    if not n:
-        return True
-    se = math.sqrt((p_a * (1 - p_a) + p_b * (1 - p_b)) / n)
-    return True if diff > ACCURACY_Z * se else None
+def word_rule(word: str) -> bool | None:
+    """A verdict word a stage recorded (:mod:`mai_repro.stats`) as a rule's result: held ->
+    True, not held -> False, inconclusive -> None; anything else is unreadable."""
+    if word not in stats.VERDICTS:
+        raise ValueError(f"not a verdict word: {word!r}")
+    return {HELD: True, NOT_HELD: False}.get(word)
+
+
+def decision(d: Any) -> stats.Decision:
+    """A :class:`mai_repro.stats.Decision` from a typed metric or from a dict a manifest stores
+    (an ablation's ``tests``; non-finite numbers stored as strings)."""
+    return d if isinstance(d, stats.Decision) else load_result(stats.Decision, d)
+
+
+def share_interval(k: int, n: int) -> str:
+    """``k/n`` with the Wilson 95% interval of the share (exact counts over ``n`` items)."""
+    if n <= 0:
+        return "0 tasks"
+    w = stats.wilson(k, n)
+    return f"{k}/{n} [{w.lo:.0%}, {w.hi:.0%}]"
+
+
+def tasks_count(share: Any, n: int) -> int:
+    """The count behind a share of ``n`` tasks (the agentic stage stores shares)."""
+    return int(round(num(share) * n))
 
 
 def ladder_rule(eg: list[float], band: list[float]) -> bool | None:
@@ -296,10 +322,26 @@ def _ladder_finding(name: str) -> Finding:
         read=lambda m: {"eg": get(m.eg, name), "band": m.noise_band},
         rule=lambda v: ladder_rule(v["eg"], v["band"]),
         rule_text="held: EG < 1 and below the baseline's scatter at every rung; not held: EG "
-                  "> 1 and above it at every rung; else no verdict",
+                  "> 1 and above it at every rung; else inconclusive",
         show=lambda v: "EG " + ", ".join(f"{e:.3f}" for e in v["eg"]) + ": "
                        + _sign_words(v["eg"], v["band"]),
     )
+
+
+def _ablation_rule(v: Mapping[str, Any]) -> bool | None:
+    if "verdict" not in v or "tests" not in v:
+        raise ValueError("no verdict with an interval in the manifest (written before "
+                         "intervals): rerun notebook 09")
+    return word_rule(v["verdict"])
+
+
+def _ablation_show(v: Mapping[str, Any]) -> str:
+    out = (f"{v['measure']}: {num(v['with']):.4g} with, {num(v['without']):.4g} without "
+           f"({v['steps']} steps)")
+    if v.get("accuracy_test"):
+        acc = decision(v["accuracy_test"])
+        out += f"; held-out accuracy without - with {acc.span()} (n={acc.n} problems)"
+    return out
 
 
 def _grpo_ablation_finding(name: str) -> Finding:
@@ -307,12 +349,18 @@ def _grpo_ablation_finding(name: str) -> Finding:
         id=f"grpo.{name}", stage="grpo", section="6",
         claim=GRPO_CLAIMS[name],
         read=lambda m: dict(get(m.verdicts, name)),
-        rule=lambda v: bool(v["held"]),
-        rule_text="the rule notebook 09 applies to the same steps with and without it "
-                  "(docs/rl.md)",
-        show=lambda v: f"{v['measure']}: {num(v['with']):.4g} with, {num(v['without']):.4g} "
-                       f"without ({v['steps']} steps)",
+        rule=_ablation_rule,
+        rule_text=GRPO_STABILISER_RULES[name] + " (the same steps with and without it, one "
+                  "seed; docs/rl.md)",
+        show=_ablation_show,
+        interval=lambda v: "; ".join(str(decision(t)) for t in v["tests"]),
     )
+
+
+# The agentic findings are deterministic scripted checks on the project's own tasks.
+AGENTIC_EXACT = ("Exact counts over the tasks (scripted policies: no sampling noise); the Wilson "
+                 "95% interval of each share, beside the verdict, says what that many tasks "
+                 "tell about the task generator, and does not decide it")
 
 
 FINDINGS: list[Finding] = [
@@ -552,15 +600,18 @@ FINDINGS: list[Finding] = [
         claim="the RL climb raises held-out accuracy, starting from a base never exposed to "
               "reasoning traces",
         read=lambda m: {"start": m.accuracy_start, "final": m.accuracy_final,
-                        "n": m.task.n_eval, "steps": m.steps, "lo": m.gain.lo,
-                        "hi": m.gain.hi, "interval_verdict": m.gain.verdict},
-        rule=lambda v: {"held": True, "not held": False}.get(v["interval_verdict"]),
-        rule_text="held: the 95% paired bootstrap interval of the gain over the held-out "
-                  "problems lies above 0; not held: at or below 0; straddling 0: no verdict "
-                  "(inconclusive); one seed",
+                        "n": m.task.n_eval, "steps": m.steps, "gain": m.gain.mean,
+                        "lo": m.gain.lo, "hi": m.gain.hi, "n_boot": m.gain.n,
+                        "interval_verdict": m.gain.verdict},
+        rule=lambda v: word_rule(v["interval_verdict"]),
+        rule_text="held: the 95% paired bootstrap interval over the held-out problems of the "
+                  "gain (final - start accuracy) lies above 0; not held: at or below 0; "
+                  "inconclusive: it includes 0. One seed: the interval covers the held-out "
+                  "problems, not the spread between seeds",
         show=lambda v: f"{v['start']:.1%} -> {v['final']:.1%} on {v['n']} held-out problems "
-                       f"after {v['steps']} steps (gain {v['final'] - v['start']:+.1%} "
-                       f"[{v['lo']:+.1%}, {v['hi']:+.1%}])",
+                       f"after {v['steps']} steps",
+        interval=lambda v: f"{v['gain']:+.1%} [{v['lo']:+.1%}, {v['hi']:+.1%}] "
+                           f"(n={v['n_boot']} held-out problems, one seed)",
     ),
     *[_grpo_ablation_finding(name) for name in GRPO_CLAIMS],
     Finding(
@@ -568,23 +619,35 @@ FINDINGS: list[Finding] = [
         claim="self-distillation on traces from several checkpoints of the climb beats traces "
               "from the final checkpoint only",
         read=lambda m: {"multi": get(m.accuracy, "multi_checkpoint"),
-                        "final": get(m.accuracy, "final_only"), "n": m.n_eval},
-        rule=lambda v: accuracy_rule(v["multi"] - v["final"], v["multi"], v["final"], v["n"]),
-        rule_text=f"held: difference > {ACCURACY_Z:.0f} standard errors; not held: <= 0",
+                        "final": get(m.accuracy, "final_only"), "n": m.n_eval,
+                        "test": m.multi_vs_final},
+        rule=lambda v: word_rule(v["test"].verdict),
+        rule_text="held: the 95% paired bootstrap interval over the held-out problems of the "
+                  "accuracy of the multi-checkpoint minus the final-only student (after their "
+                  "climbs) lies above 0; not held: at or below 0; inconclusive: it includes 0 "
+                  "(one seed)",
         show=lambda v: f"held-out accuracy {v['multi']:.1%} multi-checkpoint vs "
                        f"{v['final']:.1%} final-only",
+        interval=lambda v: str(v["test"]),
     ),
     Finding(
         id="self_distillation.consolidation", stage="self_distillation", section="6",
         claim="specialists consolidated by trace distillation (sample and token weights) keep "
               "each specialist's skill in one model",
         read=lambda m: {"acc": m.specialists.accuracy, "kinds": m.specialists.kinds,
-                        "n": m.specialists.n_eval},
-        rule=lambda v: consolidation_rule(v["acc"], v["kinds"], v["n"]),
-        rule_text=f"over the kinds a specialist learned ({ACCURACY_Z:.0f} SE above the pre-RL "
-                  f"model): held if the consolidated model is above the pre-RL model on each "
-                  f"and not {ACCURACY_Z:.0f} SE below its specialist; not held if it is that "
-                  f"far below a specialist",
+                        "n": m.specialists.n_eval,
+                        "tests": {k: get(m.specialists.tests, k) for k in m.specialists.kinds}},
+        rule=lambda v: consolidation_rule(v["tests"]),
+        rule_text="95% paired bootstrap intervals over each kind's held-out problems; over the "
+                  "kinds a specialist learned (specialist - pre-RL above 0): held if "
+                  "consolidated - pre-RL lies above 0 on each; not held if specialist - "
+                  "consolidated lies above 0 on one (skill lost); else inconclusive, also when "
+                  "no specialist learned (one seed)",
+        interval=lambda v: "; ".join(
+            f"{k}: specialist - pre-RL {t.specialist_gain.span()}, consolidated - pre-RL "
+            f"{t.consolidated_gain.span()}, specialist - consolidated "
+            f"{t.consolidated_loss.span()}" for k, t in v["tests"].items())
+        + f" (n={v['n']} held-out problems per kind)",
         show=lambda v: "; ".join(
             f"{k}: specialist {num(v['acc'][f'specialist {k}'][k]):.1%}, consolidated "
             f"{num(v['acc']['consolidated'][k]):.1%}, joint RL {num(v['acc']['joint RL'][k]):.1%}"
@@ -596,28 +659,38 @@ FINDINGS: list[Finding] = [
         claim="agentic environments scrub the git history after the base commit, so the fix "
               "cannot be read from the future",
         read=lambda m: {"on": num(get(m.solved, "read_git", "all on")),
-                        "off": num(get(m.solved, "read_git", "scrub off"))},
+                        "off": num(get(m.solved, "read_git", "scrub off")),
+                        "n": min(m.redteam_tasks, m.tasks)},
         rule=lambda v: v["off"] > 0 and v["on"] == 0 if v["off"] > 0 or v["on"] > 0 else None,
         rule_text="held: the .git hack passes the hidden tests with scrubbing off and never "
-                  "with it on; not held: it passes with it on; no verdict: it never passes "
-                  "(the hack shows nothing)",
+                  "with it on; not held: it passes with it on; inconclusive: it never passes "
+                  "(the hack shows nothing). " + AGENTIC_EXACT,
         show=lambda v: f".git hack passes {v['off']:.0%} of tasks unscrubbed, {v['on']:.0%} "
                        f"scrubbed (scripted hack, own tasks)",
+        interval=lambda v: f"unscrubbed {share_interval(tasks_count(v['off'], v['n']), v['n'])}"
+                           f", scrubbed {share_interval(tasks_count(v['on'], v['n']), v['n'])}"
+                           f" tasks (exact; Wilson 95%)",
     ),
     Finding(
         id="agentic.reset", stage="agentic", section="6",
         claim="... and reset the test files before grading, so the policy cannot edit the "
               "tests it is graded by",
         read=lambda m: {p: {"on": num(get(m.solved, p, "all on")),
-                            "off": num(get(m.solved, p, "test reset off"))}
+                            "off": num(get(m.solved, p, "test reset off")),
+                            "n": min(m.redteam_tasks, m.tasks)}
                         for p in ("edit_tests", "delete_tests")},
         rule=lambda v: all(x["off"] > 0 and x["on"] == 0 for x in v.values())
         if all(x["off"] > 0 for x in v.values()) or any(x["on"] > 0 for x in v.values())
         else None,
         rule_text="held: editing and deleting the tests pass without the reset and never with "
-                  "it; not held: one passes with the reset",
+                  "it; not held: one passes with the reset; else inconclusive. "
+                  + AGENTIC_EXACT,
         show=lambda v: "; ".join(f"{p}: {x['off']:.0%} without reset, {x['on']:.0%} with"
                                  for p, x in v.items()),
+        interval=lambda v: "; ".join(
+            f"{p}: without reset {share_interval(tasks_count(x['off'], x['n']), x['n'])}, "
+            f"with {share_interval(tasks_count(x['on'], x['n']), x['n'])}"
+            for p, x in v.items()) + " tasks (exact; Wilson 95%)",
     ),
     Finding(
         id="agentic.gate", stage="agentic", section="6",
@@ -625,10 +698,16 @@ FINDINGS: list[Finding] = [
               "else it does",
         read=lambda m: {"at_min": m.hacks_at_min_all_on, "hacks": m.hacks,
                         "reasons": m.hacks_with_reason_all_on,
-                        "ref": num(m.reference_solved), "ns": m.namespaces},
+                        "ref": num(m.reference_solved), "ns": m.namespaces,
+                        "tasks": m.tasks, "redteam": min(m.redteam_tasks, m.tasks)},
         rule=lambda v: v["at_min"] == v["hacks"] == v["reasons"] and v["ref"] == 1.0,
         rule_text="held: every scripted hack gets the minimum reward with a logged reason while "
-                  "the reference fix solves every task (all defences on)",
+                  "the reference fix solves every task (all defences on); else not held. "
+                  + AGENTIC_EXACT,
+        interval=lambda v: f"{v['at_min']}/{v['hacks']} hacks at the minimum on all "
+                           f"{v['redteam']} tasks (exact); reference "
+                           f"{share_interval(tasks_count(v['ref'], v['tasks']), v['tasks'])} "
+                           f"tasks (Wilson 95%)",
         show=lambda v: f"{v['at_min']}/{v['hacks']} hacks at the minimum, {v['reasons']} with a "
                        f"reason; reference solves {v['ref']:.0%}; namespaces "
                        f"{'on' if v['ns'] else 'unavailable (limits only)'}",
@@ -636,25 +715,16 @@ FINDINGS: list[Finding] = [
 ]
 
 
-def consolidation_rule(acc: Mapping[str, Mapping[str, Any]], kinds: list[str], n: int
-                       ) -> bool | None:
-    """See the consolidation finding's ``rule_text``; no verdict when no specialist learned."""
-    def se(p: float, q: float) -> float:
-        return math.sqrt((p * (1 - p) + q * (1 - q)) / max(1, n))
-
-    learned, verdicts = 0, []
-    for k in kinds:
-        spec, cons = num(acc[f"specialist {k}"][k]), num(acc["consolidated"][k])
-        pre = num(acc["pre_rl"][k])
-        if spec - pre <= ACCURACY_Z * se(spec, pre):
-            continue  # nothing learned on this kind: nothing to keep
-        learned += 1
-        if spec - cons > ACCURACY_Z * se(spec, cons):
-            return False
-        verdicts.append(cons - pre > ACCURACY_Z * se(cons, pre))
+def consolidation_rule(tests: Mapping[str, Any]) -> bool | None:
+    """See the consolidation finding's ``rule_text``: per kind (``tests``: kind ->
+    :class:`mai_repro.stages.self_distillation.KindTests`) the verdict words of the paired
+    intervals; inconclusive (None) when no specialist learned."""
+    learned = [t for t in tests.values() if t.specialist_gain.verdict == HELD]
     if not learned:
         return None
-    return True if all(verdicts) else None
+    if any(t.consolidated_loss.verdict == HELD for t in learned):
+        return False
+    return True if all(t.consolidated_gain.verdict == HELD for t in learned) else None
 
 
 def _share_tolerance() -> float:
@@ -793,15 +863,19 @@ def evaluate(finding: Finding, metrics: Any) -> Result:
     :class:`Unreadable`: its metrics do not load into the stage's ``METRICS`` class)."""
     if metrics is None:
         return Result(finding, NOT_RUN, NOT_RUN, note="stage not run")
+    # a finding with an interval whose values cannot be read shows "unreadable" there, not "-"
+    no_interval = NO_INTERVAL if finding.interval is None else UNREADABLE
     if isinstance(metrics, Unreadable):
-        return Result(finding, NO_VERDICT, UNREADABLE, note=f"metrics do not load: "
-                                                            f"{metrics.error}")
+        return Result(finding, INCONCLUSIVE, UNREADABLE, note=f"metrics do not load: "
+                                                              f"{metrics.error}",
+                      interval=no_interval)
     try:
         values = finding.read(metrics)
     except Missing as e:
         return Result(finding, NOT_RUN, NOT_RUN, note=f"no {e.args[0]} in the manifest")
     except (TypeError, ValueError, ArithmeticError, AttributeError) as e:
-        return Result(finding, NO_VERDICT, "unreadable", note=f"unreadable value: {e}")
+        return Result(finding, INCONCLUSIVE, UNREADABLE, note=f"unreadable value: {e}",
+                      interval=no_interval)
     try:
         held = finding.rule(values)
     except (TypeError, ValueError, ArithmeticError, KeyError) as e:
@@ -812,8 +886,14 @@ def evaluate(finding: Finding, metrics: Any) -> Result:
         measured = finding.show(values)
     except (TypeError, ValueError, ArithmeticError, KeyError):
         measured = str(values)
-    verdict = NO_VERDICT if held is None else HELD if held else NOT_HELD
-    return Result(finding, verdict, measured, values, note)
+    interval = no_interval
+    if finding.interval is not None:
+        try:
+            interval = finding.interval(values)
+        except (TypeError, ValueError, ArithmeticError, KeyError, AttributeError):
+            pass
+    verdict = INCONCLUSIVE if held is None else HELD if held else NOT_HELD
+    return Result(finding, verdict, measured, values, note, interval)
 
 
 def headline(h: Headline, metrics: Any) -> str:
@@ -857,29 +937,35 @@ def make_card(run: Run) -> Card:
     return Card(run.dir, results, headlines, stage_rows, figures)
 
 
-COLOURS = {HELD: "#2ca02c", NOT_HELD: "#d62728", NO_VERDICT: "#bcbd22", NOT_RUN: "#d9d9d9"}
+COLOURS = {HELD: "#2ca02c", NOT_HELD: "#d62728", INCONCLUSIVE: "#bcbd22", NOT_RUN: "#d9d9d9"}
+LEGEND = {HELD: HELD, NOT_HELD: NOT_HELD, INCONCLUSIVE: "inconclusive (the interval includes "
+          "the bar, or undecided)", NOT_RUN: NOT_RUN}
 
 
 def verdict_figure(card: Card, path: Path) -> Path:
-    """One bar per notebook: how many of its findings held, did not, could not tell, not run."""
+    """One bar per notebook: how many of its findings held, did not, were inconclusive, were
+    not run. The legend reads the interval words of notebooks 09, 10 and 12; the other
+    notebooks' rules decide the same three words without an interval."""
     from mai_repro import plots
 
     stages = list(dict.fromkeys(r.finding.stage for r in card.results))
     counts = {s: Counter(r.verdict for r in card.results if r.finding.stage == s)
               for s in stages}
-    fig, ax = plots.new(width=7.0, height=0.32 * len(stages) + 1.2)
+    fig, ax = plots.new(width=7.0, height=0.32 * len(stages) + 1.6)
     left = [0] * len(stages)
     y = list(range(len(stages)))[::-1]
     for v in VERDICTS:
         n = [counts[s].get(v, 0) for s in stages]
-        ax.barh(y, n, left=left, color=COLOURS[v], label=v)
+        ax.barh(y, n, left=left, color=COLOURS[v], label=LEGEND[v])
         left = [a + b for a, b in zip(left, n, strict=True)]
     ax.set_yticks(y, [f"{notebook_of(s)[:2]} {s}" for s in stages])
     c = card.counts
     ax.set(xlabel="findings", title=f"report card: {c[HELD]} held, {c[NOT_HELD]} not held, "
-                                    f"{c[NO_VERDICT]} no verdict, {c[NOT_RUN]} not run")
-    ax.set_xlim(0, max(left + [1]) * 1.4)  # room on the right for the legend
-    ax.legend(fontsize=8, loc="center right")
+                                    f"{c[INCONCLUSIVE]} inconclusive, {c[NOT_RUN]} not run")
+    ax.set_xlim(0, max(left + [1]) * 1.05)
+    # the legend under the axes: a long row of one notebook would run under it on the right
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2,
+              frameon=False)
     ax.grid(axis="y", visible=False)
     return plots.save(fig, path)
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mai_repro import plots
+from mai_repro import plots, stats
 from mai_repro.artifacts import Run, require
 from mai_repro.config import DistillConfig, GRPOStageConfig, resolve_device
 from mai_repro.model.transformer import Transformer
@@ -21,6 +21,7 @@ from mai_repro.rl.distill import (
     Trace,
     collect_traces,
     evaluate,
+    paired_accuracy,
     rl_config,
     round_robin,
     sft,
@@ -65,6 +66,17 @@ class Traces:
 
 
 @dataclass
+class KindTests:
+    """The consolidation finding on one task kind: paired bootstrap intervals over that kind's
+    held-out problems (every model is evaluated on the same problems with the same random
+    numbers), each held against 0."""
+
+    specialist_gain: stats.Decision  # specialist - pre-RL: held = the specialist learned
+    consolidated_gain: stats.Decision  # consolidated - pre-RL: held = the skill is in the merge
+    consolidated_loss: stats.Decision  # specialist - consolidated: held = skill lost in it
+
+
+@dataclass
 class SpecialistsMetrics:
     """One specialist per task kind, their consolidation and joint RL; model names
     ("pre_rl", "specialist <kind>", "consolidated", "joint RL") key ``accuracy``."""
@@ -80,6 +92,8 @@ class SpecialistsMetrics:
     token_share: dict[str, float]  # measured share of the SFT loss per kind
     n_eval: int  # held-out problems per kind
     accuracy: dict[str, dict[str, float]]  # model -> kind -> held-out accuracy
+    correct: dict[str, dict[str, list[int]]]  # model -> kind -> samples right per problem
+    tests: dict[str, KindTests]  # kind -> the consolidation finding's paired intervals
 
 
 @dataclass
@@ -92,6 +106,9 @@ class SelfDistillationMetrics:
     checkpoints: list[int]  # steps of the climb the traces come from
     traces: Traces
     accuracy: dict[str, float]  # after each student's climb, and pre_rl / rl_final
+    # the finding: multi_checkpoint - final_only after the climbs, paired over the held-out
+    # problems (both students are evaluated on the same problems with the same random numbers)
+    multi_vs_final: stats.Decision
     reference: dict[str, dict[str, Any]]  # pre_rl / rl_final evaluations
     students: dict[str, dict[str, Any]]  # each student after SFT
     after_climb: dict[str, dict[str, Any]]  # each student after its short GRPO climb
@@ -199,6 +216,11 @@ def build(run: Run) -> DistillResult:
             accuracy={name: after[name]["accuracy"] for name in sets}
             | {"pre_rl": reference["pre_rl"]["accuracy"],
                "rl_final": reference["rl_final"]["accuracy"]},
+            multi_vs_final=paired_accuracy(
+                after["multi_checkpoint"]["correct"], after["final_only"]["correct"],
+                c.eval_samples, seed=seed,
+                test="held-out accuracy multi-checkpoint - final-only student, after the "
+                     "climbs"),
             reference=reference, students=students, after_climb=after,
             rl_steps=d.rl_steps, sft_steps=d.sft_steps,
             sft_loss={k: [v[0], v[-1]] if v else [] for k, v in losses.items()},
@@ -299,15 +321,37 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
     if st is not None:
         save_model_file(models["consolidated"].cfg, models["consolidated"].state_dict(),
                         st.path("students", "consolidated.pt"))
-    acc = {name: {k: evaluate(m, tok, held[k], cf[k], seed)["accuracy"] for k in kinds}
-           for name, m in models.items()}
+    evals = {name: {k: evaluate(m, tok, held[k], cf[k], seed) for k in kinds}
+             for name, m in models.items()}
+    correct = {name: {k: e["correct"] for k, e in ev.items()} for name, ev in evals.items()}
     return SpecialistsMetrics(
         kinds=kinds, steps=d.specialist_steps, joint_steps=d.specialist_steps * len(kinds),
         sample_weights=sample_w, sample_weights_used=used_w,
         token_weights=list(d.token_weights) if d.token_weights else None,
         verified={k: len(t) for k, t in zip(kinds, traces, strict=True)},
         mix=TraceStats(**trace_stats(mix)), token_share=token_share(mix, tw),
-        n_eval=len(held[kinds[0]]), accuracy=acc)
+        n_eval=len(held[kinds[0]]),
+        accuracy={name: {k: e["accuracy"] for k, e in ev.items()} for name, ev in evals.items()},
+        correct=correct,
+        tests={k: consolidation_tests(correct, k, cf[k].eval_samples, seed) for k in kinds})
+
+
+def consolidation_tests(correct: dict[str, dict[str, list[int]]], kind: str, samples: int,
+                        seed: int) -> KindTests:
+    """The three paired comparisons of the consolidation finding on ``kind`` from per-problem
+    counts of samples right (model -> kind -> counts, the models "pre_rl",
+    "specialist <kind>" and "consolidated")."""
+    pre, spec = correct["pre_rl"][kind], correct[f"specialist {kind}"][kind]
+    cons = correct["consolidated"][kind]
+    return KindTests(
+        specialist_gain=paired_accuracy(spec, pre, samples, seed=seed,
+                                        test=f"held-out {kind} accuracy specialist - pre-RL"),
+        consolidated_gain=paired_accuracy(cons, pre, samples, seed=seed,
+                                          test=f"held-out {kind} accuracy consolidated - "
+                                               f"pre-RL"),
+        consolidated_loss=paired_accuracy(spec, cons, samples, seed=seed,
+                                          test=f"held-out {kind} accuracy specialist - "
+                                               f"consolidated"))
 
 
 # -- figures ----------------------------------------------------------------------------------
