@@ -152,12 +152,12 @@ def all_of(words: Sequence[str]) -> str:
     return HELD if all(w == HELD for w in words) else INCONCLUSIVE
 
 
-def wilson(k: int, n: int, *, z: float = 1.959964) -> Interval:
-    """The Wilson score interval (95% at the default ``z``) of the share ``k / n``: unlike the
+def wilson(k: int, n: int, *, level: float = 0.95) -> Interval:
+    """The Wilson score interval of the share ``k / n`` (scipy's ``binomtest``): unlike the
     normal approximation it stays inside [0, 1] and is not zero-width at 0 or n of n."""
     if n <= 0 or not 0 <= k <= n:
         raise ValueError(f"wilson: need 0 <= k <= n and n > 0, got k={k}, n={n}")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return Interval(k / n, float(ci.low), float(ci.high), n, level)
