@@ -15,7 +15,9 @@ the mean held-out loss over the families (8 windows each). ``--save`` keeps the 
 Levers: ``--repeat P`` copies, in a share P of the training rows, a random span of 16-128
 tokens over the span right after it, so that the row holds a passage of its own human text
 twice (the "burstiness" that Chan et al. 2022 found drives in-context learning; no text is
-written, only repeated); ``--lr``; any model field (``zero_init_attn=0``, ``attn_period=2``...).
+written, only repeated; ``mai_repro.data.loader.repeat_spans``, the preset's
+``pretrain.repeat_share``; before 2026-12-02 06:00 the script drew the spans from its own
+stream); ``--lr``; any model field (``zero_init_attn=0``, ``attn_period=2``...).
 The run directory needs notebook 03's shards (``python -m mai_repro.pipeline --preset laptop
 --to 03``). Figures: docs/model.md, "Induction: the levers tried".
 
@@ -37,27 +39,12 @@ import numpy as np
 import torch
 
 import mai_repro.config as C
-from mai_repro.data.loader import Loader
+from mai_repro.data.loader import Loader, repeat_spans
 from mai_repro.data.tokenizer import SPECIALS
 from mai_repro.eval.longctx import induction_score, repeat_losses
 from mai_repro.model.transformer import Transformer
 from mai_repro.stages.pretraining import model_config, open_stage_shards
 from mai_repro.train.loop import Schedule, lm_step, make_optimizer
-
-
-def repeat_spans(x: torch.Tensor, share: float, rng: np.random.Generator) -> torch.Tensor:
-    """In a share of the rows of ``x`` (B, L + 1), a random span of 16-128 tokens copied over
-    the span that follows it (the row then holds that passage twice)."""
-    if share <= 0:
-        return x
-    x = x.clone()
-    width = x.shape[1]
-    for r in range(x.shape[0]):
-        if rng.random() < share:
-            h = int(rng.integers(16, min(128, width // 2) + 1))
-            s = int(rng.integers(0, width - 2 * h + 1))
-            x[r, s + h: s + 2 * h] = x[r, s: s + h]
-    return x
 
 
 def copy_control(mc, steps: int) -> None:
@@ -130,7 +117,6 @@ def main(argv: list[str] | None = None) -> None:
     loader = Loader(train, weights, p.batch_size, seed=cfg.seed)
     opt = make_optimizer(model, lr, cfg.optim)
     sched = Schedule(lr, p.warmup_steps, p.steps, min_ratio=cfg.optim.min_lr_ratio)
-    rng = np.random.default_rng(123)  # the repeats' own stream
     hx = {f: torch.as_tensor(np.asarray(x[:8], dtype=np.int64)) for f, x in held.items()}
     # the corpus's own held-out text, its first 64 tokens repeated once: copying natural text
     text_halves = torch.cat([x[:, :64] for x in hx.values()])
@@ -150,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     for s in range(a.steps):
         x, _, _ = loader.next_with_families()
-        loss, _ = lm_step(model.train(), opt, repeat_spans(x, a.repeat, rng), lr=sched(s),
+        x = repeat_spans(x, a.repeat, cfg.seed, s)  # as pretrain.repeat_share does
+        loss, _ = lm_step(model.train(), opt, x, lr=sched(s),
                           grad_clip=cfg.optim.grad_clip)
         if (s + 1) % a.every == 0:
             long = induction_score(model, mc.vocab_size, half_len=p.seq_len // 2, n_seqs=16,

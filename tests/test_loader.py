@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mai_repro.data.loader import Loader
+from mai_repro.data.loader import Loader, repeat_spans
 
 T = 8
 
@@ -121,3 +121,26 @@ def test_invalid_arguments():
         Loader(SHARDS, {"code": 0.0}, 4, 0)
     with pytest.raises(ValueError, match="without shards"):
         Loader(SHARDS, {"stem": 1.0}, 4, 0)
+
+
+def test_repeat_spans_copy_a_passage_of_the_row_itself():
+    x = torch.arange(4 * 129).view(4, 129)  # every token distinct: a copy is visible
+    y = repeat_spans(x, 1.0, seed=0, index=7)
+    assert torch.equal(y, repeat_spans(x, 1.0, seed=0, index=7))  # a function of (seed, index)
+    assert not torch.equal(y, repeat_spans(x, 1.0, seed=0, index=8))
+    assert torch.equal(x, torch.arange(4 * 129).view(4, 129))  # the input is not modified
+    for r in range(4):
+        changed = (y[r] != x[r]).nonzero().ravel()
+        h = len(changed)
+        assert 16 <= h <= 64  # the span, at most half the row
+        s = int(changed[0]) - h
+        assert torch.equal(changed, torch.arange(s + h, s + 2 * h))  # one contiguous span
+        assert torch.equal(y[r, s + h:s + 2 * h], x[r, s:s + h])  # ... the one before it
+        assert set(y[r].tolist()) <= set(x[r].tolist())  # nothing written from outside the row
+    assert torch.equal(repeat_spans(x, 0.0, seed=0, index=7), x)
+    shares = [sum(not torch.equal(a, b) for a, b in
+                  zip(repeat_spans(x, 0.5, seed=0, index=i), x, strict=True)) for i in range(50)]
+    assert 60 <= sum(shares) <= 140  # about half of 200 rows
+    with pytest.raises(ValueError, match="too short"):
+        repeat_spans(torch.zeros(2, 1, dtype=torch.long), 1.0, seed=0, index=0)
+    assert not torch.equal(repeat_spans(x[:, :20], 1.0, seed=0, index=0), x[:, :20])

@@ -23,7 +23,7 @@ def cfg(**kw):
 @pytest.mark.parametrize("kw", [
     {}, {"d_latent": None}, {"ffn_layout": "all_dense"}, {"ffn_layout": "all_moe"},
     {"tie_embeddings": True}, {"attn_period": 1}, {"head_dim": 8, "n_heads": 2, "n_kv_heads": 1},
-    {"router_score": "sigmoid", "balance": "bias"},
+    {"router_score": "sigmoid", "balance": "bias"}, {"smear_keys": True},
 ])
 def test_counter_equals_module(kw):
     c = cfg(**kw)
@@ -126,10 +126,29 @@ def test_bias_balancing_moves_toward_equal_load():
     assert moe.balance_bias[0] < 0
 
 
-@pytest.mark.parametrize("temperature, top_p", [(0.0, 1.0), (1.0, 0.9), (0.7, 1.0)])
-def test_kv_cache_equals_recomputation_across_window(temperature, top_p):
+def test_smeared_keys_by_hand():
+    model = Transformer(cfg(smear_keys=True))
+    attn = model.blocks[0].attn
+    k = torch.randn(1, 2, 4, 16)
+    with torch.no_grad():
+        attn.smear.copy_(torch.tensor([-30.0, 30.0]))  # head 0: own key; head 1: previous key
+    out = attn.smear_keys(k, None)
+    torch.testing.assert_close(out[:, 0], k[:, 0])
+    torch.testing.assert_close(out[:, 1, 1:], k[:, 1, :-1])
+    assert torch.count_nonzero(out[:, 1, 0]) == 0  # the first position mixes with zeros
+    with torch.no_grad():
+        attn.smear.zero_()  # at initialisation: half and half
+    torch.testing.assert_close(attn.smear_keys(k, None)[:, :, 2], (k[:, :, 2] + k[:, :, 1]) / 2)
+
+
+@pytest.mark.parametrize("temperature, top_p, smear",
+                         [(0.0, 1.0, False), (1.0, 0.9, False), (0.7, 1.0, False),
+                          (1.0, 0.9, True)])
+def test_kv_cache_equals_recomputation_across_window(temperature, top_p, smear):
     torch.manual_seed(0)
-    model = Transformer(cfg())  # window 8, generate 30 tokens: many ring-buffer wraps
+    model = Transformer(cfg(smear_keys=smear))  # window 8, 30 tokens: many ring-buffer wraps
+    if smear:  # away from the initial half-and-half, each head its own mix
+        torch.nn.init.normal_(model.blocks[0].attn.smear, std=2.0)
     prompt = torch.randint(0, 97, (3, 5))
     kw = dict(temperature=temperature, top_p=top_p, return_routing=True, return_nucleus=True)
     a = generate(model, prompt, 30, generator=torch.Generator().manual_seed(1), **kw)

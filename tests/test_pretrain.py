@@ -51,9 +51,11 @@ def step_losses(path):
     return {e["step"]: e["loss"] for e in read_events(path) if e["event"] == "step"}
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-def test_restart_is_bitwise(tmp_path, mode):
-    cfg = make_cfg(ckpt_mode=mode)
+@pytest.mark.parametrize("mode, levers", [("sync", False), ("async", False), ("sync", True)])
+def test_restart_is_bitwise(tmp_path, mode, levers):
+    # levers: the laptop preset's copying levers, smeared keys and repeated spans
+    cfg = make_cfg({"smear_keys": True} if levers else None, ckpt_mode=mode,
+                   repeat_share=1.0 if levers else 0.0)
     straight = trainer(cfg, tmp_path / "straight")
     straight.fit()
     first = trainer(cfg, tmp_path / "restarted")

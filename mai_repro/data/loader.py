@@ -133,3 +133,31 @@ def from_stage(stage_dir: Any, batch_size: int, seed: int, rank: int = 0,
     plan = json.loads((stage_dir / "plan.json").read_text())
     shards = {f: s.seqs for f, s in open_shards(stage_dir / "shards", split).items()}
     return Loader(shards, plan["weights"], batch_size, seed, rank, world_size)
+
+
+def repeat_spans(x: torch.Tensor, share: float, seed: int, index: int, *, shortest: int = 16,
+                 longest: int = 128) -> torch.Tensor:
+    """A batch ``x`` (B, L + 1) in which a share ``share`` of the rows each hold one passage of
+    their own text twice: a random span of ``shortest``-``longest`` tokens (at most half the
+    row) is copied over the span right after it. No text is written, only repeated, so the batch stays human-written.
+
+    Repeats are the "burstiness" that Chan et al. (2022) found drives in-context learning: a
+    second copy is predictable only by copying from the first, which rewards an induction head
+    (docs/model.md, "Induction: the levers tried"). Which rows and spans is a function of
+    ``(seed, index)`` (the batch's index in the stream), so a resumed run repeats the same
+    spans and restarts stay bitwise reproducible."""
+    if share <= 0:
+        return x
+    rng = np.random.default_rng([seed, index, 0x5E9])
+    x = x.clone()
+    width = x.shape[1]
+    longest = min(longest, width // 2)  # a short row: spans up to half of it
+    shortest = min(shortest, longest)
+    if longest < 1:
+        raise ValueError(f"rows of {width} token(s) are too short to hold a span twice")
+    for r in range(x.shape[0]):
+        if rng.random() < share:
+            h = int(rng.integers(shortest, longest + 1))
+            s = int(rng.integers(0, width - 2 * h + 1))
+            x[r, s + h: s + 2 * h] = x[r, s: s + h]
+    return x

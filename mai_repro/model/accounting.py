@@ -52,11 +52,13 @@ class ParamBreakdown:
 
 
 def attention_params(cfg: ModelConfig) -> int:
-    """q, k, v and output projections of one attention layer (GQA, no biases)."""
+    """q, k, v and output projections of one attention layer (GQA, no biases), and the
+    smeared keys' mixing weights where they are on."""
     q = cfg.d_model * cfg.n_heads * cfg.head_dim_
     kv = 2 * cfg.d_model * cfg.n_kv_heads * cfg.head_dim_
     o = cfg.n_heads * cfg.head_dim_ * cfg.d_model
-    return q + kv + o
+    smear = cfg.n_kv_heads if cfg.smear_keys else 0  # one mixing weight per key head
+    return q + kv + o + smear
 
 
 def expert_params(cfg: ModelConfig) -> int:

@@ -96,6 +96,7 @@ class LayerCache:
     v: torch.Tensor
     pos: torch.Tensor  # (S,) absolute position held by each slot, -1 = empty
     ring: bool  # local layer: fixed S = window slots, overwritten in turn
+    last_k: torch.Tensor | None = None  # smeared keys: the last position's unmixed key
 
 
 class KVCache:
@@ -138,6 +139,23 @@ class Attention(nn.Module):
         self.k = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim_, bias=False)
         self.v = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim_, bias=False)
         self.o = nn.Linear(cfg.n_heads * cfg.head_dim_, cfg.d_model, bias=False)
+        # smeared keys: per key head, the logit of the previous position's share of each key
+        self.smear = nn.Parameter(torch.zeros(cfg.n_kv_heads)) if cfg.smear_keys else None
+
+    def smear_keys(self, k: torch.Tensor, cache: LayerCache | None) -> torch.Tensor:
+        """Keys k (B, Hkv, T, D) mixed with the previous position's: k_t + s (k_{t-1} - k_t),
+        s = sigmoid(smear) per head (Olsson et al. 2022, "smeared key"). A key then carries the
+        token before it, so a single layer can match "the token after an earlier copy of this
+        one": an induction head without a previous-token head below it. The first position
+        of a sequence mixes with zeros; a cache carries the last unmixed key across calls."""
+        first = cache.last_k if cache is not None and cache.last_k is not None else None
+        if first is None:
+            first = k.new_zeros(k.shape[0], k.shape[1], 1, k.shape[3])
+        prev = torch.cat([first, k[:, :, :-1]], dim=2)
+        if cache is not None:
+            cache.last_k = k[:, :, -1:]
+        s = torch.sigmoid(self.smear).to(k.dtype).view(1, -1, 1, 1)
+        return k + s * (prev - k)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: LayerCache | None = None,
                 block_mask: object | None = None) -> torch.Tensor:
@@ -148,6 +166,8 @@ class Attention(nn.Module):
         q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        if self.smear is not None:
+            k = self.smear_keys(k, cache)
         if self.local:
             cos, sin = rope_tables(self.head_dim, pos, self.cfg.rope_base, self.cfg.rope_scale)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)

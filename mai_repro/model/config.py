@@ -49,6 +49,9 @@ class ModelConfig:
     aux_loss_coef: float = spec(1e-2, min=0.0, help="auxiliary load-balancing loss weight")
     bias_update_rate: float = spec(1e-3, min=0.0, help="aux-loss-free bias step per update")
     zero_init_attn: bool = spec(True, help="zero-initialise the attention output projection")
+    smear_keys: bool = spec(False, help="smeared keys (Olsson et al. 2022): each key head mixes "
+                            "its position's key with the previous position's by a learned "
+                            "weight, so one layer can form an induction head")
     tie_embeddings: bool = spec(False, help="share the input embedding and the output head")
     norm_eps: float = spec(1e-5, min=0.0, help="RMSNorm epsilon")
     dropout: float = spec(0.0, min=0.0, max=1.0, help="dropout probability (0 = off)")

@@ -81,6 +81,8 @@ class Transformer(nn.Module):
         for block in self.blocks:
             if self.cfg.zero_init_attn:  # at init every block is an FFN
                 nn.init.zeros_(block.attn.o.weight)
+            if block.attn.smear is not None:  # each key starts half its own, half the previous
+                nn.init.zeros_(block.attn.smear)
 
     @property
     def moe_layers(self) -> list[LatentMoE]:

@@ -166,6 +166,9 @@ class PretrainConfig:
     eval_seqs: int = spec(16, min=1, help="held-out sequences per family in each evaluation")
     induction_seqs: int = spec(16, min=0, help="repeated random sequences of the induction "
                                                "score at each evaluation (0 = off)")
+    repeat_share: float = spec(0.0, min=0.0, max=1.0, help="share of training rows in which a "
+                               "random span of 16-128 tokens of the row's own text is repeated "
+                               "right after itself (rewards copying; data.loader.repeat_spans)")
     ckpt_every: int = spec(50, min=1, help="steps between checkpoints")
     ckpt_keep: int = spec(3, min=1, help="checkpoints kept on disk (the newest)")
     ckpt_mode: Literal["sync", "async"] = spec("async", help="async: copy to host, write in "

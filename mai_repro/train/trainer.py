@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mai_repro.data.loader import Loader
+from mai_repro.data.loader import Loader, repeat_spans
 from mai_repro.model.accounting import forward_flops_per_token
 from mai_repro.model.config import ModelConfig
 from mai_repro.model.moe import load_cv
@@ -222,6 +222,8 @@ class Trainer:
         planted = index in self.bad
         if planted:
             batch = random_batch(tuple(batch.shape), self.mcfg.vocab_size, self.seed, index)
+        else:  # some rows hold a passage of their own text twice (p.repeat_share)
+            batch = repeat_spans(batch, p.repeat_share, self.seed, index)
         rows = batch[self.dist.rank * self.rows:(self.dist.rank + 1) * self.rows]
         loss_fn = lm_loss_fn(self.fwd)
         verdict: dict[str, Any] = {}
