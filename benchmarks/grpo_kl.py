@@ -1,0 +1,173 @@
+"""Does a KL penalty to the pre-RL model change GRPO's held-out NLL on human text? (issue 22,
+item 6)
+
+    python benchmarks/grpo_kl.py [--run runs/laptop] [--preset laptop] [--steps 100]
+        [--kl 0.1] [--windows 0] [--threads 1] [--seed 0] [--out results.json]
+
+From the run's mid-trained model, runs the preset's main GRPO climb (no ablations; ``--steps``
+optimizer steps, the length curriculum spread over them) once with ``grpo.kl_coef`` 0 (the
+report's recipe) and once per value of ``--kl``, same seeds. For each: held-out task accuracy
+at the start and at the end (``eval_samples`` samples per problem, with the stage's paired
+interval of the gain), the mean ``kl_ref`` of the last quarter of the steps, and the held-out
+NLL (nats per token, float32) of the run's tokenizer shards' held-out windows (every family of
+the human-written corpus; ``--windows`` > 0 keeps that many per family, evenly spaced) for the
+pre-RL model and each RL'd model. The NLL changes come with paired bootstrap intervals over
+the windows (``mai_repro.stats.decide``): RL'd - pre-RL, and KL arm - kl 0 arm. One JSON line
+per arm while it runs, then a Markdown table. Figures: docs/rl.md, "KL to the pre-RL model".
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import mai_repro.config as C
+from mai_repro import stats
+from mai_repro.data.tokenizer import load as load_tokenizer
+from mai_repro.rl.climb import climb, select_pool, task_sets
+from mai_repro.stages.grpo import climb_gain
+from mai_repro.stages.pretraining import open_stage_shards
+from mai_repro.train.checkpoint import load_model_file
+from mai_repro.train.loop import token_nll
+
+
+def heldout_windows(run: Path, per_family: int = 0) -> dict[str, np.ndarray]:
+    """The tokenizer stage's held-out windows per family, (n, seq_len + 1) int64; with
+    ``per_family`` > 0 that many, evenly spaced through each family's windows."""
+    _, heldout, _ = open_stage_shards(run / "tokenizer")
+    out = {}
+    for fam, seqs in heldout.items():
+        idx = np.arange(len(seqs))
+        if 0 < per_family < len(seqs):
+            idx = np.linspace(0, len(seqs) - 1, per_family).round().astype(int)
+        out[fam] = np.asarray(seqs[idx], dtype=np.int64)
+    return out
+
+
+@torch.no_grad()
+def window_nll(model: torch.nn.Module, windows: np.ndarray, batch: int = 8) -> np.ndarray:
+    """Mean next-token NLL (nats) of each window under ``model`` (float32, eval mode)."""
+    model = model.float().eval()
+    out = []
+    for i in range(0, len(windows), batch):
+        x = torch.from_numpy(windows[i:i + batch])
+        logits = model(x[:, :-1]).logits
+        out.append(token_nll(logits, x[:, 1:]).mean(dim=1).numpy())
+    return np.concatenate(out)
+
+
+def all_nll(model: torch.nn.Module, windows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {fam: window_nll(model, w) for fam, w in windows.items()}
+
+
+def pooled(nll: dict[str, np.ndarray]) -> np.ndarray:
+    return np.concatenate([nll[f] for f in sorted(nll)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", default="runs/laptop")
+    ap.add_argument("--preset", default="laptop")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--kl", default="0.1", help="comma-separated positive kl_coef values")
+    ap.add_argument("--windows", type=int, default=0, help="held-out windows per family "
+                                                           "(0 = all)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    run = Path(a.run)
+    model_file = run / "midtraining" / "model.pt"
+    if not model_file.exists():
+        raise SystemExit(f"{model_file} not found: run the notebooks up to midtraining first")
+    cfg = C.load(a.preset, seed=a.seed)
+    base = dataclasses.replace(cfg.grpo, steps=a.steps, ablations=[])
+    coefs = [0.0] + [float(x) for x in a.kl.split(",") if x.strip()]
+    if any(k <= 0 for k in coefs[1:]):
+        raise SystemExit("--kl takes positive values (the kl_coef 0 arm always runs)")
+    tok = load_tokenizer(run / "tokenizer" / "tokenizer.json")
+    start = load_model_file(model_file)
+    windows = heldout_windows(run, a.windows)
+    t0 = time.time()
+    nll0 = all_nll(start, windows)
+    print(json.dumps({"arm": "pre-RL", "windows": {f: len(w) for f, w in windows.items()},
+                      "nll": round(float(pooled(nll0).mean()), 4),
+                      "nll_s": round(time.time() - t0, 1)}), flush=True)
+    pool, held = task_sets(base, cfg.seed)
+    if base.pool_samples > 0:
+        pool = select_pool(start, tok, pool, base, cfg.seed).kept
+    arms: list[dict] = []
+    nlls: dict[float, dict[str, np.ndarray]] = {}
+    for coef in coefs:
+        c = dataclasses.replace(base, kl_coef=coef)
+        t = time.time()
+        res = climb(start, tok, pool, held, c, steps=a.steps, seed=cfg.seed,
+                    eval_every=a.steps, keep_model=True, optim=cfg.optim)
+        climb_s = time.time() - t
+        nlls[coef] = nll = all_nll(res.model, windows)
+        res.model = None
+        gain = climb_gain(res.evals[0], res.evals[-1], c.eval_samples, cfg.seed)
+        last = res.history[-max(1, len(res.history) // 4):]
+        d_pre = stats.decide(pooled(nll), pooled(nll0), test="held-out NLL RL'd - pre-RL",
+                             items="held-out windows", scale="plain", seed=cfg.seed)
+        arm = {"kl_coef": coef, "steps": len(res.history), "climb_s": round(climb_s, 1),
+               "accuracy_start": res.evals[0]["accuracy"],
+               "accuracy_final": res.evals[-1]["accuracy"],
+               "gain": dataclasses.asdict(gain),
+               "kl_ref_last_quarter": (float(np.mean([r["kl_ref"] for r in last]))
+                                       if "kl_ref" in last[0] else None),
+               "collapsed_at": res.collapsed_at,
+               "nll": float(pooled(nll).mean()),
+               "nll_by_family": {f: float(v.mean()) for f, v in nll.items()},
+               "nll_change": dataclasses.asdict(d_pre)}
+        if coef > 0:
+            arm["nll_vs_kl0"] = dataclasses.asdict(stats.decide(
+                pooled(nll), pooled(nlls[0.0]), test="held-out NLL KL arm - kl 0 arm",
+                items="held-out windows", scale="plain", seed=cfg.seed))
+        arms.append(arm)
+        print(json.dumps(arm), flush=True)
+    result = {"run": str(run), "preset": a.preset, "steps": a.steps, "seed": cfg.seed,
+              "threads": a.threads, "windows": {f: len(w) for f, w in windows.items()},
+              "nll_pre": float(pooled(nll0).mean()),
+              "nll_pre_by_family": {f: float(v.mean()) for f, v in nll0.items()},
+              "arms": arms, "wall_s": round(time.time() - t0, 1)}
+    if a.out:
+        Path(a.out).write_text(json.dumps(result, indent=1))
+    print(table(result))
+
+
+def _iv(d: dict, digits: int = 4) -> str:
+    return f"{d['mean']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
+
+
+def table(r: dict) -> str:
+    fams = sorted(r["nll_pre_by_family"])
+    head = ("| model | held-out acc. start -> final (gain, 95% CI) | kl_ref, last quarter | "
+            "NLL (nats/token) | change vs pre-RL (95% CI) | vs kl 0 (95% CI) | "
+            + " | ".join(fams) + " |")
+    rows = [head, "|" + "---|" * (6 + len(fams)),
+            f"| pre-RL (midtraining) | | | {r['nll_pre']:.4f} | | | "
+            + " | ".join(f"{r['nll_pre_by_family'][f]:.4f}" for f in fams) + " |"]
+    for arm in r["arms"]:
+        g = arm["gain"]
+        kl = "" if arm["kl_ref_last_quarter"] is None else f"{arm['kl_ref_last_quarter']:.4f}"
+        vs = _iv(arm["nll_vs_kl0"]) + f" ({arm['nll_vs_kl0']['verdict']})" \
+            if "nll_vs_kl0" in arm else ""
+        rows.append(
+            f"| GRPO, kl_coef {arm['kl_coef']:g} ({arm['steps']} steps) | "
+            f"{arm['accuracy_start']:.3f} -> {arm['accuracy_final']:.3f} "
+            f"({g['mean']:+.3f} [{g['lo']:+.3f}, {g['hi']:+.3f}]) | {kl} | {arm['nll']:.4f} | "
+            f"{_iv(arm['nll_change'])} ({arm['nll_change']['verdict']}) | {vs} | "
+            + " | ".join(f"{arm['nll_by_family'][f]:.4f}" for f in fams) + " |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
