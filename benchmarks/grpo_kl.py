@@ -12,8 +12,11 @@ interval of the gain), the mean ``kl_ref`` of the last quarter of the steps, and
 NLL (nats per token, float32) of the run's tokenizer shards' held-out windows (every family of
 the human-written corpus; ``--windows`` > 0 keeps that many per family, evenly spaced) for the
 pre-RL model and each RL'd model. The NLL changes come with paired bootstrap intervals over
-the windows (``mai_repro.stats.decide``): RL'd - pre-RL, and KL arm - kl 0 arm. One JSON line
-per arm while it runs, then a Markdown table. Figures: docs/rl.md, "KL to the pre-RL model".
+the windows (``mai_repro.stats.decide``): RL'd - pre-RL, and KL arm - kl 0 arm. The NLL counts
+the targets that stand for at least one byte (the end-of-text token left out), as
+``mai_repro.eval.metrics.family_nll`` does, and is token-weighted: each window's item is its
+summed nats over the mean count of a window, so the mean over windows is the NLL itself. One
+JSON line per arm while it runs, then a Markdown table. Figures: docs/rl.md, "KL to the pre-RL model".
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 import mai_repro.config as C
 from mai_repro import stats
 from mai_repro.data.tokenizer import load as load_tokenizer
+from mai_repro.eval.metrics import token_byte_counts
 from mai_repro.rl.climb import climb, select_pool, task_sets
 from mai_repro.stages.grpo import climb_gain
 from mai_repro.stages.pretraining import open_stage_shards
@@ -51,23 +55,42 @@ def heldout_windows(run: Path, per_family: int = 0) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def window_nll(model: torch.nn.Module, windows: np.ndarray, batch: int = 8) -> np.ndarray:
-    """Mean next-token NLL (nats) of each window under ``model`` (float32, eval mode)."""
+def window_nats(model: torch.nn.Module, windows: np.ndarray, counted: torch.Tensor,
+                batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(summed next-token nats, counted targets) of each window under ``model`` (float32,
+    eval mode); a target counts when ``counted[target]`` (it stands for at least one byte)."""
     model = model.float().eval()
-    out = []
+    nats, tokens = [], []
     for i in range(0, len(windows), batch):
         x = torch.from_numpy(windows[i:i + batch])
-        logits = model(x[:, :-1]).logits
-        out.append(token_nll(logits, x[:, 1:]).mean(dim=1).numpy())
-    return np.concatenate(out)
+        m = counted[x[:, 1:]]
+        nll = token_nll(model(x[:, :-1]).logits, x[:, 1:])
+        nats.append((nll * m).sum(dim=1).double().numpy())
+        tokens.append(m.sum(dim=1).numpy())
+    return np.concatenate(nats), np.concatenate(tokens)
 
 
-def all_nll(model: torch.nn.Module, windows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {fam: window_nll(model, w) for fam, w in windows.items()}
+class NLL:
+    """Held-out nats and counted tokens per window of each family under one model."""
 
+    def __init__(self, model: torch.nn.Module, windows: dict[str, np.ndarray],
+                 counted: torch.Tensor):
+        self.by_family = {f: window_nats(model, w, counted) for f, w in windows.items()}
 
-def pooled(nll: dict[str, np.ndarray]) -> np.ndarray:
-    return np.concatenate([nll[f] for f in sorted(nll)])
+    def family(self, f: str) -> float:
+        nats, tokens = self.by_family[f]
+        return float(nats.sum() / tokens.sum())
+
+    def items(self) -> np.ndarray:
+        """Per window (families in name order): nats / the mean counted tokens of a window, so
+        the mean over windows is the token-weighted NLL."""
+        nats = np.concatenate([self.by_family[f][0] for f in sorted(self.by_family)])
+        tokens = np.concatenate([self.by_family[f][1] for f in sorted(self.by_family)])
+        return nats / tokens.mean()
+
+    @property
+    def value(self) -> float:
+        return float(self.items().mean())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,27 +118,28 @@ def main(argv: list[str] | None = None) -> None:
     tok = load_tokenizer(run / "tokenizer" / "tokenizer.json")
     start = load_model_file(model_file)
     windows = heldout_windows(run, a.windows)
+    counted = torch.from_numpy(token_byte_counts(tok) > 0)
     t0 = time.time()
-    nll0 = all_nll(start, windows)
+    nll0 = NLL(start, windows, counted)
     print(json.dumps({"arm": "pre-RL", "windows": {f: len(w) for f, w in windows.items()},
-                      "nll": round(float(pooled(nll0).mean()), 4),
+                      "nll": round(nll0.value, 4),
                       "nll_s": round(time.time() - t0, 1)}), flush=True)
     pool, held = task_sets(base, cfg.seed)
     if base.pool_samples > 0:
         pool = select_pool(start, tok, pool, base, cfg.seed).kept
     arms: list[dict] = []
-    nlls: dict[float, dict[str, np.ndarray]] = {}
+    nlls: dict[float, NLL] = {}
     for coef in coefs:
         c = dataclasses.replace(base, kl_coef=coef)
         t = time.time()
         res = climb(start, tok, pool, held, c, steps=a.steps, seed=cfg.seed,
                     eval_every=a.steps, keep_model=True, optim=cfg.optim)
         climb_s = time.time() - t
-        nlls[coef] = nll = all_nll(res.model, windows)
+        nlls[coef] = nll = NLL(res.model, windows, counted)
         res.model = None
         gain = climb_gain(res.evals[0], res.evals[-1], c.eval_samples, cfg.seed)
         last = res.history[-max(1, len(res.history) // 4):]
-        d_pre = stats.decide(pooled(nll), pooled(nll0), test="held-out NLL RL'd - pre-RL",
+        d_pre = stats.decide(nll.items(), nll0.items(), test="held-out NLL RL'd - pre-RL",
                              items="held-out windows", scale="plain", seed=cfg.seed)
         arm = {"kl_coef": coef, "steps": len(res.history), "climb_s": round(climb_s, 1),
                "accuracy_start": res.evals[0]["accuracy"],
@@ -124,19 +148,19 @@ def main(argv: list[str] | None = None) -> None:
                "kl_ref_last_quarter": (float(np.mean([r["kl_ref"] for r in last]))
                                        if "kl_ref" in last[0] else None),
                "collapsed_at": res.collapsed_at,
-               "nll": float(pooled(nll).mean()),
-               "nll_by_family": {f: float(v.mean()) for f, v in nll.items()},
+               "nll": nll.value,
+               "nll_by_family": {f: nll.family(f) for f in windows},
                "nll_change": dataclasses.asdict(d_pre)}
         if coef > 0:
             arm["nll_vs_kl0"] = dataclasses.asdict(stats.decide(
-                pooled(nll), pooled(nlls[0.0]), test="held-out NLL KL arm - kl 0 arm",
+                nll.items(), nlls[0.0].items(), test="held-out NLL KL arm - kl 0 arm",
                 items="held-out windows", scale="plain", seed=cfg.seed))
         arms.append(arm)
         print(json.dumps(arm), flush=True)
     result = {"run": str(run), "preset": a.preset, "steps": a.steps, "seed": cfg.seed,
               "threads": a.threads, "windows": {f: len(w) for f, w in windows.items()},
-              "nll_pre": float(pooled(nll0).mean()),
-              "nll_pre_by_family": {f: float(v.mean()) for f, v in nll0.items()},
+              "nll_pre": nll0.value,
+              "nll_pre_by_family": {f: nll0.family(f) for f in windows},
               "arms": arms, "wall_s": round(time.time() - t0, 1)}
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1))
