@@ -1,18 +1,21 @@
 """Does a KL penalty to the pre-RL model change GRPO's held-out NLL on human text? (issue 22,
 item 6)
 
-    python benchmarks/grpo_kl.py [--run runs/laptop] [--preset laptop] [--steps 100]
-        [--kl 0.1] [--windows 0] [--threads 1] [--seed 0] [--out results.json]
+    python benchmarks/grpo_kl.py [--run runs/laptop] [--preset laptop] [--steps 150]
+        [--schedule-steps 0] [--kl 0.1] [--windows 0] [--threads 1] [--seed 0]
+        [--out results.json]
 
-From the run's mid-trained model, runs the preset's main GRPO climb (no ablations; ``--steps``
-optimizer steps, the length curriculum spread over them) once with ``grpo.kl_coef`` 0 (the
-report's recipe) and once per value of ``--kl``, same seeds. For each: held-out task accuracy
+From the run's mid-trained model, runs the first ``--steps`` optimizer steps of the preset's
+main GRPO climb (no ablations; the length curriculum on the schedule of ``--schedule-steps``,
+by default the preset's ``grpo.steps``, as the stage's ablations do) once with
+``grpo.kl_coef`` 0 (the report's recipe) and once per value of ``--kl``, same seeds. For each: held-out task accuracy
 at the start and at the end (``eval_samples`` samples per problem, with the stage's paired
 interval of the gain), the mean ``kl_ref`` of the last quarter of the steps, and the held-out
 NLL (nats per token, float32) of the run's tokenizer shards' held-out windows (every family of
 the human-written corpus; ``--windows`` > 0 keeps that many per family, evenly spaced) for the
 pre-RL model and each RL'd model. The NLL changes come with paired bootstrap intervals over
-the windows (``mai_repro.stats.decide``): RL'd - pre-RL, and KL arm - kl 0 arm. The NLL counts
+the windows (``mai_repro.stats.decide``): RL'd - pre-RL (held: RL raised it), and kl 0 arm -
+KL arm (held: the KL kept it lower). The NLL counts
 the targets that stand for at least one byte (the end-of-text token left out), as
 ``mai_repro.eval.metrics.family_nll`` does, and is token-weighted: each window's item is its
 summed nats over the mean count of a window, so the mean over windows is the NLL itself. One
@@ -97,7 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default="runs/laptop")
     ap.add_argument("--preset", default="laptop")
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--schedule-steps", type=int, default=0,
+                    help="steps the length curriculum is spread over (0 = the preset's "
+                         "grpo.steps; squeezing it into a short climb raises the cap before "
+                         "the policy ends its answers, and the climb can collapse)")
     ap.add_argument("--kl", default="0.1", help="comma-separated positive kl_coef values")
     ap.add_argument("--windows", type=int, default=0, help="held-out windows per family "
                                                            "(0 = all)")
@@ -111,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     if not model_file.exists():
         raise SystemExit(f"{model_file} not found: run the notebooks up to midtraining first")
     cfg = C.load(a.preset, seed=a.seed)
+    schedule = a.schedule_steps or max(cfg.grpo.steps, a.steps)
     base = dataclasses.replace(cfg.grpo, steps=a.steps, ablations=[])
     coefs = [0.0] + [float(x) for x in a.kl.split(",") if x.strip()]
     if any(k <= 0 for k in coefs[1:]):
@@ -133,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         c = dataclasses.replace(base, kl_coef=coef)
         t = time.time()
         res = climb(start, tok, pool, held, c, steps=a.steps, seed=cfg.seed,
-                    eval_every=a.steps, keep_model=True, optim=cfg.optim)
+                    eval_every=a.steps, keep_model=True, optim=cfg.optim,
+                    schedule_steps=schedule)
         climb_s = time.time() - t
         nlls[coef] = nll = NLL(res.model, windows, counted)
         res.model = None
@@ -153,11 +162,13 @@ def main(argv: list[str] | None = None) -> None:
                "nll_change": dataclasses.asdict(d_pre)}
         if coef > 0:
             arm["nll_vs_kl0"] = dataclasses.asdict(stats.decide(
-                nll.items(), nlls[0.0].items(), test="held-out NLL KL arm - kl 0 arm",
+                nlls[0.0].items(), nll.items(), test="held-out NLL kl 0 arm - KL arm (held: "
+                                                     "the KL kept the NLL lower)",
                 items="held-out windows", scale="plain", seed=cfg.seed))
         arms.append(arm)
         print(json.dumps(arm), flush=True)
-    result = {"run": str(run), "preset": a.preset, "steps": a.steps, "seed": cfg.seed,
+    result = {"run": str(run), "preset": a.preset, "steps": a.steps,
+              "schedule_steps": schedule, "seed": cfg.seed,
               "threads": a.threads, "windows": {f: len(w) for f, w in windows.items()},
               "nll_pre": nll0.value,
               "nll_pre_by_family": {f: nll0.family(f) for f in windows},
@@ -174,7 +185,7 @@ def _iv(d: dict, digits: int = 4) -> str:
 def table(r: dict) -> str:
     fams = sorted(r["nll_pre_by_family"])
     head = ("| model | held-out acc. start -> final (gain, 95% CI) | kl_ref, last quarter | "
-            "NLL (nats/token) | change vs pre-RL (95% CI) | vs kl 0 (95% CI) | "
+            "NLL (nats/token) | RL'd - pre-RL (95% CI) | kl 0 arm - this arm (95% CI) | "
             + " | ".join(fams) + " |")
     rows = [head, "|" + "---|" * (6 + len(fams)),
             f"| pre-RL (midtraining) | | | {r['nll_pre']:.4f} | | | "
