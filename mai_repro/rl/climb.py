@@ -17,6 +17,11 @@ One iteration of the loop:
 The length cap doubles per curriculum stage and w_len is dropped in the last stage. Each
 stabiliser can be switched off (:class:`Stabilisers`) for the ablations, run from the same
 checkpoint with the same seeds.
+
+With ``grpo.kl_coef`` > 0 (off by default: the report's recipe has no KL term) a frozen copy of
+the policy at the start of the climb, the pre-RL model, scores the sampled tokens in each
+learner step, and the loss adds ``kl_coef`` times the k3 estimate of the KL to it
+(:func:`mai_repro.rl.grpo.kl_k3`); the step history records it as ``kl_ref``.
 """
 
 from __future__ import annotations
@@ -37,7 +42,13 @@ from mai_repro.model.transformer import Transformer, with_config
 from mai_repro.rl import rewards, tasks
 from mai_repro.rl.config import GRPOStageConfig
 from mai_repro.rl.evaluate import sample_accuracy
-from mai_repro.rl.grpo import EntropyController, GRPOConfig, group_advantages, grpo_loss
+from mai_repro.rl.grpo import (
+    EntropyController,
+    GRPOConfig,
+    action_logp,
+    group_advantages,
+    grpo_loss,
+)
 from mai_repro.rl.rollout import (
     Group,
     LearnerBatch,
@@ -165,13 +176,29 @@ class StepStats:
     nucleus_mass: float
     mismatch: float | None  # mean |learner - inference| log-prob, when their weights agree
     mismatch_max: float | None  # the largest over the batch's tokens
+    kl_ref: float | None = None  # token mean of the k3 KL to the reference, when there is one
+
+    def row(self) -> dict[str, Any]:
+        """The step-history fields: ``kl_ref`` only when a reference model scored the step."""
+        d = dataclasses.asdict(self)
+        if d["kl_ref"] is None:
+            del d["kl_ref"]
+        return d
 
 
 def loss_config(c: GRPOStageConfig, s: Stabilisers) -> GRPOConfig:
-    """The loss settings of a run (the optional KL to a reference policy is not used here)."""
+    """The loss settings of a run, with the KL weight of ``c.kl_coef`` (0: off)."""
     if s.outer_clip:
-        return GRPOConfig(eps=c.eps, r_min=c.r_min, r_max=c.r_max)
-    return GRPOConfig(eps=c.eps, r_min=0.0, r_max=math.inf)
+        return GRPOConfig(eps=c.eps, r_min=c.r_min, r_max=c.r_max, kl_coef=c.kl_coef)
+    return GRPOConfig(eps=c.eps, r_min=0.0, r_max=math.inf, kl_coef=c.kl_coef)
+
+
+def reference_model(policy: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of ``policy`` (eval mode, no gradients): the KL penalty's reference."""
+    ref = copy.deepcopy(policy).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
 
 
 STAT_NAMES = ("loss", "entropy", "clip_low_frac", "clip_high_frac", "outer_clip_frac",
@@ -181,13 +208,21 @@ STAT_NAMES = ("loss", "entropy", "clip_low_frac", "clip_high_frac", "outer_clip_
 def optimizer_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
                    batch: LearnerBatch, controller: EntropyController, lcfg: GRPOConfig,
                    s: Stabilisers, *, micro_batch: int = 0, grad_clip: float = 0.0,
-                   temperature: float = 1.0, measure_mismatch: bool = False) -> StepStats:
+                   temperature: float = 1.0, measure_mismatch: bool = False,
+                   ref: torch.nn.Module | None = None) -> StepStats:
     """One optimizer step over ``batch``, accumulated over micro-batches of rows.
 
     Each micro-batch's token-mean loss is weighted by its share of the batch's tokens, so the
     gradient is the token-level loss of the whole batch. The entropy controller moves k once,
     after the optimizer step, with the entropy of the whole batch.
+
+    ``ref`` (needed when ``lcfg.kl_coef`` > 0): the reference model. Its log-probs of the
+    sampled tokens are computed without gradients, at the same temperature and (with top-p
+    masking) over the same nucleus as the learner's, with its own routing (no replay: it is
+    the reference distribution itself), and feed the KL term of the loss.
     """
+    if lcfg.kl_coef > 0 and ref is None:
+        raise ValueError("kl_coef > 0 needs a reference model (ref=...)")
     device = next(policy.parameters()).device
     total = batch.mask.sum().clamp_min(1)
     rows = len(batch)
@@ -200,16 +235,24 @@ def optimizer_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
     def loss_fn(mb: LearnerBatch) -> LossOut:
         nonlocal lo, hi
         logits, aux = completion_logits(policy, _to(mb, device), replay=s.routing_replay)
+        nucleus = None if mb.nucleus is None else mb.nucleus.to(device)
+        ref_logp = None
+        if ref is not None:
+            with torch.no_grad():
+                ref_logits, _ = completion_logits(ref, _to(mb, device), replay=False)
+                ref_logp = action_logp(ref_logits / temperature, mb.actions.to(device),
+                                       nucleus if s.top_p_mask else None)
         out = grpo_loss(logits / temperature, mb.actions.to(device), mb.old_logp.to(device),
                         mb.advantages.to(device), mb.mask.to(device), lcfg, k=k,
-                        nucleus=None if mb.nucleus is None else mb.nucleus.to(device),
-                        top_p_mask=s.top_p_mask)
+                        nucleus=nucleus, top_p_mask=s.top_p_mask, ref_logp=ref_logp)
         lo, hi = min(lo, out.ratio_min), max(hi, out.ratio_max)
         if measure_mismatch:
             m = mb.mask.to(device)
             diffs.append((out.logp - mb.old_logp.to(device)).abs()[m].cpu())
         stats = {name: float(v.detach() if isinstance(v, torch.Tensor) else v)
                  for name in STAT_NAMES for v in [getattr(out, name)]}
+        if out.kl is not None:
+            stats["kl"] = out.kl
         # each micro-batch's token-mean loss weighted by its share of the batch's tokens
         return LossOut(out.loss + aux, out.loss, weight=float(mb.mask.sum() / total),
                        stats=stats)
@@ -223,7 +266,7 @@ def optimizer_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      acc["clip_high_frac"], acc["outer_clip_frac"], acc["neg_high_frac"],
                      acc["ratio_mean"], lo, hi, acc["nucleus_mass"],
                      None if d is None else float(d.mean()),
-                     None if d is None else float(d.max()))
+                     None if d is None else float(d.max()), acc.get("kl"))
 
 
 def _to(b: LearnerBatch, device: torch.device) -> LearnerBatch:
@@ -370,6 +413,8 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
     engine = engine_model(policy, c.rollout_dtype)
     optim = optim or OptimConfig()
     optimizer = make_optimizer(policy, c.lr, optim, weight_decay=optim.rl_weight_decay)
+    # the pre-RL model, frozen: only built when the KL penalty is on
+    ref = reference_model(policy) if c.kl_coef > 0 else None
     controller = EntropyController(c.entropy_target, c.entropy_delta, c.k_max)
     lcfg = loss_config(c, s)
     stream = ProblemStream(pool, seed)
@@ -408,7 +453,8 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
             st = optimizer_step(policy, optimizer, batch, controller, lcfg, s,
                                 micro_batch=c.micro_batch, grad_clip=optim.grad_clip,
                                 temperature=c.temperature,
-                                measure_mismatch=(u == 0 and engine_version == version))
+                                measure_mismatch=(u == 0 and engine_version == version),
+                                ref=ref)
             step += 1
             version += 1
             if step % c.sync_every == 0:
@@ -422,7 +468,7 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
                 "problems_drawn": draw.drawn, "problems_early_kept": draw.early_kept,
                 "problems_kept": len(draw.groups), "rollouts": draw.rollouts,
                 "length": float(np.mean(lengths)), "staleness": version - 1 - batch.version,
-                **dataclasses.asdict(st), "time_s": time.time() - t0})
+                **st.row(), "time_s": time.time() - t0})
             if progress is not None:
                 progress(1)
             if on_checkpoint and checkpoint_every and step % checkpoint_every == 0 \

@@ -68,6 +68,9 @@ class GRPOStageConfig:
     w_lang: float = spec(0.1, min=0.0, help="weight of the language reward")
     w_len: float = spec(0.25, min=0.0, help="weight of the length penalty (dropped in the "
                                             "last curriculum stage)")
+    kl_coef: float = spec(0.0, min=0.0, help="weight of the KL to the pre-RL model (k3 "
+                                             "estimator on the sampled tokens); 0 = off, as "
+                                             "in the report: no reference model is built")
     balance_coef: float = spec(1e-5, min=0.0, help="MoE load-balancing loss weight during RL")
     threads: int = spec(0, min=0, help="torch CPU threads during the climb (0 = unchanged; 1 "
                                        "is fastest for small models on shared cores)")

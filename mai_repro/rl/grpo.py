@@ -15,7 +15,10 @@ Per token t of a completion sampled by the inference policy pi_old:
 - **Top-p masking**: the learner sets logits outside the inference nucleus to -inf, so both
   sides normalise over the same support.
 - The loss is token-level: summed over every completion token of the batch and divided by
-  the number of tokens. An optional KL penalty to a reference policy (k3 estimator).
+  the number of tokens.
+- **KL to a reference policy** (optional, off in the report's recipe): ``kl_coef`` times the
+  token mean of Schulman's k3 estimator of KL(pi_theta || pi_ref) on the sampled tokens,
+  ``exp(d) - d - 1`` with ``d = log pi_ref(a_t) - log pi_theta(a_t)`` (:func:`kl_k3`).
 """
 
 from __future__ import annotations
@@ -54,12 +57,28 @@ def apply_nucleus(logits: torch.Tensor, nucleus: torch.Tensor | None) -> torch.T
     return logits.masked_fill(~nucleus, float("-inf"))
 
 
+def action_logp(logits: torch.Tensor, actions: torch.Tensor,
+                nucleus: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T) log-probs of ``actions`` under ``logits`` (B, T, V), normalised over the nucleus
+    when one is given (what the learner's side of the loss does)."""
+    logp_all = F.log_softmax(apply_nucleus(logits.float(), nucleus), dim=-1)
+    return logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(pi || pi_ref), per sampled token a ~ pi:
+    ``exp(d) - d - 1`` with ``d = log pi_ref(a) - log pi(a)``. Non-negative, zero where the
+    log-probs agree, and unbiased: E_pi[exp(d)] = 1 and E_pi[-d] = KL(pi || pi_ref)."""
+    d = ref_logp - logp
+    return torch.expm1(d) - d
+
+
 @dataclass(frozen=True)
 class GRPOConfig:
     eps: float = 0.2
     r_min: float = 0.0  # outer clip; 0 = no lower outer clip
     r_max: float = 4.0
-    kl_coef: float = 0.0
+    kl_coef: float = 0.0  # weight of the KL to the reference policy (needs ref_logp)
 
 
 @dataclass
@@ -76,6 +95,7 @@ class GRPOOutput:
     nucleus_mass: float = 1.0  # learner's unmasked probability mass inside the nucleus
     logp: torch.Tensor | None = None  # (B, T) learner log-probs of the actions, detached
     n_tokens: int = 0
+    kl: float | None = None  # token mean of the k3 KL estimate, when ref_logp is given
 
 
 def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tensor,
@@ -87,6 +107,10 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
     Shapes: logits (B, T, V) of the learner at the completion positions; actions, old_logp,
     mask (B, T); advantages (B,) per sequence; nucleus (B, T, V) bool or None. With
     ``top_p_mask=False`` (an ablation) the nucleus only feeds the ``nucleus_mass`` statistic.
+    ``ref_logp`` (B, T): the reference policy's log-probs of the actions, normalised like the
+    learner's (same temperature, same nucleus); with ``cfg.kl_coef`` > 0 the loss adds
+    ``kl_coef`` times the token mean of :func:`kl_k3`, with the same mask and normaliser as
+    the policy term.
     """
     raw = logits.float()
     logits = apply_nucleus(raw, nucleus if top_p_mask else None)
@@ -102,9 +126,11 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
     A = advantages.float().unsqueeze(-1).expand_as(ratio)
     surrogate = torch.minimum(outer * A, outer.clamp(lo, hi) * A)
     loss = -(surrogate * m).sum() / n
-    if ref_logp is not None and cfg.kl_coef > 0:
-        d = ref_logp - logp
-        loss = loss + cfg.kl_coef * ((torch.exp(d) - d - 1) * m).sum() / n
+    kl = None
+    if ref_logp is not None:
+        kl = (kl_k3(logp, ref_logp) * m).sum() / n
+        if cfg.kl_coef > 0:
+            loss = loss + cfg.kl_coef * kl
     with torch.no_grad():
         p = logp_all.exp()
         plogp = torch.where(p > 0, p * logp_all, torch.zeros_like(p))
@@ -120,7 +146,8 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
                       frac((ratio > hi) & (A > 0)),
                       frac((ratio < cfg.r_min) | (ratio > cfg.r_max)),
                       float((r * m).sum() / n), float(inside.min()), float(inside.max()),
-                      frac((ratio > hi) & (A < 0)), mass, logp.detach(), int(m.sum()))
+                      frac((ratio > hi) & (A < 0)), mass, logp.detach(), int(m.sum()),
+                      None if kl is None else float(kl.detach()))
 
 
 @dataclass
