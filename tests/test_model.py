@@ -164,6 +164,22 @@ def test_kv_cache_equals_recomputation_across_window(temperature, top_p, smear):
     assert all(torch.equal(r, f) for r, f in zip(a.routing, full.routing, strict=True))
 
 
+@pytest.mark.parametrize("smear", [False, True])
+def test_shared_prompt_groups_equal_recomputation(smear):
+    # RL's groups: one prefill, its cache (and the smeared keys' last key) repeated per sample
+    torch.manual_seed(0)
+    model = Transformer(cfg(smear_keys=smear))
+    if smear:
+        torch.nn.init.normal_(model.blocks[0].attn.smear, std=2.0)
+    prompt = torch.randint(0, 97, (2, 6))
+    kw = dict(temperature=1.0, top_p=0.9, num_samples=3)
+    a = generate(model, prompt, 12, generator=torch.Generator().manual_seed(1), **kw)
+    b = generate(model, prompt, 12, generator=torch.Generator().manual_seed(1), use_cache=False,
+                 **kw)
+    assert a.tokens.shape == (6, 18) and torch.equal(a.tokens, b.tokens)
+    torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-5, rtol=1e-5)
+
+
 def test_long_prompt_prefill_longer_than_window():
     torch.manual_seed(0)
     model = Transformer(cfg())

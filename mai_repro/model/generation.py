@@ -57,6 +57,8 @@ def _repeat_rows(cache: KVCache, n: int) -> None:
     for layer in cache.layers:
         layer.k = layer.k.repeat_interleave(n, dim=0)
         layer.v = layer.v.repeat_interleave(n, dim=0)
+        if layer.last_k is not None:  # smeared keys: the last unmixed key, per row too
+            layer.last_k = layer.last_k.repeat_interleave(n, dim=0)
 
 
 @torch.no_grad()
