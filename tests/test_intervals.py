@@ -10,7 +10,7 @@ import pytest
 import mai_repro.config as C
 from mai_repro import stats
 from mai_repro.rl.climb import ClimbResult
-from mai_repro.rl.distill import paired_accuracy
+from mai_repro.rl.evaluate import paired_accuracy
 from mai_repro.stages import grpo as grpo_stage
 from mai_repro.stages import report
 from mai_repro.stages.self_distillation import consolidation_tests

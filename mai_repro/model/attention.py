@@ -98,6 +98,14 @@ class LayerCache:
     ring: bool  # local layer: fixed S = window slots, overwritten in turn
     last_k: torch.Tensor | None = None  # smeared keys: the last position's unmixed key
 
+    def repeat_rows(self, n: int) -> None:
+        """Each batch row repeated ``n`` times in place (row i -> rows i*n .. i*n + n-1): the
+        keys, values and the smeared keys' last key alike."""
+        self.k = self.k.repeat_interleave(n, dim=0)
+        self.v = self.v.repeat_interleave(n, dim=0)
+        if self.last_k is not None:
+            self.last_k = self.last_k.repeat_interleave(n, dim=0)
+
 
 class KVCache:
     """Per-layer key/value caches for incremental decoding."""

@@ -55,10 +55,7 @@ class Generation:
 def _repeat_rows(cache: KVCache, n: int) -> None:
     """Each row of the cache repeated ``n`` times in place (row i -> rows i*n .. i*n + n-1)."""
     for layer in cache.layers:
-        layer.k = layer.k.repeat_interleave(n, dim=0)
-        layer.v = layer.v.repeat_interleave(n, dim=0)
-        if layer.last_k is not None:  # smeared keys: the last unmixed key, per row too
-            layer.last_k = layer.last_k.repeat_interleave(n, dim=0)
+        layer.repeat_rows(n)
 
 
 @torch.no_grad()

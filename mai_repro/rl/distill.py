@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from mai_repro import stats
 from mai_repro.model.transformer import Transformer, with_config
 from mai_repro.rl import evaluate as ev
 from mai_repro.rl import tasks
@@ -210,26 +209,14 @@ def evaluate(model: torch.nn.Module, tok, held: Sequence[tasks.Task], c: GRPOSta
     """The report's protocol (``eval_samples`` samples per problem at the climb's temperature
     and top-p; stage 09's seeds and length cap), pass@k, the first answer token's entropy and
     the diversity of the samples. ``correct``: samples right per problem, in ``held``'s order
-    (two models evaluated on the same problems compare paired, :func:`paired_accuracy`)."""
+    (two models evaluated on the same problems compare paired,
+    :func:`mai_repro.rl.evaluate.paired_accuracy`)."""
     cap = c.final_cap
     r = ev.sample_accuracy(model, tok, list(held), samples=c.eval_samples, max_new_tokens=cap,
                            temperature=c.temperature, top_p=c.top_p, seed=seed,
                            stops=stop_ids(tok))
     return {**r.summary(), "correct": list(r.correct),
             "entropy": ev.answer_entropy(model, tok, list(held), temperature=c.temperature)}
-
-
-def paired_accuracy(a: Sequence[int], b: Sequence[int], samples: int, *, test: str,
-                    seed: int) -> stats.Decision:
-    """Held-out accuracy of model a minus model b from their per-problem counts of samples right
-    (``evaluate``'s ``correct``) on the same problems: a paired bootstrap over the problems,
-    held against 0 (:func:`mai_repro.stats.decide`)."""
-    if len(a) != len(b):
-        raise ValueError(f"paired accuracy needs the same problems, got {len(a)} and "
-                         f"{len(b)} counts")
-    return stats.decide(np.asarray(a, dtype=float) / samples,
-                        np.asarray(b, dtype=float) / samples, test=test,
-                        items="held-out problems", scale="share", seed=seed)
 
 
 def trace_stats(traces: Sequence[Trace]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mai_repro import stats
 from mai_repro.rl import tasks
 from mai_repro.rl.rollout import sample_groups
 from mai_repro.train.loop import split_output
@@ -161,3 +162,14 @@ def answer_entropy(model: torch.nn.Module, tok, problems: Sequence[tasks.Task], 
     return total / len(problems)
 
 
+def paired_accuracy(a: Sequence[int], b: Sequence[int], samples: int, *, test: str,
+                    seed: int) -> stats.Decision:
+    """Held-out accuracy of model a minus model b from their per-problem counts of samples right
+    (``evaluate``'s ``correct``) on the same problems: a paired bootstrap over the problems,
+    held against 0 (:func:`mai_repro.stats.decide`)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired accuracy needs the same problems, got {len(a)} and "
+                         f"{len(b)} counts")
+    return stats.decide(np.asarray(a, dtype=float) / samples,
+                        np.asarray(b, dtype=float) / samples, test=test,
+                        items="held-out problems", scale="share", seed=seed)

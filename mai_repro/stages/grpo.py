@@ -25,6 +25,7 @@ from mai_repro.rl.climb import (
     select_pool,
     task_sets,
 )
+from mai_repro.rl.evaluate import paired_accuracy
 from mai_repro.rl.rollout import (
     sample_groups,
 )
@@ -281,18 +282,15 @@ def _accuracy_test(main: ClimbResult, ab: ClimbResult, samples: int, seed: int
     with_ = next((e for e in main.evals if e["step"] == last["step"]), None)
     if with_ is None or "correct" not in with_ or "correct" not in last:
         return None
-    return stats.decide(np.asarray(last["correct"]) / samples,
-                        np.asarray(with_["correct"]) / samples, scale="share",
-                        items="held-out problems", seed=seed,
-                        test=f"held-out accuracy without - with, step {last['step']}")
+    return paired_accuracy(last["correct"], with_["correct"], samples, seed=seed,
+                           test=f"held-out accuracy without - with, step {last['step']}")
 
 
 def climb_gain(start: dict[str, Any], final: dict[str, Any], samples: int, seed: int) -> Gain:
     """Final minus start held-out accuracy, paired over the problems (see :class:`Gain`)."""
-    a = np.asarray(final["correct"], dtype=float) / samples
-    b = np.asarray(start["correct"], dtype=float) / samples
-    iv = stats.paired_bootstrap(a, b, seed=seed)
-    return Gain(iv.mean, iv.lo, iv.hi, iv.n, stats.verdict(iv))
+    d = paired_accuracy(final["correct"], start["correct"], samples, seed=seed,
+                        test="held-out accuracy final - start")
+    return Gain(d.mean, d.lo, d.hi, d.n, d.verdict)
 
 
 def _acc_at(result: ClimbResult, step: int) -> float | None:

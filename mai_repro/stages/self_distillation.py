@@ -21,7 +21,6 @@ from mai_repro.rl.distill import (
     Trace,
     collect_traces,
     evaluate,
-    paired_accuracy,
     rl_config,
     round_robin,
     sft,
@@ -31,6 +30,7 @@ from mai_repro.rl.distill import (
     trace_stats,
     weighted_mix,
 )
+from mai_repro.rl.evaluate import paired_accuracy
 from mai_repro.schema import cpu_threads, load_result, result_dict
 from mai_repro.stages.grpo import GRPOMetrics
 from mai_repro.train.checkpoint import load_model_file, save_model_file
