@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=float, default=0.0, help="share of rows with a repeat")
     ap.add_argument("--lr", type=float, default=None, help="peak lr (default: the preset's)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--span-min", type=int, default=16, help="shortest repeated span")
+    ap.add_argument("--probe-seqs", type=int, default=16, help="random sequences per probe")
     ap.add_argument("--control", action="store_true", help="the pure copying task instead")
     ap.add_argument("--save", default=None, help="write the trained model here (for "
                     "benchmarks/induction_probe.py)")
@@ -131,18 +133,20 @@ def main(argv: list[str] | None = None) -> None:
         model.train()
         return float(np.mean(losses))
 
-    print(json.dumps({"repeat": a.repeat, "lr": lr, "steps": a.steps, "model": a.model}),
+    print(json.dumps({"repeat": a.repeat, "span_min": a.span_min, "lr": lr, "steps": a.steps,
+                      "model": a.model}),
           flush=True)
     t0 = time.time()
     for s in range(a.steps):
         x, _, _ = loader.next_with_families()
-        x = repeat_spans(x, a.repeat, cfg.seed, s)  # as pretrain.repeat_share does
+        x = repeat_spans(x, a.repeat, cfg.seed, s, shortest=a.span_min)  # as pretrain.repeat_share does
         loss, _ = lm_step(model.train(), opt, x, lr=sched(s),
                           grad_clip=cfg.optim.grad_clip)
         if (s + 1) % a.every == 0:
-            long = induction_score(model, mc.vocab_size, half_len=p.seq_len // 2, n_seqs=16,
+            long = induction_score(model, mc.vocab_size, half_len=p.seq_len // 2,
+                                   n_seqs=a.probe_seqs,
                                    seed=cfg.seed, low=len(SPECIALS))
-            short = induction_score(model, mc.vocab_size, half_len=32, n_seqs=16,
+            short = induction_score(model, mc.vocab_size, half_len=32, n_seqs=a.probe_seqs,
                                     seed=cfg.seed, low=len(SPECIALS))
             text = repeat_losses(model, text_halves)
             print(json.dumps({"step": s + 1, "tokens": (s + 1) * p.batch_size * p.seq_len,

@@ -14,6 +14,7 @@ error and the path of the partial notebook, and a non-zero exit code.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -151,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     import papermill as pm  # imported late: argument errors stay fast
+
+    # the kernels inherit this environment: an empty OMP_NUM_THREADS makes libgomp warn in
+    # every notebook ("Invalid value"), and unset means the same default
+    if os.environ.get("OMP_NUM_THREADS", None) == "":
+        del os.environ["OMP_NUM_THREADS"]
 
     if args.prepare:
         out_dir = Path(args.prepare)

@@ -205,3 +205,21 @@ def test_consolidation_tests_from_per_problem_counts():
     # nothing learned by the specialist: inconclusive
     none = consolidation_tests({**correct, "specialist k": {"k": pre}}, "k", 4, seed=0)
     assert report.consolidation_rule({"k": none}) is None
+
+
+def test_the_verdicts_say_how_often_the_removed_stabiliser_acted_in_the_main_run():
+    c = C.GRPOStageConfig(entropy_target=0.5)
+    rows = [{"step": i + 1, "grad_norm": 1.0, "outer_clip": 0.1 * (i % 4 == 0),
+             "k": 0.02 * max(0, i - 5), "entropy": 1.0 - 0.1 * i} for i in range(12)]
+    main = ClimbResult("m", history=rows + rows)  # the main run is longer than the ablation
+    ab = ClimbResult("a", history=[dict(r) for r in rows])
+    v = grpo_stage.ablation_verdicts(main, {"outer_clip": ab, "entropy_control": ab}, c)
+    clip = v["outer_clip"]["acting"]
+    assert clip["steps"] == 12 and clip["steps_acting"] == 3 and clip["largest"] == 0.1
+    ent = v["entropy_control"]["acting"]
+    assert ent["steps_acting"] == 6 and ent["largest"] == pytest.approx(0.12)
+    assert ent["entropy_below_target_max"] == pytest.approx(0.5 - (1.0 - 1.1))
+    never = [dict(r, outer_clip=0.0) for r in rows]
+    v = grpo_stage.ablation_verdicts(ClimbResult("m", history=never),
+                                     {"outer_clip": ClimbResult("a", history=never)}, c)
+    assert v["outer_clip"]["acting"]["steps_acting"] == 0

@@ -144,3 +144,26 @@ def test_repeat_spans_copy_a_passage_of_the_row_itself():
     with pytest.raises(ValueError, match="too short"):
         repeat_spans(torch.zeros(2, 1, dtype=torch.long), 1.0, seed=0, index=0)
     assert not torch.equal(repeat_spans(x[:, :20], 1.0, seed=0, index=0), x[:, :20])
+
+
+def test_distant_repeats_copy_passages_of_the_row_far_apart():
+    from mai_repro.data.loader import distant_repeats
+
+    x = torch.arange(2 * 1025).view(2, 1025)  # every token distinct: a copy is visible
+    y = distant_repeats(x, 1.0, seed=0, index=3)
+    assert torch.equal(y, distant_repeats(x, 1.0, seed=0, index=3))  # a function of (seed, index)
+    assert not torch.equal(y, distant_repeats(x, 1.0, seed=0, index=4))
+    assert torch.equal(x, torch.arange(2 * 1025).view(2, 1025))  # the input is not modified
+    gaps = []
+    for r in range(2):
+        assert set(y[r].tolist()) <= set(x[r].tolist())  # nothing written from outside the row
+        changed = (y[r] != x[r]).nonzero().ravel()
+        assert 16 <= len(changed) <= 4 * 128  # four spans (one per 256 tokens), overlaps aside
+        for t in changed.tolist():  # every changed token is a copy of one earlier in the row
+            src = int(y[r, t]) - r * 1025
+            assert src < t
+            gaps.append(t - src)
+    assert max(gaps) > 256  # far apart, not only right after the source
+    assert torch.equal(distant_repeats(x, 0.0, seed=0, index=3), x)
+    with pytest.raises(ValueError, match="too short"):
+        distant_repeats(torch.zeros(2, 1, dtype=torch.long), 1.0, seed=0, index=0)

@@ -160,3 +160,22 @@ def test_induction_score_separates_a_copier_from_a_bigram_free_model():
     assert c.ratio < 0.1 and c.first > 2.0
     again = induction_score(_Copier(1000), 1000, half_len=16, n_seqs=4)
     assert again == c  # its own generator: the same sequences every time
+
+
+def test_induction_decision_holds_for_a_copier_and_not_for_a_uniform_model():
+    from mai_repro.eval.longctx import induction_decision, induction_score
+
+    c = induction_decision(_Copier(1000), 1000, half_len=16, n_seqs=8, batch=3)
+    assert c.verdict == "held" and c.n == 8 and c.lo > 0
+    uniform = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 50))
+    torch.nn.init.zeros_(uniform[1].weight)
+    torch.nn.init.zeros_(uniform[1].bias)
+    u = induction_decision(uniform, 50, half_len=16, n_seqs=8)
+    # second == first for every sequence: 0.5 first - second = -0.5 ln 50 < 0 with no spread
+    assert u.verdict == "not held" and u.mean == pytest.approx(-0.5 * math.log(50), rel=1e-5)
+    # the batched rows give the same means as the one-batch score on the same sequences
+    one = induction_score(_Copier(1000), 1000, half_len=16, n_seqs=8, seed=1)
+    both = induction_decision(_Copier(1000), 1000, half_len=16, n_seqs=8, batch=8, bar=1.0)
+    assert both.mean == pytest.approx(one.first - one.second, rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2"):
+        induction_decision(uniform, 50, half_len=16, n_seqs=1)

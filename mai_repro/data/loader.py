@@ -161,3 +161,33 @@ def repeat_spans(x: torch.Tensor, share: float, seed: int, index: int, *, shorte
             s = int(rng.integers(0, width - 2 * h + 1))
             x[r, s + h: s + 2 * h] = x[r, s: s + h]
     return x
+
+
+def distant_repeats(x: torch.Tensor, share: float, seed: int, index: int, *, shortest: int = 16,
+                    longest: int = 128, every: int = 256) -> torch.Tensor:
+    """A batch ``x`` (B, W) in which a share ``share`` of the rows each hold passages of their
+    own text twice, far apart: one span of ``shortest``-``longest`` tokens per ``every``
+    tokens of the row is copied over a random place anywhere after it, so the distance
+    between the two copies runs from the span's length to the whole row. The long-context
+    form of :func:`repeat_spans` (mid-training, notebook 08): a second copy is predictable
+    only by finding the first across the context, which is what retrieval at long range
+    needs. No text is written, only repeated; a function of ``(seed, index)``."""
+    if share <= 0:
+        return x
+    width = x.shape[1]
+    longest = min(longest, width // 2)
+    shortest = min(shortest, longest)
+    if longest < 1:
+        raise ValueError(f"rows of {width} token(s) are too short to hold a span twice")
+    rng = np.random.default_rng([seed, index, 0xD15])
+    x = x.clone()
+    for r in range(x.shape[0]):
+        if rng.random() >= share:
+            continue
+        for _ in range(max(1, width // every)):
+            h = int(rng.integers(shortest, longest + 1))
+            s = int(rng.integers(0, width - 2 * h + 1))
+            t = int(rng.integers(s + h, width - h + 1))  # anywhere after the source
+            x[r, t: t + h] = x[r, s: s + h]
+    return x
+

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from mai_repro.data.shards import FamilyShard
+from mai_repro.stats import Decision, decide
 from mai_repro.train.loop import split_output, token_nll
 
 
@@ -247,9 +248,34 @@ def induction_score(model: torch.nn.Module, vocab_size: int, *, half_len: int = 
 
 
 @torch.no_grad()
-def repeat_losses(model: torch.nn.Module, half: torch.Tensor) -> InductionScore:
-    """Mean loss on the first and on the second copy of each row of ``half`` (B, L), repeated
-    once: the measure of :func:`induction_score`, for any token sequences."""
+def induction_decision(model: torch.nn.Module, vocab_size: int, *, half_len: int,
+                       n_seqs: int = 256, seed: int = 1, low: int = 0, batch: int = 32,
+                       bar: float = 0.5) -> Decision:
+    """Whether the model copies, as a verdict with an interval: on ``n_seqs`` fresh random
+    sequences (as :func:`induction_score`, in batches of ``batch``), is the second copy's loss
+    at most ``bar`` times the first copy's? A paired bootstrap over the sequences of
+    ``bar * first - second`` (per sequence, mean over its positions), held against zero:
+    "held" when the whole interval shows copying, "not held" when it shows none, otherwise
+    "inconclusive". The per-evaluation ratios of pre-training use 16 sequences; this is the
+    final model's test with the noise measured."""
+    if n_seqs < 2:
+        raise ValueError(f"induction_decision needs at least 2 sequences, got {n_seqs}")
+    g = torch.Generator().manual_seed(seed)
+    half = torch.randint(low, vocab_size, (n_seqs, half_len), generator=g)
+    firsts, seconds = [], []
+    for i in range(0, n_seqs, batch):
+        f, s = _repeat_rows(model, half[i: i + batch].to(next(model.parameters()).device))
+        firsts.append(f)
+        seconds.append(s)
+    first, second = np.concatenate(firsts), np.concatenate(seconds)
+    return decide(bar * first, second, items="random sequences", seed=seed,
+                  test=f"second-copy loss at most {bar:g} x the first-copy loss "
+                       f"(mean of {bar:g} x first - second > 0)")
+
+
+def _repeat_rows(model: torch.nn.Module, half: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``half`` (B, L), repeated once: the mean loss on its first and on its second
+    copy (:func:`repeat_losses` says which positions)."""
     half_len = half.shape[1]
     seqs = torch.cat([half, half], dim=1)
     was_training = model.training
@@ -258,10 +284,16 @@ def repeat_losses(model: torch.nn.Module, half: torch.Tensor) -> InductionScore:
         logits, _ = split_output(model(seqs[:, :-1]))
     finally:
         model.train(was_training)
-    nll = token_nll(logits, seqs[:, 1:])
-    # position t predicts token t + 1: the first copy is predicted at 0 .. half_len - 2 (its
-    # first token has no context), the second copy at half_len .. 2 * half_len - 2 (its first
-    # token, at half_len - 1, can only be a guess)
-    first = nll[:, : half_len - 1].mean()
-    second = nll[:, half_len:].mean()
-    return InductionScore(float(first), float(second))
+    nll = token_nll(logits, seqs[:, 1:]).float()
+    return (nll[:, : half_len - 1].mean(1).cpu().numpy(),
+            nll[:, half_len:].mean(1).cpu().numpy())
+
+
+@torch.no_grad()
+def repeat_losses(model: torch.nn.Module, half: torch.Tensor) -> InductionScore:
+    """Mean loss on the first and on the second copy of each row of ``half`` (B, L), repeated
+    once: the measure of :func:`induction_score`, for any token sequences. Position t
+    predicts token t + 1: the first copy is predicted at 0 .. L - 2 (its first token has no
+    context), the second at L .. 2L - 2 (its first token, at L - 1, can only be a guess)."""
+    first, second = _repeat_rows(model, half)
+    return InductionScore(float(first.mean()), float(second.mean()))

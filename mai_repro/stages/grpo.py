@@ -259,6 +259,7 @@ def ablation_verdicts(main: ClimbResult, ablations: dict[str, ClimbResult], c: G
                          "mean_without": mean_over(ab.history, "mismatch")}
         else:
             raise ValueError(f"no verdict rule for ablation {name!r}")
+        out[name]["acting"] = _acting(name, base[:m], c)
         out[name]["verdict"] = stats.all_of([t.verdict for t in tests])
         out[name]["tests"] = [dataclasses.asdict(t) for t in tests]
         out[name]["rule"] = RULES[name]
@@ -269,6 +270,24 @@ def ablation_verdicts(main: ClimbResult, ablations: dict[str, ClimbResult], c: G
         acc = _accuracy_test(main, ab, c.eval_samples, seed)
         out[name]["accuracy_test"] = None if acc is None else dataclasses.asdict(acc)
     return out
+
+
+def _acting(name: str, rows: list[dict], c: GRPOStageConfig) -> dict[str, Any] | None:
+    """How much the stabiliser that an ablation removes acted in the main run over the same
+    steps: an ablation of a stabiliser that never acted measures nothing. Outer clip: the
+    steps where it bound (share of tokens above 0) and its largest share; entropy control: the
+    steps with k > 0 and how far entropy fell below H* at most (nats). None for the others."""
+    if name == "outer_clip":
+        vals = [r["outer_clip"] for r in rows if r.get("outer_clip") is not None]
+        return {"what": "outer clip bound (share of tokens > 0)", "steps": len(vals),
+                "steps_acting": sum(v > 0 for v in vals), "largest": max(vals, default=0.0)}
+    if name == "entropy_control":
+        ks = [r["k"] for r in rows if r.get("k") is not None]
+        below = [c.entropy_target - r["entropy"] for r in rows if r.get("entropy") is not None]
+        return {"what": "k > 0 (upper clip widened)", "steps": len(ks),
+                "steps_acting": sum(k > 0 for k in ks), "largest": max(ks, default=0.0),
+                "entropy_below_target_max": max(below, default=0.0)}
+    return None
 
 
 def _accuracy_test(main: ClimbResult, ab: ClimbResult, samples: int, seed: int

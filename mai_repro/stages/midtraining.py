@@ -52,7 +52,7 @@ from mai_repro import plots, stats
 from mai_repro.artifacts import Run, require
 from mai_repro.config import MidtrainConfig, resolve_device
 from mai_repro.data.config import FAMILIES
-from mai_repro.data.loader import Loader
+from mai_repro.data.loader import Loader, distant_repeats
 from mai_repro.data.shards import FamilyShard, open_shards
 from mai_repro.data.tokenizer import (
     SPECIALS,  # ids 0 .. len - 1: never a key or a marker
@@ -316,6 +316,9 @@ def train_run(model: Transformer, positions: str, m: MidtrainConfig,
             for step in bar:
                 measure = saved_activations(model) if step == 0 else contextlib.nullcontext({})
                 batch_ids, batch_fams, _ = loader.next_with_families()
+                # passages repeated far apart in a share of the windows (m.repeat_share)
+                batch_ids = distant_repeats(batch_ids, m.repeat_share, seed + 101 * (k + 1),
+                                            step)
                 for f in batch_fams:  # tokens trained on, per part of the mix
                     by_family[f] = by_family.get(f, 0) + context
                 with measure as act:  # activation memory of the stage's first step

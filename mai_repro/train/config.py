@@ -167,8 +167,11 @@ class PretrainConfig:
     induction_seqs: int = spec(16, min=0, help="repeated random sequences of the induction "
                                                "score at each evaluation (0 = off)")
     repeat_share: float = spec(0.0, min=0.0, max=1.0, help="share of training rows in which a "
-                               "random span of 16-128 tokens of the row's own text is repeated "
-                               "right after itself (rewards copying; data.loader.repeat_spans)")
+                               "random span of repeat_min-128 tokens of the row's own text is "
+                               "repeated right after itself (rewards copying; "
+                               "data.loader.repeat_spans)")
+    repeat_min: int = spec(16, min=1, help="shortest repeated span (tokens; the longest is 128 "
+                                           "or half the row)")
     ckpt_every: int = spec(50, min=1, help="steps between checkpoints")
     ckpt_keep: int = spec(3, min=1, help="checkpoints kept on disk (the newest)")
     ckpt_mode: Literal["sync", "async"] = spec("async", help="async: copy to host, write in "
@@ -244,6 +247,11 @@ class MidtrainConfig:
                      "interpolation, or unchanged (the recipe kept as model.pt)")
     compare: list[str] = spec(factory=lambda: ["pi"], help="other position treatments "
                                                            "trained the same way, to compare")
+    repeat_share: float = spec(
+        0.0, min=0.0, max=1.0,
+        help="share of training windows in which passages of the window's own text are "
+             "repeated far apart (one per 256 tokens, copied anywhere later in the window: "
+             "data.loader.distant_repeats); teaches retrieval across the longer context")
     min_doc: int = spec(0, min=0, help="only documents at least this long start a training "
                                        "window (0 = the pre-training length)")
     eval_seqs: int = spec(16, min=1, help="held-out windows for the loss by position")

@@ -223,7 +223,8 @@ class Trainer:
         if planted:
             batch = random_batch(tuple(batch.shape), self.mcfg.vocab_size, self.seed, index)
         else:  # some rows hold a passage of their own text twice (p.repeat_share)
-            batch = repeat_spans(batch, p.repeat_share, self.seed, index)
+            batch = repeat_spans(batch, p.repeat_share, self.seed, index,
+                                 shortest=p.repeat_min)
         rows = batch[self.dist.rank * self.rows:(self.dist.rank + 1) * self.rows]
         loss_fn = lm_loss_fn(self.fwd)
         verdict: dict[str, Any] = {}
