@@ -7,7 +7,15 @@ then scores each attempt leave-one-genre-out on the same splits and prints one J
 attempt: pooled ROC AUC, TPR at 1% and 0.1% FPR, the worst genre's AUC. Choices are judged
 on these pooled out-of-fold numbers, never on one test fold.
 
-    python benchmarks/ai_attempts.py [--preset laptop] [--cache runs/ai_attempts] [NAME...]
+    python benchmarks/ai_attempts.py [--preset laptop] [--cache runs/ai_attempts]
+        [--views N] [--view-kinds wiki,man] [NAME...]
+
+The human side holds the sample's labelled documents plus the prose views of
+``ai_detect.prose_views`` as the preset sets them (``curation.ai_prose_views``,
+``ai_prose_view_kinds``; ``--views 0`` gives the human side before them). Each row also
+gives the metrics against the sample's documents alone (``*_docs``: the views out of the
+human side), so that added easy human items cannot buy the low-FPR end. The items are cached
+per ``--cache`` folder: use one folder per human side.
 
 Each base text model's fold scores (cross-fitted inside the training folds, as
 ``ai_detect.word_fold_scores``) are cached under ``--cache``, so attempts that only change
@@ -42,7 +50,8 @@ FUNCTION_WORDS = (
     "used take three").split()
 
 
-def build_items(preset: str, cache: Path) -> dict[str, Any]:
+def build_items(preset: str, cache: Path, views: int | None = None,
+                kinds: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Items, fixed features and the reference texts, as curation's AI-content phase builds
     them (the byte models' training documents found as ``detector_phase`` picks them)."""
     from mai_repro.data.sources import default_data_dir
@@ -73,9 +82,13 @@ def build_items(preset: str, cache: Path) -> dict[str, Any]:
     labelled = [d for d in labelled if d.id not in train_ids]
     pool = [d.text for d in ref if d.family == "general" and len(d.text.split()) >= 40]
     variants = ai_text.edited_variants(train_passages, pool, seed, cfg.ai_edit_share)
-    items = ad.human_items(labelled) + ad.machine_items(train_passages + variants)
+    views = cfg.ai_prose_views if views is None else views
+    kinds = tuple(cfg.ai_prose_view_kinds) if kinds is None else kinds
+    items = ad.human_items(labelled) + ad.prose_views(labelled, views, kinds) + \
+        ad.machine_items(train_passages + variants)
     x, names = af.text_features([it.text for it in items], af.NgramModel([d.text for d in ref]))
-    return {"items": items, "x": x, "names": names, "word_C": cfg.ai_word_C, "seed": seed}
+    return {"items": items, "x": x, "names": names, "word_C": cfg.ai_word_C, "C": cfg.ai_C,
+            "seed": seed}
 
 
 def char_counts(texts: list[str], max_chars: int = 2000):
@@ -95,6 +108,23 @@ def unigram_counts(texts: list[str]):
     vec = HashingVectorizer(token_pattern=af.WORD_RE.pattern, lowercase=False,
                             preprocessor=lambda t: t[:af.MAX_CHARS].lower(),
                             n_features=ad.WORD_FEATURES, alternate_sign=False, norm=None)
+    return vec.transform(texts).tocsr()
+
+
+def masked_counts(texts: list[str], vocab: int = 150):
+    """Word 1-3-grams of the text with every word outside the ``vocab`` most frequent English
+    function words replaced by ``_`` (topic masking, as in Stamatatos' text distortion):
+    how a text strings its words together, not what it is about."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    keep = set(FUNCTION_WORDS[:vocab])
+
+    def grams(t: str) -> list[str]:
+        ws = [w if w in keep else "_" for w in af.WORD_RE.findall(t[:af.MAX_CHARS].lower())]
+        return [" ".join(ws[i:i + n]) for n in (1, 2, 3) for i in range(len(ws) - n + 1)]
+
+    vec = HashingVectorizer(analyzer=grams, n_features=ad.WORD_FEATURES, alternate_sign=False,
+                            norm=None)
     return vec.transform(texts).tocsr()
 
 
@@ -119,7 +149,7 @@ class Harness:
         self.texts = [it.text for it in self.items]
         cols = [i for i, n in enumerate(data["names"]) if n in af.STYLE_NAMES + af.NGRAM_NAMES]
         self.x = data["x"][:, cols]
-        self.seed, self.word_C = data["seed"], data["word_C"]
+        self.seed, self.word_C, self.C = data["seed"], data["word_C"], data.get("C", 1.0)
         self.splits = ad.leave_one_out(self.items, ad.genre_key)
         self._counts: dict[str, Any] = {}
 
@@ -127,6 +157,8 @@ class Harness:
         if kind not in self._counts:
             if kind == "words":
                 self._counts[kind] = ad.word_counts(self.texts)
+            elif kind == "masked":
+                self._counts[kind] = masked_counts(self.texts)
             elif kind == "unigrams":  # the word model's unigram columns only
                 self._counts[kind] = unigram_counts(self.texts)
             else:
@@ -187,7 +219,12 @@ class Harness:
         per = {g: ad.metrics(s[y == 0], s[(y == 1) & (self.genres == g)])["auc"]
                for g in sorted(set(self.genres[y == 1]))}
         worst = min(per, key=per.get)
+        # The same on the sample's documents alone (prose views out of the human side), so
+        # that easy added human items cannot buy the low-FPR end.
+        docs = np.array([it.label == 0 and it.id == it.group for it in self.items])
+        m_docs = ad.metrics(s[docs], s[y == 1])
         row = {"attempt": name, **{k: round(v, 4) for k, v in m.items()},
+               **{f"{k}_docs": round(v, 4) for k, v in m_docs.items()},
                "worst_genre": worst, "worst_genre_auc": round(per[worst], 4),
                "seconds": round(time.time() - started, 1)}
         print(json.dumps(row), flush=True)
@@ -197,7 +234,8 @@ class Harness:
 def attempts(h: Harness) -> dict[str, Any]:
     w = ("words", h.word_C)
     return {
-        "used": lambda: h.stack([w]),
+        "used": lambda: h.stack([w], C=h.C),
+        "final_C_1": lambda: h.stack([w], C=1.0),
         "word_model_only": lambda: h.stack([w], x=np.zeros((len(h.y), 1))),
         "chars": lambda: h.stack([("chars", 10.0)]),
         "words_chars": lambda: h.stack([w, ("chars", 10.0)]),
@@ -205,6 +243,8 @@ def attempts(h: Harness) -> dict[str, Any]:
             [h.x, function_word_rates(h.texts)])),
         "final_C_0.1": lambda: h.stack([w], C=0.1),
         "final_C_10": lambda: h.stack([w], C=10.0),
+        "final_C_0.03": lambda: h.stack([w], C=0.03),
+        "final_C_0.01": lambda: h.stack([w], C=0.01),
         "human_weight_3": lambda: h.stack([w], class_weight={0: 3.0, 1: 1.0}),
         "genre_balanced_1": lambda: h.stack([w], genre_balance=1.0),
         "genre_balanced_0.5": lambda: h.stack([w], genre_balance=0.5),
@@ -213,6 +253,9 @@ def attempts(h: Harness) -> dict[str, Any]:
         "hgb_final_words_chars": lambda: h.stack([w, ("chars", 10.0)], final="hgb"),
         "unigrams": lambda: h.stack([("unigrams", h.word_C)]),
         "no_length": lambda: h.stack([w], x=h.x[:, 1:]),  # log_words, the first column, out
+        "masked_only": lambda: h.stack([("masked", h.word_C)]),
+        "words_masked": lambda: h.stack([w, ("masked", h.word_C)]),
+        "words_masked_final_C_0.1": lambda: h.stack([w, ("masked", h.word_C)], C=0.1),
     }
 
 
@@ -220,13 +263,19 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="laptop")
     ap.add_argument("--cache", default="runs/ai_attempts")
+    ap.add_argument("--views", type=int, default=None,
+                    help="prose views per document on the human side (default: the preset's "
+                         "curation.ai_prose_views)")
+    ap.add_argument("--view-kinds", default="", help="comma-separated: wiki, man (default: the "
+                    "preset's curation.ai_prose_view_kinds)")
     ap.add_argument("names", nargs="*", help="attempts to run (default: all)")
     args = ap.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     data_file = cache / f"items_{args.preset}.pkl"
     if not data_file.is_file():
-        data_file.write_bytes(pickle.dumps(build_items(args.preset, cache)))
+        kinds = tuple(args.view_kinds.split(",")) if args.view_kinds else None
+        data_file.write_bytes(pickle.dumps(build_items(args.preset, cache, args.views, kinds)))
     harness = Harness(pickle.loads(data_file.read_bytes()), cache)
     table = attempts(harness)
     for name in args.names or list(table):

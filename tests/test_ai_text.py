@@ -122,6 +122,60 @@ def test_split_refuses_a_group_on_both_sides():
         ad.leave_one_out(items, ad.genre_key)
 
 
+ROFF = """.\\" SPDX-License-Identifier: GPL-2.0-or-later
+.TH demo 2 2001-01-01 "Linux"
+.SH NAME
+demo \\- show a call
+.SH SYNOPSIS
+.nf
+.B #include <demo.h>
+.BI "int demo(int " fd );
+.fi
+.SH DESCRIPTION
+The call
+.BR demo ()
+reads a \\fIvalue\\fP from
+.IR fd .
+.PP
+It returns zero\\(emor an error.
+.EX
+int x = demo(0);
+.EE
+"""
+
+
+def test_roff_prose_keeps_the_running_text_only():
+    assert ad.roff_prose(ROFF) == ("NAME\n\ndemo - show a call\n\nSYNOPSIS\n\nDESCRIPTION\n\n"
+                                   "The call demo() reads a value from fd.\n\n"
+                                   "It returns zero\u2014or an error.")
+
+
+def test_prose_views_follow_their_document():
+    from mai_repro.data.documents import Document
+
+    para = "The town lies on the river and was founded in the twelfth century by monks. " * 6
+    page = "'''Town''' is a [[town]].\n\n" + "\n\n".join([para] * 12)
+    wiki_id, man_id = "general/enwiki-x.xml.bz2:Town", "stem/manpages-dev-6.03.tar.gz:demo.2.gz"
+    docs = [Document(wiki_id, "general", page, "gensim", "1", "CC", "Town"),
+            Document("general/enwiki-x.xml.bz2:Old", "general", "#REDIRECT [[Town]]", "gensim",
+                     "1", "CC", "Old"),
+            Document(man_id, "stem", ROFF.replace("It returns", para * 3 + "It returns"),
+                     "manpages-dev", "6.03", "GPL", "demo.2.gz"),
+            Document("general/lee_background.cor:line 1", "general", para * 3, "gensim", "1",
+                     "unknown", "line 1")]
+    views = ad.prose_views(docs, max_pieces=3, kinds=("wiki", "man"))
+    assert [v.group for v in views] == [wiki_id] * 3 + [man_id]
+    assert {v.genre for v in views} == {"encyclopedic", "documentation"}
+    assert all(v.label == 0 and 150 <= len(v.text.split()) <= 600 for v in views)
+    assert "[[" not in views[0].text and ".BR" not in views[-1].text
+    assert {v.group for v in ad.prose_views(docs, max_pieces=3, kinds=("wiki",))} == {wiki_id}
+    assert ad.prose_views(docs, max_pieces=0, kinds=("wiki", "man")) == []
+    # A document and its views fall on the same side of every split.
+    items = ad.human_items(docs) + views + ad.machine_items(PASSAGES[:24])
+    for sp in ad.leave_one_out(items, ad.genre_key):
+        assert not {items[i].group for i in sp.train} & {items[i].group for i in sp.test}
+
+
 def test_threshold_gives_the_stated_fpr_on_held_out_human_text():
     rng = np.random.default_rng(0)
     human = rng.normal(size=40_000)
@@ -230,3 +284,11 @@ def test_no_passage_reaches_the_clean_corpus_or_the_shards(tmp_path):
     assert ids_files
     for ids_file in ids_files:
         assert set(json.loads(ids_file.read_text())) <= clean_ids
+
+
+def test_prose_view_kinds_are_checked():
+    from mai_repro import config
+    from mai_repro.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="ai_prose_view_kinds"):
+        config.load("smoke", {"curation.ai_prose_view_kinds": ["news"]})

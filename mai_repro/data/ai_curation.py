@@ -143,7 +143,8 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
         raise AssertionError(f"data/ai_text passages on the human side: {leaked[:3]}")
     join_pool = [d.text for d in ref if d.family == "general" and len(d.text.split()) >= 40]
     variants = ai_text.edited_variants(train_passages, join_pool, seed, cfg.ai_edit_share)
-    items = ad.human_items(labelled) + ad.machine_items(train_passages + variants)
+    views = ad.prose_views(labelled, cfg.ai_prose_views, cfg.ai_prose_view_kinds)
+    items = ad.human_items(labelled) + views + ad.machine_items(train_passages + variants)
     y = np.array([it.label for it in items])
     groups = [it.group for it in items]
 
@@ -282,7 +283,7 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     report = AiContentReport(
         summary, attempts, marker_table(human_items, [it for it in items if it.label == 1]),
         {"human": len(human_items), "machine": int(y.sum()),
-         "passages": len(train_passages), "variants": len(variants),
+         "passages": len(train_passages), "variants": len(variants), "prose_views": len(views),
          "reference_docs": len(ref)},
         float(threshold), cfg.ai_fpr, float((s_items[calib] > threshold).mean()),
         float((s_items[test] > threshold).mean()), tpr_test, float(zs_auc), bool(zs_acts),

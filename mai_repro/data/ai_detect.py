@@ -440,6 +440,91 @@ def human_items(docs: Sequence[Any]) -> list[Item]:
                  d.family) for d in docs if d.text.strip()]
 
 
+def prose_views(docs: Sequence[Any], max_pieces: int = 4, kinds: Sequence[str] = ("wiki",),
+                min_words: int = 150, max_words: int = 600) -> list[Item]:
+    """Extra human items for the detector only, the running prose of documents that the
+    sample holds as markup, as a reader (or a crawl of the rendered page) would see it:
+
+    - ``wiki``: the English Wikipedia pages, markup stripped as the usual extractors do
+      (``wiki.strip_markup``), redirects skipped; genre ``encyclopedic``;
+    - ``man``: the Linux man pages (section 2 and 3), roff resolved (:func:`roff_prose`);
+      genre ``documentation``.
+
+    Each is cut into pieces of a few paragraphs (``readers.prose_chunks``), at most
+    ``max_pieces`` per document, each piece in its document's group, so a document and its
+    pieces never fall on both sides of a split. Without them the detector's human side has
+    almost no plain formal prose (the pages are raw markup, the man pages roff). The corpus
+    is not touched: these are views of documents already read."""
+    from mai_repro.data import readers, wiki
+
+    out = []
+    for d in docs:
+        if "wiki" in kinds and d.id.startswith("general/enwiki-") and \
+                not wiki.is_redirect(d.text):
+            prose, genre = wiki.strip_markup(d.text), "encyclopedic"
+        elif "man" in kinds and d.id.startswith("stem/manpages-"):
+            prose, genre = roff_prose(d.text), "documentation"
+        else:
+            continue
+        pieces = [(k, t) for k, t in readers.prose_chunks(prose, min_words, max_words)
+                  if min_words <= len(t.split()) <= max_words]
+        for key, text in pieces[:max_pieces]:
+            out.append(Item(f"{d.id}#{key}", text, 0, genre, "", d.id, "none", d.family))
+    return out
+
+
+_ROFF_ESCAPES = ((r"\\f[BIRP]", ""), (r"\\f\(\w\w", ""), (r"\\-", "-"), (r"\\&", ""),
+                 (r"\\\(em", "\u2014"), (r"\\\(en", "\u2013"), (r"\\\((aq|cq)", "'"),
+                 (r"\\\((dq|lq|rq)", '"'), (r"\\ ", " "), (r"\\e", "\\\\"), (r"\\\|", ""),
+                 (r"\\\^", ""), (r"\\c$", ""))
+_ROFF_FONTS = {"B", "I", "R", "SM", "SB", "BR", "RB", "IR", "RI", "BI", "IB"}
+
+
+def roff_prose(text: str) -> str:
+    """The running text of a man page's roff source, as ``man`` would show it, without its
+    layout: comments, synopses and examples (``.nf``/``.EX`` blocks) dropped, font macros
+    and escapes resolved, paragraphs (``.PP``, ``.TP``, ``.IP``, sections) separated by
+    blank lines. Enough to read the prose, not a typesetter."""
+    import re
+    import shlex
+
+    out: list[str] = []
+    literal = False
+    for line in text.splitlines():
+        if line.startswith(('.\\"', '\'\\"', '.\\}')):
+            continue
+        if line.startswith((".nf", ".EX")):
+            literal = True
+            continue
+        if line.startswith((".fi", ".EE")):
+            literal = False
+            continue
+        if literal:
+            continue
+        if line.startswith((".", "'")):
+            macro, _, rest = line[1:].partition(" ")
+            if macro in ("SH", "SS"):
+                out += ["", rest.strip('"'), ""]
+            elif macro in ("PP", "P", "LP", "TP", "IP", "HP", "sp", "TQ"):
+                out.append("")
+                if macro == "IP" and rest:
+                    out.append(rest.split()[0].strip('"'))
+            elif macro in _ROFF_FONTS:
+                try:
+                    args = shlex.split(rest.replace("\\", "\\\\"))
+                except ValueError:
+                    args = rest.split()
+                out.append((" " if macro in ("B", "I", "SM", "SB") else "").join(args))
+            continue
+        out.append(line)
+    prose = "\n".join(out)
+    for pattern, repl in _ROFF_ESCAPES:
+        prose = re.sub(pattern, repl, prose, flags=re.M)
+    # Join the lines of each paragraph; paragraphs stay apart.
+    paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", prose)]
+    return "\n\n".join(p for p in paras if p)
+
+
 def machine_items(passages: Sequence[Any]) -> list[Item]:
     return [Item(p.id, p.text, 1, p.genre, p.topic_group or "none", p.base or p.id, p.edit)
             for p in passages]

@@ -119,13 +119,21 @@ class CurationConfig:
                                      "the human side of an evaluation)")
     ai_edit_share: float = spec(0.1, min=0.0, max=0.33, help="share of passages given each "
                                 "edit (Markdown stripped, first sentence removed, joined)")
-    ai_C: float = spec(1.0, min=1e-6, help="inverse regularisation of the logistic regression")
+    ai_C: float = spec(0.1, min=1e-6, help="inverse regularisation of the logistic regression")
     ai_word_C: float = spec(30.0, min=1e-6, help="inverse regularisation of the word model")
     ai_byte_features: bool = spec(False, help="feed the byte models' features to the supervised "
                                   "detector (measured either way: docs/data.md)")
     ai_bootstrap: int = spec(500, min=10, help="bootstrap resamples of every interval")
+    ai_prose_views: int = spec(4, min=0, help="pieces of running prose per document of the "
+                               "kinds in ai_prose_view_kinds added to the detector's human "
+                               "side (0 = none; never the corpus)")
+    ai_prose_view_kinds: list[str] = spec(factory=lambda: ["wiki"],
+                                          help="documents given prose views: wiki, man")
 
     def check(self) -> list[tuple[str, str]]:
+        unknown = sorted(set(self.ai_prose_view_kinds) - {"wiki", "man"})
+        if unknown:
+            return [("ai_prose_view_kinds", f"unknown kinds {unknown}; allowed: wiki, man")]
         if self.bands * self.rows > self.minhash_perm:
             return [("bands", f"bands x rows = {self.bands * self.rows} exceeds "
                               f"minhash_perm = {self.minhash_perm}")]
