@@ -128,10 +128,15 @@ BRANCHES = [
     (-1.0, 0.20, 0.80, 0.0, {"clip_low_frac"}),  # A < 0, r = 0.5 below 0.8: clipped
     (-1.0, 0.40, 1.00, 1.0 * 0.6, set()),  # A < 0, r = 1 inside
     (-1.0, 0.60, 1.50, 1.5 * 0.4, {"neg_high_frac"}),  # A < 0, r = 1.5: PPO's unclipped branch
-    (-1.0, 0.90, 2.00, 0.0, {"neg_high_frac", "outer_clip_frac"}),  # r = 2.25 > r_max
-    (+1.0, 0.05, -0.25, 0.0, {"outer_clip_frac"}),  # A > 0, r = 0.125 below r_min
+    # the outer clip removes the gradient (outer_bind_frac) only where no inner bound had:
+    (-1.0, 0.90, 2.00, 0.0, {"neg_high_frac", "outer_clip_frac", "outer_bind_frac"}),  # r 2.25
+    (+1.0, 0.05, -0.25, 0.0, {"outer_clip_frac", "outer_bind_frac"}),  # A > 0, r = 0.125
+    # A > 0, r = 2.25 > r_max: outside the outer bounds, but the upper inner clip had already
+    # removed the gradient, so the outer clip changes nothing
+    (+1.0, 0.90, -1.25, 0.0, {"clip_high_frac", "outer_clip_frac"}),
 ]
-FLAGS = ("clip_low_frac", "clip_high_frac", "outer_clip_frac", "neg_high_frac")
+FLAGS = ("clip_low_frac", "clip_high_frac", "outer_clip_frac", "neg_high_frac",
+         "outer_bind_frac")
 
 
 @pytest.mark.parametrize("adv, p_new, loss, grad0, flags", BRANCHES)

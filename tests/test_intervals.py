@@ -209,7 +209,8 @@ def test_consolidation_tests_from_per_problem_counts():
 
 def test_the_verdicts_say_how_often_the_removed_stabiliser_acted_in_the_main_run():
     c = C.GRPOStageConfig(entropy_target=0.5)
-    rows = [{"step": i + 1, "grad_norm": 1.0, "outer_clip": 0.1 * (i % 4 == 0),
+    rows = [{"step": i + 1, "grad_norm": 1.0, "outer_bind": 0.1 * (i % 4 == 0),
+             "outer_clip": 0.3,
              "k": 0.02 * max(0, i - 5), "entropy": 1.0 - 0.1 * i} for i in range(12)]
     main = ClimbResult("m", history=rows + rows)  # the main run is longer than the ablation
     ab = ClimbResult("a", history=[dict(r) for r in rows])
@@ -219,7 +220,7 @@ def test_the_verdicts_say_how_often_the_removed_stabiliser_acted_in_the_main_run
     ent = v["entropy_control"]["acting"]
     assert ent["steps_acting"] == 6 and ent["largest"] == pytest.approx(0.12)
     assert ent["entropy_below_target_max"] == pytest.approx(0.5 - (1.0 - 1.1))
-    never = [dict(r, outer_clip=0.0) for r in rows]
+    never = [dict(r, outer_bind=0.0) for r in rows]  # r outside the bounds, no gradient cut
     v = grpo_stage.ablation_verdicts(ClimbResult("m", history=never),
                                      {"outer_clip": ClimbResult("a", history=never)}, c)
     assert v["outer_clip"]["acting"]["steps_acting"] == 0

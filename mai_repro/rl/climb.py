@@ -177,6 +177,7 @@ class StepStats:
     mismatch: float | None  # mean |learner - inference| log-prob, when their weights agree
     mismatch_max: float | None  # the largest over the batch's tokens
     kl_ref: float | None = None  # token mean of the k3 KL to the reference, when there is one
+    outer_bind: float = 0.0  # share of tokens whose gradient the outer clip removed
 
     def row(self) -> dict[str, Any]:
         """The step-history fields: ``kl_ref`` only when a reference model scored the step."""
@@ -202,7 +203,7 @@ def reference_model(policy: torch.nn.Module) -> torch.nn.Module:
 
 
 STAT_NAMES = ("loss", "entropy", "clip_low_frac", "clip_high_frac", "outer_clip_frac",
-              "neg_high_frac", "ratio_mean", "nucleus_mass")
+              "neg_high_frac", "ratio_mean", "nucleus_mass", "outer_bind_frac")
 
 
 def optimizer_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -266,7 +267,8 @@ def optimizer_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      acc["clip_high_frac"], acc["outer_clip_frac"], acc["neg_high_frac"],
                      acc["ratio_mean"], lo, hi, acc["nucleus_mass"],
                      None if d is None else float(d.mean()),
-                     None if d is None else float(d.max()), acc.get("kl"))
+                     None if d is None else float(d.max()), acc.get("kl"),
+                     acc["outer_bind_frac"])
 
 
 def _to(b: LearnerBatch, device: torch.device) -> LearnerBatch:

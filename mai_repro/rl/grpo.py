@@ -96,6 +96,10 @@ class GRPOOutput:
     logp: torch.Tensor | None = None  # (B, T) learner log-probs of the actions, detached
     n_tokens: int = 0
     kl: float | None = None  # token mean of the k3 KL estimate, when ref_logp is given
+    # where the outer clip changes the gradient: A < 0 and r > r_max (PPO's unclipped branch
+    # cut), or A > 0 and r < r_min; elsewhere outside [r_min, r_max] the inner clip has
+    # already removed the gradient
+    outer_bind_frac: float = 0.0
 
 
 def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tensor,
@@ -147,7 +151,8 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
                       frac((ratio < cfg.r_min) | (ratio > cfg.r_max)),
                       float((r * m).sum() / n), float(inside.min()), float(inside.max()),
                       frac((ratio > hi) & (A < 0)), mass, logp.detach(), int(m.sum()),
-                      None if kl is None else float(kl.detach()))
+                      None if kl is None else float(kl.detach()),
+                      frac(((ratio > cfg.r_max) & (A < 0)) | ((ratio < cfg.r_min) & (A > 0))))
 
 
 @dataclass

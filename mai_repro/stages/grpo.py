@@ -275,12 +275,15 @@ def ablation_verdicts(main: ClimbResult, ablations: dict[str, ClimbResult], c: G
 def _acting(name: str, rows: list[dict], c: GRPOStageConfig) -> dict[str, Any] | None:
     """How much the stabiliser that an ablation removes acted in the main run over the same
     steps: an ablation of a stabiliser that never acted measures nothing. Outer clip: the
-    steps where it bound (share of tokens above 0) and its largest share; entropy control: the
+    steps where it removed gradient (``outer_bind``: a share of tokens above 0) and its
+    largest share; entropy control: the
     steps with k > 0 and how far entropy fell below H* at most (nats). None for the others."""
-    if name == "outer_clip":
-        vals = [r["outer_clip"] for r in rows if r.get("outer_clip") is not None]
-        return {"what": "outer clip bound (share of tokens > 0)", "steps": len(vals),
-                "steps_acting": sum(v > 0 for v in vals), "largest": max(vals, default=0.0)}
+    if name == "outer_clip":  # bound where it changes the gradient, not merely r outside
+        # [r_min, r_max] (there the inner clip has mostly removed the gradient already)
+        vals = [r["outer_bind"] for r in rows if r.get("outer_bind") is not None]
+        return {"what": "outer clip removed gradient (share of tokens > 0)",
+                "steps": len(vals), "steps_acting": sum(v > 0 for v in vals),
+                "largest": max(vals, default=0.0)}
     if name == "entropy_control":
         ks = [r["k"] for r in rows if r.get("k") is not None]
         below = [c.entropy_target - r["entropy"] for r in rows if r.get("entropy") is not None]
