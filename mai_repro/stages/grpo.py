@@ -276,8 +276,8 @@ def _acting(name: str, rows: list[dict], c: GRPOStageConfig) -> dict[str, Any] |
     """How much the stabiliser that an ablation removes acted in the main run over the same
     steps: an ablation of a stabiliser that never acted measures nothing. Outer clip: the
     steps where it removed gradient (``outer_bind``: a share of tokens above 0) and its
-    largest share; entropy control: the
-    steps with k > 0 and how far entropy fell below H* at most (nats). None for the others."""
+    largest share; entropy control: the steps with k > 0 and how far entropy fell below H*
+    at most (nats). None for the others."""
     if name == "outer_clip":  # bound where it changes the gradient, not merely r outside
         # [r_min, r_max] (there the inner clip has mostly removed the gradient already)
         vals = [r["outer_bind"] for r in rows if r.get("outer_bind") is not None]
