@@ -135,6 +135,14 @@ def from_stage(stage_dir: Any, batch_size: int, seed: int, rank: int = 0,
     return Loader(shards, plan["weights"], batch_size, seed, rank, world_size)
 
 
+def _span_lengths(width: int, shortest: int, longest: int) -> tuple[int, int]:
+    """The span lengths a row of ``width`` tokens can hold twice: at most half the row."""
+    longest = min(longest, width // 2)
+    if longest < 1:
+        raise ValueError(f"rows of {width} token(s) are too short to hold a span twice")
+    return min(shortest, longest), longest
+
+
 def repeat_spans(x: torch.Tensor, share: float, seed: int, index: int, *, shortest: int = 16,
                  longest: int = 128) -> torch.Tensor:
     """A batch ``x`` (B, L + 1) in which a share ``share`` of the rows each hold one passage of
@@ -151,10 +159,7 @@ def repeat_spans(x: torch.Tensor, share: float, seed: int, index: int, *, shorte
     rng = np.random.default_rng([seed, index, 0x5E9])
     x = x.clone()
     width = x.shape[1]
-    longest = min(longest, width // 2)  # a short row: spans up to half of it
-    shortest = min(shortest, longest)
-    if longest < 1:
-        raise ValueError(f"rows of {width} token(s) are too short to hold a span twice")
+    shortest, longest = _span_lengths(width, shortest, longest)
     for r in range(x.shape[0]):
         if rng.random() < share:
             h = int(rng.integers(shortest, longest + 1))
@@ -175,10 +180,7 @@ def distant_repeats(x: torch.Tensor, share: float, seed: int, index: int, *, sho
     if share <= 0:
         return x
     width = x.shape[1]
-    longest = min(longest, width // 2)
-    shortest = min(shortest, longest)
-    if longest < 1:
-        raise ValueError(f"rows of {width} token(s) are too short to hold a span twice")
+    shortest, longest = _span_lengths(width, shortest, longest)
     rng = np.random.default_rng([seed, index, 0xD15])
     x = x.clone()
     for r in range(x.shape[0]):

@@ -242,9 +242,15 @@ def induction_score(model: torch.nn.Module, vocab_size: int, *, half_len: int = 
     predicting the second copy against the first. A model that has learned to copy (an
     induction head: find the earlier occurrence of the current token, predict what followed)
     is far better on the second copy; a bigram model is not."""
+    return repeat_losses(model, _random_halves(vocab_size, half_len, n_seqs, seed, low)
+                         .to(device))
+
+
+def _random_halves(vocab_size: int, half_len: int, n_seqs: int, seed: int, low: int
+                   ) -> torch.Tensor:
+    """(n_seqs, half_len) random ids in ``[low, vocab_size)`` from their own generator."""
     g = torch.Generator().manual_seed(seed)
-    half = torch.randint(low, vocab_size, (n_seqs, half_len), generator=g)
-    return repeat_losses(model, half.to(device))
+    return torch.randint(low, vocab_size, (n_seqs, half_len), generator=g)
 
 
 @torch.no_grad()
@@ -260,8 +266,7 @@ def induction_decision(model: torch.nn.Module, vocab_size: int, *, half_len: int
     final model's test with the noise measured."""
     if n_seqs < 2:
         raise ValueError(f"induction_decision needs at least 2 sequences, got {n_seqs}")
-    g = torch.Generator().manual_seed(seed)
-    half = torch.randint(low, vocab_size, (n_seqs, half_len), generator=g)
+    half = _random_halves(vocab_size, half_len, n_seqs, seed, low)
     firsts, seconds = [], []
     for i in range(0, n_seqs, batch):
         f, s = _repeat_rows(model, half[i: i + batch].to(next(model.parameters()).device))

@@ -304,7 +304,8 @@ def train_run(model: Transformer, positions: str, m: MidtrainConfig,
         model = with_config(model, cfg)
         batch = max(1, m.tokens_per_step // context)
         fams = {f: w for f, w in windows[context].items() if len(w) and weights.get(f, 0) > 0}
-        loader = Loader(fams, {f: weights[f] for f in fams}, batch, seed=seed + 101 * (k + 1))
+        stage_seed = seed + 101 * (k + 1)  # the stage's batches and their repeated passages
+        loader = Loader(fams, {f: weights[f] for f in fams}, batch, seed=stage_seed)
         opt = make_optimizer(model, m.lr, optim)
         schedule = Schedule(m.lr, m.warmup_steps, steps, min_ratio=optim.min_lr_ratio)
         losses: list[float] = []
@@ -317,8 +318,7 @@ def train_run(model: Transformer, positions: str, m: MidtrainConfig,
                 measure = saved_activations(model) if step == 0 else contextlib.nullcontext({})
                 batch_ids, batch_fams, _ = loader.next_with_families()
                 # passages repeated far apart in a share of the windows (m.repeat_share)
-                batch_ids = distant_repeats(batch_ids, m.repeat_share, seed + 101 * (k + 1),
-                                            step)
+                batch_ids = distant_repeats(batch_ids, m.repeat_share, stage_seed, step)
                 for f in batch_fams:  # tokens trained on, per part of the mix
                     by_family[f] = by_family.get(f, 0) + context
                 with measure as act:  # activation memory of the stage's first step
