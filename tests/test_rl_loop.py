@@ -275,7 +275,7 @@ def test_ablations_in_other_processes_give_the_same_numbers(tok):
                                     "group": 4, "group_early": 2, "early_lo": 0.0,
                                     "keep_lo": 0.0, "early_hi": 1.0, "keep_hi": 1.0,
                                     "max_new_tokens": 3, "eval_samples": 2, "steps": 4,
-                                    "ablation_steps": 2, "threads": 1,
+                                    "ablation_steps": 2, "ablation_from": 0, "threads": 1,
                                     "ablations": ["outer_clip", "routing_replay"],
                                     "rollout_dtype": "float32"}})
     pool, held = climb.task_sets(cfg.grpo, 0)
@@ -292,3 +292,63 @@ def test_ablations_in_other_processes_give_the_same_numbers(tok):
         assert [r["grad_norm"] for r in there[name].history] == \
             [r["grad_norm"] for r in here[name].history]
         assert there[name].evals == here[name].evals
+
+
+def _comparable(rows):
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+
+
+def test_a_climb_resumed_from_its_branch_goes_on_exactly(tok):
+    """grpo.ablation_from: the ablations start from the main climb's state at a step. A
+    climb resumed from that state with the same stabilisers must take the very steps the
+    main climb took after it (same rollouts, rewards, gradient norms, k, evaluations), in
+    this process and in a spawned one; with a stabiliser off it must differ."""
+    cfg = C.load("smoke", {"grpo": {"n_train": 12, "n_eval": 3, "problems": 2, "draw": 3,
+                                    "group": 4, "group_early": 2, "early_lo": 0.0,
+                                    "keep_lo": 0.0, "early_hi": 1.0, "keep_hi": 1.0,
+                                    "max_new_tokens": 3, "eval_samples": 2, "steps": 6,
+                                    "curriculum_stages": 2, "ablation_steps": 2,
+                                    "ablation_from": 2, "threads": 1,
+                                    "ablations": ["entropy_control"],
+                                    "rollout_dtype": "bfloat16", "lr": 3e-3}})
+    c = cfg.grpo
+    pool, held = climb.task_sets(c, 0)
+    model = tiny_model(tok)
+    branches = []
+    main = climb.climb(model, tok, pool, held, c, steps=6, seed=0, eval_every=2,
+                       branch_at=2, on_branch=branches.append)
+    assert len(branches) == 1 and branches[0].counters[0] == 2
+    again = climb.climb(model, tok, pool, held, c, steps=6, seed=0, eval_every=2,
+                        resume=branches[0])
+    assert [r["step"] for r in again.history] == [3, 4, 5, 6]
+    assert _comparable(again.history) == _comparable(main.history[2:])
+    assert [e["step"] for e in again.evals] == [4, 6]  # counted from the branch
+    assert again.evals == main.evals[2:]
+    # the branch is not changed by resuming from it: a second resume is the same again
+    twice = climb.climb(model, tok, pool, held, c, steps=6, seed=0, resume=branches[0])
+    assert _comparable(twice.history) == _comparable(again.history)
+    # mid-batch, the branch waits for the end of the batch (updates_per_batch = 2)
+    late = []
+    climb.climb(model, tok, pool, held, c, steps=4, seed=0, branch_at=3,
+                on_branch=late.append)
+    assert [b.counters[0] for b in late] == [4]
+    # an ablation from the branch, in this process and in a child: the same numbers, its
+    # steps numbered on from the branch, and a stabiliser off changes them
+    here = climb.Ablations(model, tok, pool, held, c, 0, branch=branches[0]).results()
+    there = climb.Ablations(model, tok, pool, held,
+                            dataclasses.replace(c, ablation_workers=1), 0,
+                            branch=branches[0]).results()
+    ab = here["entropy_control"]
+    assert [r["step"] for r in ab.history] == [3, 4]
+    assert _comparable(there["entropy_control"].history) == _comparable(ab.history)
+    assert ab.evals[-1]["step"] == 4 and ab.evals[-1]["correct"] is not None
+    # the verdicts pair the ablation with the main climb's steps 3-4, not 1-2
+    verdicts = grpo_stage.ablation_verdicts(main, here, c)
+    assert verdicts["entropy_control"]["from_step"] == 2
+    assert verdicts["entropy_control"]["acting"]["steps"] == 2
+    assert verdicts["entropy_control"]["accuracy_with"] == main.evals[2]["accuracy"]
+
+
+def test_ablations_must_end_within_the_main_climb():
+    with pytest.raises(Exception, match="ablation_from"):
+        C.load("smoke", {"grpo": {"steps": 10, "ablation_steps": 5, "ablation_from": 6}})

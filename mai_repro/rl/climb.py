@@ -385,6 +385,51 @@ class ClimbResult:
     collapsed_at: int | None = None
 
 
+@dataclass
+class Branch:
+    """The loop's whole state after an optimizer step, as plain data (state dicts, generator
+    states, counters): what a climb resumed from it needs to go on exactly as the climb it
+    came from would. Picklable, so an ablation in a child process can start from it."""
+
+    policy: dict[str, torch.Tensor]
+    engine: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    controller: dict[str, float]
+    pool: list[tasks.Task]  # the training pool in the stream's current order
+    pool_rng: tuple
+    pool_i: int
+    generator: torch.Tensor  # the sampling generator's state
+    torch_rng: torch.Tensor  # the global generator's state
+    counters: tuple[int, int, int, int, int]  # step, version, engine version, iterations,
+    #                                           empty draws in a row
+
+    @classmethod
+    def capture(cls, policy: torch.nn.Module, engine: torch.nn.Module,
+                optimizer: torch.optim.Optimizer, controller: EntropyController,
+                stream: ProblemStream, gen: torch.Generator, *counters: int) -> Branch:
+        def own(sd: dict) -> dict:
+            return {k: v.detach().clone() for k, v in sd.items()}
+
+        return cls(own(policy.state_dict()), own(engine.state_dict()),
+                   copy.deepcopy(optimizer.state_dict()), controller.state_dict(),
+                   list(stream.pool), stream.rng.getstate(), stream.i, gen.get_state(),
+                   torch.get_rng_state(), tuple(counters))
+
+    def restore(self, policy: torch.nn.Module, engine: torch.nn.Module,
+                optimizer: torch.optim.Optimizer, controller: EntropyController,
+                stream: ProblemStream, gen: torch.Generator) -> tuple[int, ...]:
+        """Load the state into a climb's freshly built parts; returns the counters."""
+        policy.load_state_dict(self.policy)
+        engine.load_state_dict(self.engine)
+        optimizer.load_state_dict(copy.deepcopy(self.optimizer))
+        controller.load_state_dict(self.controller)
+        stream.pool, stream.i = list(self.pool), self.pool_i
+        stream.rng.setstate(self.pool_rng)
+        gen.set_state(self.generator)
+        torch.set_rng_state(self.torch_rng)
+        return self.counters
+
+
 def learner_model(start: Transformer, balance_coef: float) -> Transformer:
     """A float32 copy of ``start`` with RL's load-balancing weight and no dropout."""
     cfg = dataclasses.replace(start.cfg, aux_loss_coef=balance_coef, dropout=0.0)
@@ -402,13 +447,24 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
           progress: Callable[[int], None] | None = None, keep_model: bool = False,
           schedule_steps: int | None = None, checkpoint_every: int = 0,
           on_checkpoint: Callable[[int, Transformer], None] | None = None,
-          optim: OptimConfig | None = None) -> ClimbResult:
+          optim: OptimConfig | None = None, branch_at: int = 0,
+          on_branch: Callable[[Branch], None] | None = None,
+          resume: Branch | None = None) -> ClimbResult:
     """Run ``steps`` optimizer steps of GRPO from ``start``; evaluate every ``eval_every``.
     The length curriculum spreads its stages over ``schedule_steps`` (default ``steps``), so a
     shorter ablation follows the main run's schedule. Every ``checkpoint_every`` steps (before
     the last) ``on_checkpoint(step, policy)`` is called: self-distillation samples from those.
     AdamW (at ``optim.rl_weight_decay``) and the clip come from ``optim``, the config's shared
-    section (default :class:`OptimConfig`)."""
+    section (default :class:`OptimConfig`).
+
+    Branching (the ablations from mid-climb, ``grpo.ablation_from``): at the end of the first
+    rollout batch whose optimizer steps reach ``branch_at`` (with ``updates_per_batch`` 2 and
+    no stale batch, step ``branch_at`` itself when it is even) the whole state of the loop is
+    handed to ``on_branch`` as a :class:`Branch`;
+    ``climb(..., resume=branch, steps=S)`` continues from it up to step S, with the same
+    numbers as the climb it came from when the stabilisers are the same
+    (tests/test_rl_loop.py). A resumed climb numbers its steps on from the branch's and is
+    evaluated (``eval_every`` counted from the branch) but not at its first step."""
     t0 = time.time()
     torch.manual_seed(seed)
     policy = learner_model(start, c.balance_coef)
@@ -424,11 +480,15 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
     stops = stop_ids(tok)
     final_cap = c.final_cap
     result = ClimbResult(name)
-    if eval_every:
+    if eval_every and resume is None:  # a resumed climb's start was evaluated in its parent
         result.evals.append({"step": 0, **evaluate(policy, tok, held, c, final_cap, seed,
                                                    stops)})
     step = version = engine_version = 0
     iterations = empty_run = 0
+    if resume is not None:
+        step, version, engine_version, iterations, empty_run = resume.restore(
+            policy, engine, optimizer, controller, stream, gen)
+    step0, branched = step, False
     total = schedule_steps or steps
     while step < steps and iterations < 3 * steps:  # bounded even if nothing is ever kept
         iterations += 1
@@ -476,12 +536,16 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
             if on_checkpoint and checkpoint_every and step % checkpoint_every == 0 \
                     and step < steps:
                 on_checkpoint(step, policy)
-            if eval_every and (step % eval_every == 0 or step == steps):
+            if eval_every and ((step - step0) % eval_every == 0 or step == steps):
                 result.evals.append({"step": step, **evaluate(policy, tok, held, c, final_cap,
                                                               seed, stops)})
             if step >= steps:
                 break
-    if eval_every and result.evals[-1]["step"] != step:  # the loop ran out of iterations
+        if on_branch is not None and not branched and step >= branch_at:
+            branched = True  # at the end of a batch: a branch draws its own next batch
+            on_branch(Branch.capture(policy, engine, optimizer, controller, stream, gen, step,
+                                     version, engine_version, iterations, empty_run))
+    if eval_every and (not result.evals or result.evals[-1]["step"] != step):  # ran out
         result.evals.append({"step": step, **evaluate(policy, tok, held, c, final_cap, seed,
                                                       stops)})
     result.wall_s = time.time() - t0
@@ -493,29 +557,32 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
 # -- ablations in other processes ---------------------------------------------------------------
 
 def _ablation(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task],
-              c: GRPOStageConfig, name: str, seed: int, optim: OptimConfig | None
-              ) -> ClimbResult:
-    """One ablation: ``c.ablation_steps`` steps from ``start`` with stabiliser ``name`` off, on
-    the main climb's schedule and seeds (a module-level function: it runs in a child
-    process too)."""
+              c: GRPOStageConfig, name: str, seed: int, optim: OptimConfig | None,
+              branch: Branch | None = None) -> ClimbResult:
+    """One ablation: ``c.ablation_steps`` steps with stabiliser ``name`` off, from ``start`` or
+    from the main climb's ``branch``, on the main climb's schedule and seeds (a module-level
+    function: it runs in a child process too)."""
     if c.threads:
         torch.set_num_threads(c.threads)
-    return climb(start, tok, pool, held, c, steps=c.ablation_steps, seed=seed,
+    first = branch.counters[0] if branch is not None else 0
+    return climb(start, tok, pool, held, c, steps=first + c.ablation_steps, seed=seed,
                  s=Stabilisers().without(name), eval_every=c.ablation_steps,
-                 name=f"no {name}", schedule_steps=c.steps, optim=optim)
+                 name=f"no {name}", schedule_steps=c.steps, optim=optim, resume=branch)
 
 
 class Ablations:
-    """The ablations of a climb, started before the main climb in child processes when
-    ``c.ablation_workers`` > 0, else run one after another by :meth:`results`
-    (:class:`mai_repro.train.sweep.Background`). Each ablation depends only on the starting
-    checkpoint and the seeds, so either way gives the same numbers."""
+    """The ablations of a climb, started in child processes when ``c.ablation_workers`` > 0,
+    else run one after another by :meth:`results` (:class:`mai_repro.train.sweep.Background`).
+    They start from ``start`` or, given ``branch`` (``grpo.ablation_from``), from the main
+    climb's state at that step. Each depends only on where it starts and the seeds, so either
+    way gives the same numbers."""
 
     def __init__(self, start: Transformer, tok, pool: list[tasks.Task],
                  held: list[tasks.Task], c: GRPOStageConfig, seed: int,
-                 optim: OptimConfig | None = None):
+                 optim: OptimConfig | None = None, branch: Branch | None = None):
         self.steps = c.ablation_steps
-        self.runs = Background({n: (_ablation, (start, tok, pool, held, c, n, seed, optim), {})
+        self.runs = Background({n: (_ablation, (start, tok, pool, held, c, n, seed, optim,
+                                                branch), {})
                                 for n in c.ablations}, c.ablation_workers)
 
     def results(self, progress: Callable[[int], None] | None = None

@@ -79,6 +79,10 @@ class GRPOStageConfig:
                                 "routing_replay"],
                help="stabilisers switched off one at a time, same seeds")
     ablation_steps: int = spec(30, min=1, help="optimizer steps of each ablation run")
+    ablation_from: int = spec(0, min=0, help="the ablations branch from the main climb's "
+                                             "state after this many steps (0 = from the "
+                                             "start), so that they run where the "
+                                             "stabilisers act")
     ablation_workers: int = spec(0, min=0, help="processes that run the ablations while the "
                                                 "main climb runs (each on grpo.threads "
                                                 "threads; same numbers as one after another); "
@@ -109,6 +113,10 @@ class GRPOStageConfig:
                                      f"{self.difficulties}")]
         if not self.kinds:
             return [("kinds", "needs at least one task kind")]
+        if self.ablations and self.ablation_from + self.ablation_steps > self.steps:
+            return [("ablation_from", f"the ablations end at step {self.ablation_from} + "
+                                      f"{self.ablation_steps}, past the main climb's "
+                                      f"{self.steps} steps")]
         if self.r_min >= 1.0 - self.eps:
             return [("r_min", f"must be below the inner bound 1 - eps = {1 - self.eps}, got "
                               f"{self.r_min}")]

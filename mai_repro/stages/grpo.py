@@ -18,6 +18,7 @@ from mai_repro.model.transformer import Transformer
 from mai_repro.rl import tasks
 from mai_repro.rl.climb import (
     Ablations,
+    Branch,
     ClimbResult,
     PoolSelection,
     climb,
@@ -208,7 +209,8 @@ def ablation_verdicts(main: ClimbResult, ablations: dict[str, ClimbResult], c: G
     out: dict[str, dict[str, Any]] = {}
     for name, ab in ablations.items():
         n = len(ab.history)
-        base = main.history[:n]
+        first = ab.history[0].get("step", 1) - 1 if ab.history else 0  # ablation_from
+        base = main.history[first:first + n]
         m = min(n, len(base))  # the steps both runs took
         kw = {"items": "steps", "seed": seed}
         if name == "outer_clip":  # without it the gradient norm spikes
@@ -265,7 +267,8 @@ def ablation_verdicts(main: ClimbResult, ablations: dict[str, ClimbResult], c: G
         out[name]["rule"] = RULES[name]
         out[name]["claim"] = CLAIMS[name]
         out[name]["steps"] = n
-        out[name]["accuracy_with"] = _acc_at(main, n)
+        out[name]["from_step"] = first
+        out[name]["accuracy_with"] = _acc_at(main, first + n)
         out[name]["accuracy_without"] = ab.evals[-1]["accuracy"] if ab.evals else None
         acc = _accuracy_test(main, ab, c.eval_samples, seed)
         out[name]["accuracy_test"] = None if acc is None else dataclasses.asdict(acc)
@@ -351,12 +354,25 @@ def build(run: Run) -> GRPOResult:
             save_model_file(policy.cfg, policy.state_dict(), st.path(name))
             saved.append({"step": step, "file": name})
 
-        # the ablations start now in other processes (grpo.ablation_workers), or run after
-        ablation_runs = Ablations(start, tok, pool, held, c, cfg.seed, cfg.optim)
+        # the ablations start in other processes (grpo.ablation_workers) now, or when the
+        # main climb reaches grpo.ablation_from (they go on from its state there), or run
+        # after it in this process
+        runs: list[Ablations] = []
+
+        def branch(state: Branch) -> None:
+            runs.append(Ablations(start, tok, pool, held, c, cfg.seed, cfg.optim, state))
+
+        if c.ablation_from == 0:
+            runs.append(Ablations(start, tok, pool, held, c, cfg.seed, cfg.optim))
         main = climb(start, tok, pool, held, c, steps=c.steps, seed=cfg.seed,
                      eval_every=c.eval_every, progress=bar.update, keep_model=True,
                      checkpoint_every=c.checkpoint_every, on_checkpoint=keep,
-                     optim=cfg.optim)
+                     optim=cfg.optim, branch_at=c.ablation_from, on_branch=branch)
+        if not runs:
+            raise RuntimeError(f"the main climb stopped at step {len(main.history)}, before "
+                               f"grpo.ablation_from = {c.ablation_from}: no state to branch "
+                               f"the ablations from")
+        ablation_runs = runs[0]
         save_model_file(main.model.cfg, main.model.state_dict(), st.path("model.pt"))
         saved.append({"step": len(main.history), "file": "model.pt"})
         samples = _samples(main.model, tok, held[:6], c, cfg.seed)
@@ -483,10 +499,11 @@ def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
     fig, axes = plots.new(1, max(1, len(names)), width=3.8, height=3.2, squeeze=False)
     for ax, name in zip(axes[0], names, strict=False):
         key, label, ref = spec[name]
-        n = len(ablations[name].history)
+        first, n = verdicts[name]["from_step"], len(ablations[name].history)
         for res, colour, lab in ((main, plots.OURS, "all stabilisers"),
                                  (ablations[name], plots.REPORT, f"no {name}")):
-            rows = [r for r in res.history[:n] if r[key] is not None]
+            rows = [r for r in res.history if first < r["step"] <= first + n
+                    and r[key] is not None]
             ax.plot([r["step"] for r in rows], [r[key] for r in rows], lw=1.2, color=colour,
                     label=lab)
         if ref is not None:

@@ -336,8 +336,9 @@ def _ablation_rule(v: Mapping[str, Any]) -> bool | None:
 
 
 def _ablation_show(v: Mapping[str, Any]) -> str:
+    first = v.get("from_step", 0)  # grpo.ablation_from (manifests before it: 0)
     out = (f"{v['measure']}: {num(v['with']):.4g} with, {num(v['without']):.4g} without "
-           f"({v['steps']} steps)")
+           f"(steps {first + 1}-{first + v['steps']})")
     if v.get("accuracy_test"):
         acc = decision(v["accuracy_test"])
         out += f"; held-out accuracy without - with {acc.span()} (n={acc.n} problems)"
