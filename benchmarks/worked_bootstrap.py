@@ -3,6 +3,7 @@ task is at its edge of competence? (issue 22)
 
     python benchmarks/worked_bootstrap.py [--run runs/laptop] [--start pretraining]
         [--steps 300] [--eval-every 100] [--train-difficulties 0,1,2] [--eval-difficulty 1]
+        [--kinds arithmetic] [--cap 160] [--save MODEL_FILE]
 
 Fine-tunes the run's ``--start`` model (``pretraining`` or ``midtraining``) on procedural
 worked solutions only (``rl.worked``, arithmetic, packed into 256-token windows; every text
@@ -28,7 +29,7 @@ from mai_repro.data.tokenizer import load as load_tokenizer
 from mai_repro.rl import tasks, worked
 from mai_repro.rl.evaluate import sample_accuracy
 from mai_repro.rl.rollout import stop_ids
-from mai_repro.train.checkpoint import load_model_file
+from mai_repro.train.checkpoint import load_model_file, save_model_file
 from mai_repro.train.config import OptimConfig
 from mai_repro.train.loop import Schedule, lm_step, make_optimizer
 
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--cap", type=int, default=160)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--kinds", default="arithmetic")
+    ap.add_argument("--save", default="", help="write the fine-tuned model here (a model "
+                                                "file, as the stages write them)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{model_file} not found: run the notebooks up to {a.start} first")
     tok = load_tokenizer(run / "tokenizer" / "tokenizer.json")
     model = load_model_file(model_file)
-    kinds = ("arithmetic",)
+    kinds = tuple(a.kinds.split(","))
     held = tasks.generate(a.n_eval, kinds=kinds, difficulty=a.eval_difficulty, seed=0,
                           split="eval", fmt="worked")
     banned = worked.heldout_keys(
@@ -97,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps({"step": step + 1, "loss": round(loss, 3),
                               "s": round(time.time() - t0)}), flush=True)
             evaluate(step + 1)
+    if a.save:
+        save_model_file(model.cfg, model.state_dict(), Path(a.save))
 
 
 if __name__ == "__main__":

@@ -224,3 +224,16 @@ def test_the_verdicts_say_how_often_the_removed_stabiliser_acted_in_the_main_run
     v = grpo_stage.ablation_verdicts(ClimbResult("m", history=never),
                                      {"outer_clip": ClimbResult("a", history=never)}, c)
     assert v["outer_clip"]["acting"]["steps_acting"] == 0
+
+
+def test_over_seeds_is_a_student_t_interval():
+    """Three seeds' gains: mean +- t(0.975, 2) sd / sqrt(3) = mean +- 2.484 sd (hand value);
+    a bootstrap of three values would be far narrower."""
+    d = stats.over_seeds([0.10, 0.14, 0.12], test="gain")
+    assert d.items == "seeds" and d.n == 3 and d.mean == pytest.approx(0.12)
+    assert d.hi - d.mean == pytest.approx(4.302653 * 0.02 / math.sqrt(3), rel=1e-5)
+    assert d.verdict == "held"
+    assert stats.over_seeds([0.10, -0.02, 0.12], test="gain").verdict == "inconclusive"
+    assert stats.over_seeds([-0.10, -0.12, -0.11], test="gain").verdict == "not held"
+    one = stats.over_seeds([0.3], test="gain")
+    assert one.verdict == "inconclusive" and one.n == 1 and math.isnan(one.lo)

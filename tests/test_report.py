@@ -222,6 +222,17 @@ def test_grpo_and_self_distillation(tmp_path):
     assert by["grpo.climb"].interval == "+50.0% [+40.0%, +60.0%] (n=120 held-out problems, " \
                                         "one seed)"
     assert "one seed" in by["grpo.climb"].finding.rule_text.lower()
+    # with grpo.seeds >= 2 the interval over the seeds decides, whatever the one seed's says
+    seeds = {**GRPO_RUN, "gain_over_seeds": decision(0.05, -0.02, 0.12, n=3, items="seeds"),
+             "seed_gains": [{"seed": k, "steps": 40, "accuracy_start": 0.1,
+                             "accuracy_final": 0.1 + g, "solved_any_start": 0.2,
+                             "solved_any_final": 0.3} for k, g in enumerate((0.5, 0.0, -0.35))]}
+    write(tmp_path, "grpo", seeds)
+    by3 = {r.finding.id: r for r in card(tmp_path).results}
+    assert by3["grpo.climb"].verdict == INCONCLUSIVE
+    assert by3["grpo.climb"].interval == "+5.0% [-2.0%, +12.0%] (n=3 seeds) (per seed: " \
+                                         "+50.0%, +0.0%, -35.0%)"
+    write(tmp_path, "grpo", GRPO_RUN)
     # each ablation's verdict is its interval's: above x1 held, below not held, across it
     # inconclusive
     assert v["grpo.outer_clip"] == v["grpo.routing_replay"] == HELD

@@ -77,3 +77,22 @@ def test_keys_must_be_unique_file_names(tmp_path):
         sweep.run_sweep([Job("a/b", "x:y")], tmp_path)
     with pytest.raises(ValueError, match="unique file names"):
         sweep.run_sweep([Job("a", "x:y"), Job("a", "x:y")], tmp_path)
+
+
+def test_background_calls_submitted_later_queue_behind_the_first():
+    """grpo: the other seeds' climbs start at once and the ablations join the same child
+    process when the main climb branches; results do not depend on where a call ran."""
+    import math
+
+    from mai_repro.train.sweep import Background
+
+    here, there = Background({}, 0), Background({"a": (math.comb, (10, 3), {})}, 1)
+    assert not here.in_child and there.in_child
+    for bg in (here, there):
+        bg.submit("b", math.comb, (12, 5))
+        with pytest.raises(ValueError, match="already submitted"):
+            bg.submit("b", math.comb, (1, 1))
+    assert there.result("a") == 120
+    assert here.result("b") == there.result("b") == 792
+    here.close()
+    there.close()

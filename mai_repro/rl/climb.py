@@ -570,31 +570,48 @@ def _ablation(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.
                  name=f"no {name}", schedule_steps=c.steps, optim=optim, resume=branch)
 
 
+def replica(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task],
+            c: GRPOStageConfig, seed: int, optim: OptimConfig | None) -> ClimbResult:
+    """The main climb again with another seed (``grpo.seeds``), evaluated at its start and end
+    only: the spread of the gain between seeds (a module-level function: it runs in a child
+    process too)."""
+    if c.threads:
+        torch.set_num_threads(c.threads)
+    return climb(start, tok, pool, held, c, steps=c.steps, seed=seed, eval_every=c.steps,
+                 name=f"seed {seed}", optim=optim)
+
+
 class Ablations:
-    """The ablations of a climb, started in child processes when ``c.ablation_workers`` > 0,
-    else run one after another by :meth:`results` (:class:`mai_repro.train.sweep.Background`).
-    They start from ``start`` or, given ``branch`` (``grpo.ablation_from``), from the main
-    climb's state at that step. Each depends only on where it starts and the seeds, so either
-    way gives the same numbers."""
+    """The ablations of a climb, in child processes when ``c.ablation_workers`` > 0 (queued in
+    ``background`` behind what it already runs, or in their own processes), else one after
+    another by :meth:`results` (:class:`mai_repro.train.sweep.Background`). They start from
+    ``start`` or, given ``branch`` (``grpo.ablation_from``), from the main climb's state at
+    that step. Each depends only on where it starts and the seeds, so either way gives the
+    same numbers."""
 
     def __init__(self, start: Transformer, tok, pool: list[tasks.Task],
                  held: list[tasks.Task], c: GRPOStageConfig, seed: int,
-                 optim: OptimConfig | None = None, branch: Branch | None = None):
+                 optim: OptimConfig | None = None, branch: Branch | None = None,
+                 background: Background | None = None):
         self.steps = c.ablation_steps
-        self.runs = Background({n: (_ablation, (start, tok, pool, held, c, n, seed, optim,
-                                                branch), {})
-                                for n in c.ablations}, c.ablation_workers)
+        self.owned = background is None
+        self.runs = background if background is not None else Background({}, c.ablation_workers)
+        self.names = list(c.ablations)
+        for n in self.names:
+            self.runs.submit(f"ablation {n}", _ablation,
+                             (start, tok, pool, held, c, n, seed, optim, branch))
 
     def results(self, progress: Callable[[int], None] | None = None
                 ) -> dict[str, ClimbResult]:
         out = {}
         try:
-            for n in self.runs.calls:
-                out[n] = self.runs.result(n)
+            for n in self.names:
+                out[n] = self.runs.result(f"ablation {n}")
                 if progress is not None:
                     progress(self.steps)
         finally:
-            self.runs.close()
+            if self.owned:
+                self.runs.close()
         return out
 
 

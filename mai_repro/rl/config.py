@@ -78,6 +78,10 @@ class GRPOStageConfig:
         = spec(factory=lambda: ["outer_clip", "entropy_control", "top_p_mask",
                                 "routing_replay"],
                help="stabilisers switched off one at a time, same seeds")
+    seeds: int = spec(1, min=1, help="the main climb is run with this many seeds (seed, "
+                                     "seed + 1, ...) for its gain's interval over seeds; "
+                                     "the first keeps checkpoints and gets the ablations, "
+                                     "the others are evaluated at start and end")
     ablation_steps: int = spec(30, min=1, help="optimizer steps of each ablation run")
     ablation_from: int = spec(0, min=0, help="the ablations branch from the main climb's "
                                              "state after this many steps (0 = from the "

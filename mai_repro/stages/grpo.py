@@ -23,6 +23,7 @@ from mai_repro.rl.climb import (
     PoolSelection,
     climb,
     number_mass,
+    replica,
     select_pool,
     task_sets,
 )
@@ -32,6 +33,7 @@ from mai_repro.rl.rollout import (
 )
 from mai_repro.schema import cpu_threads, resolve_device, result_dict
 from mai_repro.train.checkpoint import load_model_file, save_model_file
+from mai_repro.train.sweep import Background
 
 STAGE = "grpo"
 UPSTREAM = "midtraining"
@@ -104,6 +106,19 @@ class Gain:
 
 
 @dataclass
+class SeedGain:
+    """One seed's climb (``grpo.seeds``; the first is the main climb): held-out accuracy and
+    pass@k at its start and end, on the same held-out problems."""
+
+    seed: int
+    steps: int
+    accuracy_start: float
+    accuracy_final: float
+    solved_any_start: float
+    solved_any_final: float
+
+
+@dataclass
 class Checkpoint:
     step: int
     file: str  # relative to the stage folder
@@ -121,7 +136,9 @@ class GRPOMetrics:
     accuracy_final: float
     accuracy_best: float
     accuracy_gain: float
-    gain: Gain  # accuracy_gain with its interval and verdict
+    gain: Gain  # accuracy_gain with its interval over problems and verdict (one seed)
+    seed_gains: list[SeedGain]  # the main climb and each other seed's (grpo.seeds)
+    gain_over_seeds: dict[str, Any]  # the gain's mai_repro.stats.Decision over the seeds
     number_mass: NumberMass
     reward_first_third: float  # mean task reward of every rollout drawn, first third of steps
     reward_last_third: float
@@ -345,7 +362,7 @@ def build(run: Run) -> GRPOResult:
             sel = select_pool(start, tok, pool, c, cfg.seed)
             choice = _pool_choice(sel)
             pool = sel.kept
-        total = c.steps + c.ablation_steps * len(c.ablations)
+        total = c.steps * c.seeds + c.ablation_steps * len(c.ablations)
         bar = tqdm(total=total, desc="GRPO steps", leave=False)
         saved: list[dict[str, Any]] = []
 
@@ -354,16 +371,21 @@ def build(run: Run) -> GRPOResult:
             save_model_file(policy.cfg, policy.state_dict(), st.path(name))
             saved.append({"step": step, "file": name})
 
-        # the ablations start in other processes (grpo.ablation_workers) now, or when the
-        # main climb reaches grpo.ablation_from (they go on from its state there), or run
-        # after it in this process
+        # Other processes (grpo.ablation_workers) run the first of the other seeds' climbs
+        # (grpo.seeds) from now, then the ablations, which start when the main climb reaches
+        # grpo.ablation_from (they go on from its state there); the other seeds' remaining
+        # climbs run here after the main climb. Without workers all of it runs here.
+        bg = Background({}, c.ablation_workers)
+        seeds = [cfg.seed + i for i in range(1, c.seeds)]
+        for s_ in seeds[:1] if bg.in_child else []:
+            bg.submit(f"seed {s_}", replica, (start, tok, pool, held, c, s_, cfg.optim))
         runs: list[Ablations] = []
 
         def branch(state: Branch) -> None:
-            runs.append(Ablations(start, tok, pool, held, c, cfg.seed, cfg.optim, state))
+            runs.append(Ablations(start, tok, pool, held, c, cfg.seed, cfg.optim, state, bg))
 
         if c.ablation_from == 0:
-            runs.append(Ablations(start, tok, pool, held, c, cfg.seed, cfg.optim))
+            runs.append(Ablations(start, tok, pool, held, c, cfg.seed, cfg.optim, None, bg))
         main = climb(start, tok, pool, held, c, steps=c.steps, seed=cfg.seed,
                      eval_every=c.eval_every, progress=bar.update, keep_model=True,
                      checkpoint_every=c.checkpoint_every, on_checkpoint=keep,
@@ -379,10 +401,25 @@ def build(run: Run) -> GRPOResult:
         mass = {"start": number_mass(start, tok, held), "final": number_mass(main.model, tok,
                                                                              held)}
         main.model = None
+        others = {}
+        for s_ in seeds:
+            if f"seed {s_}" not in bg.calls:
+                bg.submit(f"seed {s_}", replica, (start, tok, pool, held, c, s_, cfg.optim))
+            others[s_] = bg.result(f"seed {s_}")
+            bar.update(c.steps)
         ablations = ablation_runs.results(progress=bar.update)
+        bg.close()
         bar.close()
+        gains = [SeedGain(seed=k, steps=len(r.history), accuracy_start=r.evals[0]["accuracy"],
+                          accuracy_final=r.evals[-1]["accuracy"],
+                          solved_any_start=r.evals[0]["solved_any"],
+                          solved_any_final=r.evals[-1]["solved_any"])
+                 for k, r in {cfg.seed: main, **others}.items()]
+        over_seeds = stats.over_seeds(
+            [g.accuracy_final - g.accuracy_start for g in gains],
+            test="held-out accuracy final - start, Student-t interval over the seeds' climbs")
         verdicts = ablation_verdicts(main, ablations, c, seed=cfg.seed)
-        figures = _figures(main, ablations, verdicts, c, st)
+        figures = _figures(main, ablations, verdicts, c, st, others)
         if choice is not None:
             figures["pool"] = _pool_figure(choice, st)
         acc0, acc1 = main.evals[0]["accuracy"], main.evals[-1]["accuracy"]
@@ -394,7 +431,8 @@ def build(run: Run) -> GRPOResult:
                            n_eval=len(held), eval_samples=c.eval_samples),
             pool=choice, steps=len(main.history), accuracy_start=acc0, accuracy_final=acc1,
             accuracy_best=max(e["accuracy"] for e in main.evals),
-            accuracy_gain=acc1 - acc0, gain=gain, number_mass=NumberMass(**mass),
+            accuracy_gain=acc1 - acc0, gain=gain, seed_gains=gains,
+            gain_over_seeds=dataclasses.asdict(over_seeds), number_mass=NumberMass(**mass),
             # the task reward of every rollout drawn (before the filters select groups)
             reward_first_third=mean_over(main.history, "pass_rate_drawn", first=third),
             reward_last_third=mean_over(main.history, "pass_rate_drawn", last=third),
@@ -449,7 +487,8 @@ def _samples(model: torch.nn.Module, tok, problems: list[tasks.Task], c: GRPOSta
 
 
 def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
-             verdicts: dict[str, dict], c: GRPOStageConfig, st) -> dict[str, Any]:
+             verdicts: dict[str, dict], c: GRPOStageConfig, st,
+             others: dict[int, ClimbResult] | None = None) -> dict[str, Any]:
     h = main.history
     fig, ax = plots.new(width=6.4, height=3.6)
     ex = [e["step"] for e in main.evals]
@@ -458,6 +497,10 @@ def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
                   f"{c.temperature}, top-p {c.top_p})")
     ax.plot(ex, [e["solved_any"] for e in main.evals], marker="s", ms=3, lw=1,
             color=plots.PALETTE[1], label=f"held-out pass@{c.eval_samples}")
+    for i, res in enumerate((others or {}).values()):  # grpo.seeds: start and end
+        ax.plot([e["step"] for e in res.evals], [e["accuracy"] for e in res.evals], ls="",
+                marker="^", ms=5, color=plots.PALETTE[2],
+                label="other seeds' climbs (pass@1 at start and end)" if i == 0 else None)
     ax.axhline(main.evals[0]["accuracy"], color="0.4", ls="--", lw=1,
                label="starting checkpoint")
     ax.axhline(main.evals[0]["accuracy"] + c.min_gain, color=plots.REPORT, ls=":", lw=1,

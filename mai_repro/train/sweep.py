@@ -122,15 +122,24 @@ class Background:
     level)."""
 
     def __init__(self, calls: Mapping[str, tuple[Callable, tuple, dict]], workers: int = 0):
-        self.calls = dict(calls)
+        self.calls: dict[str, tuple[Callable, tuple, dict]] = {}
         self.futures: dict[str, cf.Future] = {}
         self.pool: cf.ProcessPoolExecutor | None = None
-        if workers > 0 and self.calls:
+        if workers > 0:  # the processes start with the first call
             self.pool = cf.ProcessPoolExecutor(
-                max_workers=min(workers, len(self.calls)),
+                max_workers=min(workers, len(calls)) if calls else workers,
                 mp_context=multiprocessing.get_context("spawn"))
-            self.futures = {k: self.pool.submit(fn, *args, **kw)
-                            for k, (fn, args, kw) in self.calls.items()}
+        for k, (fn, args, kw) in calls.items():
+            self.submit(k, fn, args, kw)
+
+    def submit(self, key: str, fn: Callable, args: tuple, kw: dict | None = None) -> None:
+        """One more call: queued behind the others in the child processes (or made here when
+        its result is asked for)."""
+        if key in self.calls:
+            raise ValueError(f"a call {key!r} was already submitted")
+        self.calls[key] = (fn, args, kw or {})
+        if self.pool is not None:
+            self.futures[key] = self.pool.submit(fn, *args, **(kw or {}))
 
     @property
     def in_child(self) -> bool:
