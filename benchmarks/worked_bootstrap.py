@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cap", type=int, default=160)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--kinds", default="arithmetic")
+    ap.add_argument("--ban", type=int, default=512, help="held-out problems whose texts are "
+                                                         "removed (difficulty 0 holds 300)")
     ap.add_argument("--save", default="", help="write the fine-tuned model here (a model "
                                                 "file, as the stages write them)")
     a = ap.parse_args(argv)
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     held = tasks.generate(a.n_eval, kinds=kinds, difficulty=a.eval_difficulty, seed=0,
                           split="eval", fmt="worked")
     banned = worked.heldout_keys(
-        tasks.question(t) for t in tasks.generate(512, kinds=kinds,
+        tasks.question(t) for t in tasks.generate(max(a.ban, a.n_eval), kinds=kinds,
                                                   difficulty=a.eval_difficulty, seed=0,
                                                   split="eval"))
     need = a.steps * a.batch
