@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cap", type=int, default=160)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--kinds", default="arithmetic")
+    ap.add_argument("--show", action="store_true", help="print two completions at every "
+                                                        "evaluation, not only the last")
     ap.add_argument("--ban", type=int, default=512, help="held-out problems whose texts are "
                                                          "removed (difficulty 0 holds 300)")
     ap.add_argument("--save", default="", help="write the fine-tuned model here (a model "
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
                           "correct_per_problem": np.bincount(r.correct,
                                                              minlength=a.samples + 1).tolist(),
                           "length": round(r.length, 1)}), flush=True)
-        if step == a.steps:
+        if step == a.steps or a.show:
             for t, texts_ in zip(held[:2], r.texts[:2], strict=True):
                 print(repr(tasks.question(t)), "->", repr(texts_[0][:240]), flush=True)
 

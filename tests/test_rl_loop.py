@@ -223,8 +223,12 @@ def test_a_collapsed_policy_stops_the_climb(tok, monkeypatch):
                                     "max_empty_draws": 5, "max_new_tokens": 3,
                                     "rollout_dtype": "float32"}})
     pool, held = climb.task_sets(cfg.grpo, 0)
-    res = climb.climb(tiny_model(tok), tok, pool, held, cfg.grpo, steps=50, seed=0)
+    branches = []
+    res = climb.climb(tiny_model(tok), tok, pool, held, cfg.grpo, steps=50, seed=0,
+                      branch_at=20, on_branch=branches.append)
     assert res.history == [] and res.collapsed_at == 0
+    # stopped before grpo.ablation_from: the ablations branch where it stopped
+    assert [b.counters[0] for b in branches] == [0]
     assert res.empty_batches == 5  # not 3 x 50 = 150, the iteration bound
     assert len(calls) == 5 * 2  # two rounds per empty draw
     ok = climb.climb(tiny_model(tok), tok, pool, held,

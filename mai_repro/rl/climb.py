@@ -545,6 +545,10 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
             branched = True  # at the end of a batch: a branch draws its own next batch
             on_branch(Branch.capture(policy, engine, optimizer, controller, stream, gen, step,
                                      version, engine_version, iterations, empty_run))
+    if on_branch is not None and not branched:  # stopped before branch_at (collapsed): the
+        # ablations go on from where it stopped, and find no main-climb steps to pair with
+        on_branch(Branch.capture(policy, engine, optimizer, controller, stream, gen, step,
+                                 version, engine_version, iterations, empty_run))
     if eval_every and (not result.evals or result.evals[-1]["step"] != step):  # ran out
         result.evals.append({"step": step, **evaluate(policy, tok, held, c, final_cap, seed,
                                                       stops)})

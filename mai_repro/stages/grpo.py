@@ -352,7 +352,8 @@ def build(run: Run) -> GRPOResult:
     device = resolve_device(cfg.device)
     up = require(run, UPSTREAM)
     tok_stage = require(run, "tokenizer")
-    with cpu_threads(c.threads), run.stage(STAGE) as st:
+    with cpu_threads(c.threads), run.stage(STAGE) as st, \
+            Background({}, c.ablation_workers) as bg:
         st.add_input("start_model", up.path("model.pt"))
         tok = load_tokenizer(tok_stage.path("tokenizer.json"))
         start = load_model_file(up.path("model.pt"), device)
@@ -375,7 +376,6 @@ def build(run: Run) -> GRPOResult:
         # (grpo.seeds) from now, then the ablations, which start when the main climb reaches
         # grpo.ablation_from (they go on from its state there); the other seeds' remaining
         # climbs run here after the main climb. Without workers all of it runs here.
-        bg = Background({}, c.ablation_workers)
         seeds = [cfg.seed + i for i in range(1, c.seeds)]
         for s_ in seeds[:1] if bg.in_child else []:
             bg.submit(f"seed {s_}", replica, (start, tok, pool, held, c, s_, cfg.optim))
@@ -390,11 +390,7 @@ def build(run: Run) -> GRPOResult:
                      eval_every=c.eval_every, progress=bar.update, keep_model=True,
                      checkpoint_every=c.checkpoint_every, on_checkpoint=keep,
                      optim=cfg.optim, branch_at=c.ablation_from, on_branch=branch)
-        if not runs:
-            raise RuntimeError(f"the main climb stopped at step {len(main.history)}, before "
-                               f"grpo.ablation_from = {c.ablation_from}: no state to branch "
-                               f"the ablations from")
-        ablation_runs = runs[0]
+        ablation_runs = runs[0]  # a climb that stopped early branched where it stopped
         save_model_file(main.model.cfg, main.model.state_dict(), st.path("model.pt"))
         saved.append({"step": len(main.history), "file": "model.pt"})
         samples = _samples(main.model, tok, held[:6], c, cfg.seed)
@@ -408,7 +404,6 @@ def build(run: Run) -> GRPOResult:
             others[s_] = bg.result(f"seed {s_}")
             bar.update(c.steps)
         ablations = ablation_runs.results(progress=bar.update)
-        bg.close()
         bar.close()
         gains = [SeedGain(seed=k, steps=len(r.history), accuracy_start=r.evals[0]["accuracy"],
                           accuracy_final=r.evals[-1]["accuracy"],

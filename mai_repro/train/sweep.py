@@ -154,3 +154,9 @@ class Background:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:  # on an error too: no child outlives the caller
+        self.close()
