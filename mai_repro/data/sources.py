@@ -89,6 +89,21 @@ SOURCES: tuple[Source, ...] = (
                 "Congress Workshop on Electronic Texts proceedings (1992)"),
 )
 
+# Human prose for the AI-content detector's human side only (issue 18): read, verified
+# against data/MANIFEST like the sample, never documents of the corpus (never pre-training
+# text, never a candidate for removal). Prose about the world (people, places, dates,
+# events) outside news and Wikipedia, so that the news genre held out of the detector's
+# training does not leave such prose on the machine side alone. Under data/raw/detector/.
+# (The Devil's Dictionary and the Jargon File were measured here too and left out: they
+# lowered the detection rate; docs/data.md.)
+DETECTOR_SOURCES: tuple[Source, ...] = (
+    Source("detector", "debian-history-2.28.tar.gz", "deb", "debian-history", "2.28",
+           "prose-tar", "GPL-2.0-or-later",
+           r"^\./usr/share/doc/debian-history/docs/project-history\.en\.txt\.gz$",
+           note="A Brief History of Debian (English, plain text): people, places, dates and "
+                "events of the project, 1993 to August 2021"),
+)
+
 MANIFEST_FIELDS = ("id", "family", "source", "version", "path", "license", "date", "sha256",
                    "bytes")
 
@@ -203,6 +218,23 @@ def iter_sample(data_dir: Path | str | None = None, families: tuple[str, ...] | 
     for source in SOURCES:
         if families is None or source.family in families:
             yield from read_source(source, data_dir)
+
+
+def iter_detector_human(data_dir: Path | str | None = None,
+                        names: tuple[str, ...] | None = None) -> Iterator[Document]:
+    """The documents of :data:`DETECTOR_SOURCES` (those whose package is in ``names``, all if
+    None), each raw file and document verified against data/MANIFEST: the detector's extra
+    human prose, never corpus documents. An unreadable file is an error (nothing to ledger)."""
+    data_dir = Path(data_dir or default_data_dir())
+    manifest = SampleManifest.read(data_dir)
+    for source in DETECTOR_SOURCES:
+        if names is not None and source.package not in names:
+            continue
+        manifest.verify_file(source_id(source), raw_path(data_dir, source))
+        for doc in read_source(source, data_dir, manifest):
+            if isinstance(doc, Unreadable):
+                raise RuntimeError(f"the detector's human prose has an unreadable input: {doc}")
+            yield doc
 
 
 def manifest_ids(data_dir: Path | str | None = None, max_per_source: int | None = None
