@@ -87,7 +87,7 @@ def build_items(preset: str, cache: Path, views: int | None = None,
         ad.machine_items(train_passages + variants)
     x, names = af.text_features([it.text for it in items], af.NgramModel([d.text for d in ref]))
     return {"items": items, "x": x, "names": names, "word_C": cfg.ai_word_C, "C": cfg.ai_C,
-            "seed": seed, "masked": cfg.ai_masked_words,
+            "seed": seed, "masked": cfg.ai_masked_words, "masked_vocab": cfg.ai_masked_vocab,
             "skip": ",".join(cfg.ai_word_skip_genres)}
 
 
@@ -135,6 +135,8 @@ class Harness:
         self.seed, self.word_C, self.C = data["seed"], data["word_C"], data.get("C", 1.0)
         # the stage's word models: which ones, and the human genres that never fit them
         self.masked, self.skip = data.get("masked", False), data.get("skip", "")
+        vocab = data.get("masked_vocab", 150)
+        self.masked_kind = "masked" if vocab == 150 else f"masked{vocab}"
         self.splits = ad.leave_one_out(self.items, ad.genre_key)
         self._counts: dict[str, Any] = {}
 
@@ -142,8 +144,8 @@ class Harness:
         if kind not in self._counts:
             if kind == "words":
                 self._counts[kind] = ad.word_counts(self.texts)
-            elif kind == "masked":
-                self._counts[kind] = ad.masked_word_counts(self.texts)
+            elif kind.startswith("masked"):  # "masked<N>": N function words kept
+                self._counts[kind] = ad.masked_word_counts(self.texts, int(kind[6:] or 150))
             elif kind == "unigrams":  # the word model's unigram columns only
                 self._counts[kind] = unigram_counts(self.texts)
             else:
@@ -231,10 +233,19 @@ class Harness:
 def attempts(h: Harness) -> dict[str, Any]:
     w = ("words", h.word_C)
     used = [("words", h.word_C, 0, h.skip)] + \
-        ([("masked", h.word_C, 0, h.skip)] if h.masked else [])
+        ([(h.masked_kind, h.word_C, 0, h.skip)] if h.masked else [])
     return {
         "used": lambda: h.stack(used, C=h.C),
         "word_model_alone_all_fit": lambda: h.stack([w], C=h.C),  # the word model before
+        **{f"used_masked_{n}": (lambda n=n: h.stack(
+            [("words", h.word_C, 0, h.skip), (f"masked{n}", h.word_C, 0, h.skip)], C=h.C))
+           for n in (25, 50, 75, 100)},
+        "used_masked_C_3": lambda: h.stack(
+            [("words", h.word_C, 0, h.skip), ("masked", 3.0, 0, h.skip)], C=h.C),
+        "used_final_C_0.03": lambda: h.stack(used, C=0.03),
+        "used_final_C_0.3": lambda: h.stack(used, C=0.3),
+        "used_final_C_1": lambda: h.stack(used, C=1.0),
+        "used_fold_calibrated_1pct": lambda: h.stack(used, C=h.C, fold_calibrate=0.01),
         "final_C_1": lambda: h.stack([w], C=1.0),
         "word_model_only": lambda: h.stack([w], x=np.zeros((len(h.y), 1))),
         "chars": lambda: h.stack([("chars", 10.0)]),

@@ -304,14 +304,15 @@ def test_saved_detector_scores_like_the_trained_one(tmp_path, masked):
     y = np.r_[np.zeros(20), np.ones(20)].astype(int)
     ngram = af.NgramModel(human[:5])
     x, _ = af.text_features(texts, ngram, models)
-    counts = ad.text_counts(texts, masked)
+    counts = ad.text_counts(texts, masked, masked_vocab=60)
     model = ad.SupervisedDetector().fit(x, y, counts, [str(i) for i in range(40)])
     assert (model.masked is not None) == masked
-    ad.save(tmp_path, model, ngram, {"threshold": 0.0, "byte_features": True})
+    ad.save(tmp_path, model, ngram, {"threshold": 0.0, "byte_features": True,
+                                     "masked_vocab": 60})
     loaded = ad.load(tmp_path)
     new = [p.text for p in PASSAGES[20:25]] + ["A plain human sentence about rivers. " * 9]
     x_new, _ = af.text_features(new, ngram, models)
-    expected = model.score(x_new, ad.text_counts(new, masked))
+    expected = model.score(x_new, ad.text_counts(new, masked, masked_vocab=60))
     assert np.allclose(loaded.score(new, models), expected, atol=1e-6)
 
 

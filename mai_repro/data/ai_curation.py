@@ -171,7 +171,7 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
                             else ("style", "ngram"))
     x = x_full[:, used]
     with times("ai: word counts"):
-        counts = ad.text_counts(texts, cfg.ai_masked_words)
+        counts = ad.text_counts(texts, cfg.ai_masked_words, cfg.ai_masked_vocab)
     cand_counts_all = counts
     counts = counts[: len(items)]
 
@@ -288,6 +288,7 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
         ad.save(out_dir, det, ngram, {
             "threshold": threshold, "fpr": cfg.ai_fpr,
             "feature_names": [names[i] for i in used], "byte_features": cfg.ai_byte_features,
+            "masked_vocab": cfg.ai_masked_vocab,
             "zero_shot": {"score": cfg.detector_score, "threshold": zs_threshold,
                           "acts": zs_acts, "auc_real_text": zs_auc},
             "markers": [r.name for r in ai.MARKER_RULES]})

@@ -148,8 +148,10 @@ class WordCounts:
         return [self.words] + ([] if self.masked is None else [self.masked])
 
 
-def text_counts(texts: Sequence[str], masked: bool = False) -> WordCounts:
-    return WordCounts(word_counts(texts), masked_word_counts(texts) if masked else None)
+def text_counts(texts: Sequence[str], masked: bool = False, masked_vocab: int = 150
+                ) -> WordCounts:
+    return WordCounts(word_counts(texts),
+                      masked_word_counts(texts, masked_vocab) if masked else None)
 
 
 def _matrices(counts: Any) -> list[Any]:
@@ -523,7 +525,8 @@ class LoadedDetector:
         if "masked_coef" in self.z:
             masked = WordModel(idf=self.z["masked_idf"], coef=self.z["masked_coef"],
                                intercept=float(self.z["masked_intercept"][0]))
-            cols.append(masked.score(masked_word_counts(texts)))
+            cols.append(masked.score(masked_word_counts(texts,
+                                                        self.meta.get("masked_vocab", 150))))
         design = np.column_stack([x, *cols])
         design = (design - self.z["scale_mean"]) / self.z["scale_std"]
         return design @ self.z["coef"] + float(self.z["intercept"][0])

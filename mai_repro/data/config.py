@@ -134,8 +134,11 @@ class CurationConfig:
                                        "(sources.DETECTOR_SOURCES) added to its human side; "
                                        "never the corpus")
     ai_masked_words: bool = spec(True, help="a second word model beside the word model, on "
-                                 "topic-masked text (words outside 150 function words "
-                                 "replaced by _): how a text strings its words together")
+                                 "topic-masked text (words outside the ai_masked_vocab most "
+                                 "common English words replaced by _): how a text strings "
+                                 "its words together")
+    ai_masked_vocab: int = spec(100, min=1, max=150, help="words the topic-masked text keeps "
+                                "(the most common English words, ai_detect.FUNCTION_WORDS)")
     ai_word_skip_genres: list[str] = spec(factory=lambda: ["multilingual"],
                                           help="human genres that never fit the word models "
                                           "(non-English text: its absence of English words "
