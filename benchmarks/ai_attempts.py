@@ -8,7 +8,8 @@ attempt: pooled ROC AUC, TPR at 1% and 0.1% FPR, the worst genre's AUC. Choices 
 on these pooled out-of-fold numbers, never on one test fold.
 
     python benchmarks/ai_attempts.py [--preset laptop] [--cache runs/ai_attempts]
-        [--views N] [--view-kinds wiki,man] [NAME...]
+        [--views N] [--view-kinds wiki,man] [--human-sources PKG,...]
+        [--genre-of FILE=GENRE,...] [NAME...]
 
 The human side holds the sample's labelled documents plus the prose views of
 ``ai_detect.prose_views`` as the preset sets them (``curation.ai_prose_views``,
@@ -25,6 +26,7 @@ the final classifier take seconds. Not a test and not a speed benchmark: a resea
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pickle
 import time
@@ -38,20 +40,12 @@ from mai_repro.data import ai_content, ai_curation, ai_text
 from mai_repro.data import ai_detect as ad
 from mai_repro.data import ai_features as af
 
-FUNCTION_WORDS = (
-    "the of and to a in that is was he for it with as his on be at by i this had not are but "
-    "from or have an they which one you were her all she there would their we him been has "
-    "when who will more no if out so said what up its about into than them can only other new "
-    "some could time these two may then do first any my now such like our over man me even "
-    "most made after also did many before must through back years where much your way well "
-    "down should because each just those people how too little state good very make world "
-    "still own see men work long get here between both life being under never day same "
-    "another know while last might us great old year off come since against go came right "
-    "used take three").split()
+FUNCTION_WORDS = ad.FUNCTION_WORDS
 
 
 def build_items(preset: str, cache: Path, views: int | None = None,
-                kinds: tuple[str, ...] | None = None) -> dict[str, Any]:
+                kinds: tuple[str, ...] | None = None, human_sources: list[str] | None = None,
+                genre_of: dict[str, str] | None = None) -> dict[str, Any]:
     """Items, fixed features and the reference texts, as curation's AI-content phase builds
     them (the byte models' training documents found as ``detector_phase`` picks them)."""
     from mai_repro.data.sources import default_data_dir
@@ -84,11 +78,17 @@ def build_items(preset: str, cache: Path, views: int | None = None,
     variants = ai_text.edited_variants(train_passages, pool, seed, cfg.ai_edit_share)
     views = cfg.ai_prose_views if views is None else views
     kinds = tuple(cfg.ai_prose_view_kinds) if kinds is None else kinds
-    items = ad.human_items(labelled) + ad.prose_views(labelled, views, kinds) + \
+    if human_sources is not None:
+        cfg = dataclasses.replace(cfg, ai_human_sources=human_sources)
+    extra = ad.human_items(stage.read_detector_human(cfg, default_data_dir()))
+    extra = [dataclasses.replace(it, genre=(genre_of or {}).get(it.id.split("/")[1].split(
+        ".tar.gz")[0].split("-")[0], it.genre)) for it in extra]
+    items = ad.human_items(labelled) + ad.prose_views(labelled, views, kinds) + extra + \
         ad.machine_items(train_passages + variants)
     x, names = af.text_features([it.text for it in items], af.NgramModel([d.text for d in ref]))
     return {"items": items, "x": x, "names": names, "word_C": cfg.ai_word_C, "C": cfg.ai_C,
-            "seed": seed}
+            "seed": seed, "masked": cfg.ai_masked_words, "masked_vocab": cfg.ai_masked_vocab,
+            "skip": ",".join(cfg.ai_word_skip_genres)}
 
 
 def char_counts(texts: list[str], max_chars: int = 2000):
@@ -108,23 +108,6 @@ def unigram_counts(texts: list[str]):
     vec = HashingVectorizer(token_pattern=af.WORD_RE.pattern, lowercase=False,
                             preprocessor=lambda t: t[:af.MAX_CHARS].lower(),
                             n_features=ad.WORD_FEATURES, alternate_sign=False, norm=None)
-    return vec.transform(texts).tocsr()
-
-
-def masked_counts(texts: list[str], vocab: int = 150):
-    """Word 1-3-grams of the text with every word outside the ``vocab`` most frequent English
-    function words replaced by ``_`` (topic masking, as in Stamatatos' text distortion):
-    how a text strings its words together, not what it is about."""
-    from sklearn.feature_extraction.text import HashingVectorizer
-
-    keep = set(FUNCTION_WORDS[:vocab])
-
-    def grams(t: str) -> list[str]:
-        ws = [w if w in keep else "_" for w in af.WORD_RE.findall(t[:af.MAX_CHARS].lower())]
-        return [" ".join(ws[i:i + n]) for n in (1, 2, 3) for i in range(len(ws) - n + 1)]
-
-    vec = HashingVectorizer(analyzer=grams, n_features=ad.WORD_FEATURES, alternate_sign=False,
-                            norm=None)
     return vec.transform(texts).tocsr()
 
 
@@ -150,6 +133,10 @@ class Harness:
         cols = [i for i, n in enumerate(data["names"]) if n in af.STYLE_NAMES + af.NGRAM_NAMES]
         self.x = data["x"][:, cols]
         self.seed, self.word_C, self.C = data["seed"], data["word_C"], data.get("C", 1.0)
+        # the stage's word models: which ones, and the human genres that never fit them
+        self.masked, self.skip = data.get("masked", False), data.get("skip", "")
+        vocab = data.get("masked_vocab", 150)
+        self.masked_kind = "masked" if vocab == 150 else f"masked{vocab}"
         self.splits = ad.leave_one_out(self.items, ad.genre_key)
         self._counts: dict[str, Any] = {}
 
@@ -157,26 +144,32 @@ class Harness:
         if kind not in self._counts:
             if kind == "words":
                 self._counts[kind] = ad.word_counts(self.texts)
-            elif kind == "masked":
-                self._counts[kind] = masked_counts(self.texts)
+            elif kind.startswith("masked"):  # "masked<N>": N function words kept
+                self._counts[kind] = ad.masked_word_counts(self.texts, int(kind[6:] or 150))
             elif kind == "unigrams":  # the word model's unigram columns only
                 self._counts[kind] = unigram_counts(self.texts)
             else:
                 self._counts[kind] = char_counts(self.texts)
         return self._counts[kind]
 
-    def fold_scores(self, kind: str, C: float) -> dict[str, ad.FoldWordScores]:
-        path = self.cache / f"folds_{kind}_{C:g}.pkl"
+    def fold_scores(self, kind: str, C: float, min_class_df: int = 0, skip: str = ""
+                    ) -> dict[str, ad.FoldWordScores]:
+        """``skip``: comma-separated human genres that never fit a word model."""
+        tag = (f"_df{min_class_df}" if min_class_df else "") + \
+            (f"_skip-{skip.replace(',', '-')}" if skip else "")
+        path = self.cache / f"folds_{kind}_{C:g}{tag}.pkl"
         if path.is_file():
             return pickle.loads(path.read_bytes())
+        fit_rows = ~((self.y == 0) & np.isin(self.genres, skip.split(","))) if skip else None
         out = ad.word_fold_scores(self.splits, self.counts(kind), self.y, self.groups, C,
-                                  seed=self.seed, n_jobs=2)
+                                  seed=self.seed, n_jobs=2, min_class_df=min_class_df,
+                                  fit_rows=fit_rows)
         path.write_bytes(pickle.dumps(out))
         return out
 
-    def stack(self, bases: list[tuple[str, float]], x: np.ndarray | None = None,
+    def stack(self, bases: list[tuple], x: np.ndarray | None = None,
               C: float = 1.0, final: str = "lr", class_weight: Any = "balanced",
-              genre_balance: float = 0.0) -> np.ndarray:
+              genre_balance: float = 0.0, fold_calibrate: float = 0.0) -> np.ndarray:
         """Out-of-fold scores of a final classifier on the fixed features and the base text
         models' cross-fitted scores (``genre_balance`` p: sample weights 1 / n^p per
         (genre, label) cell, each class summing to the same total)."""
@@ -186,7 +179,7 @@ class Harness:
         from sklearn.preprocessing import StandardScaler
 
         x = self.x if x is None else x
-        folds = [self.fold_scores(k, c) for k, c in bases]
+        folds = [self.fold_scores(*b) for b in bases]
         out = np.full(len(self.y), np.nan)
         for sp in self.splits:
             tr, te = sp.train, sp.test
@@ -211,6 +204,10 @@ class Harness:
                 C=C, class_weight=class_weight, max_iter=5000))
             clf.fit(a, self.y[tr], logisticregression__sample_weight=weights)
             out[te] = clf.decision_function(b)
+            if fold_calibrate:  # each fold's model scored against its own training human
+                # scores' (1 - fold_calibrate) quantile: its own threshold, from training data
+                out[te] -= np.quantile(clf.decision_function(a[self.y[tr] == 0]),
+                                       1 - fold_calibrate)
         return out
 
     def report(self, name: str, s: np.ndarray, started: float) -> dict[str, Any]:
@@ -219,9 +216,11 @@ class Harness:
         per = {g: ad.metrics(s[y == 0], s[(y == 1) & (self.genres == g)])["auc"]
                for g in sorted(set(self.genres[y == 1]))}
         worst = min(per, key=per.get)
-        # The same on the sample's documents alone (prose views out of the human side), so
-        # that easy added human items cannot buy the low-FPR end.
-        docs = np.array([it.label == 0 and it.id == it.group for it in self.items])
+        # The same on the sample's documents alone (prose views and the detector's own human
+        # prose out of the human side), so that easy added human items cannot buy the
+        # low-FPR end.
+        docs = np.array([it.label == 0 and it.id == it.group and it.family != "detector"
+                         for it in self.items])
         m_docs = ad.metrics(s[docs], s[y == 1])
         row = {"attempt": name, **{k: round(v, 4) for k, v in m.items()},
                **{f"{k}_docs": round(v, 4) for k, v in m_docs.items()},
@@ -233,8 +232,20 @@ class Harness:
 
 def attempts(h: Harness) -> dict[str, Any]:
     w = ("words", h.word_C)
+    used = [("words", h.word_C, 0, h.skip)] + \
+        ([(h.masked_kind, h.word_C, 0, h.skip)] if h.masked else [])
     return {
-        "used": lambda: h.stack([w], C=h.C),
+        "used": lambda: h.stack(used, C=h.C),
+        "word_model_alone_all_fit": lambda: h.stack([w], C=h.C),  # the word model before
+        **{f"used_masked_{n}": (lambda n=n: h.stack(
+            [("words", h.word_C, 0, h.skip), (f"masked{n}", h.word_C, 0, h.skip)], C=h.C))
+           for n in (25, 50, 75, 100)},
+        "used_masked_C_3": lambda: h.stack(
+            [("words", h.word_C, 0, h.skip), ("masked", 3.0, 0, h.skip)], C=h.C),
+        "used_final_C_0.03": lambda: h.stack(used, C=0.03),
+        "used_final_C_0.3": lambda: h.stack(used, C=0.3),
+        "used_final_C_1": lambda: h.stack(used, C=1.0),
+        "used_fold_calibrated_1pct": lambda: h.stack(used, C=h.C, fold_calibrate=0.01),
         "final_C_1": lambda: h.stack([w], C=1.0),
         "word_model_only": lambda: h.stack([w], x=np.zeros((len(h.y), 1))),
         "chars": lambda: h.stack([("chars", 10.0)]),
@@ -256,6 +267,31 @@ def attempts(h: Harness) -> dict[str, Any]:
         "masked_only": lambda: h.stack([("masked", h.word_C)]),
         "words_masked": lambda: h.stack([w, ("masked", h.word_C)]),
         "words_masked_final_C_0.1": lambda: h.stack([w, ("masked", h.word_C)], C=0.1),
+        **{f"shared_words_{k}": (lambda k=k: h.stack([("words", h.word_C, k)], C=h.C))
+           for k in (1, 2, 3, 5, 10)},
+        "words_english_prose": lambda: h.stack([("words", h.word_C, 0,
+                                                  "source_code,multilingual")], C=h.C),
+        "words_english_prose_final_C_1": lambda: h.stack(
+            [("words", h.word_C, 0, "source_code,multilingual")], C=1.0),
+        "fold_calibrated_1pct": lambda: h.stack([w], C=h.C, fold_calibrate=0.01),
+        "fold_calibrated_0.5pct": lambda: h.stack([w], C=h.C, fold_calibrate=0.005),
+        "fold_calibrated_5pct": lambda: h.stack([w], C=h.C, fold_calibrate=0.05),
+        "words_masked_fold_calibrated_1pct": lambda: h.stack([w, ("masked", h.word_C)],
+                                                             C=h.C, fold_calibrate=0.01),
+        "words_masked_no_multilingual": lambda: h.stack(
+            [("words", h.word_C, 0, "multilingual"), ("masked", h.word_C, 0, "multilingual")],
+            C=h.C),
+        "words_masked_english_prose": lambda: h.stack(
+            [("words", h.word_C, 0, "source_code,multilingual"),
+             ("masked", h.word_C, 0, "source_code,multilingual")], C=h.C),
+        "words_no_multilingual": lambda: h.stack([("words", h.word_C, 0, "multilingual")],
+                                                 C=h.C),
+        "words_no_code": lambda: h.stack([("words", h.word_C, 0, "source_code")], C=h.C),
+        "words_english_prose_masked": lambda: h.stack(
+            [("words", h.word_C, 0, "source_code,multilingual"), ("masked", h.word_C)],
+            C=h.C),
+        **{f"shared_words_{k}_masked": (lambda k=k: h.stack(
+            [("words", h.word_C, k), ("masked", h.word_C)], C=h.C)) for k in (2, 3, 5)},
     }
 
 
@@ -268,6 +304,12 @@ if __name__ == "__main__":
                          "curation.ai_prose_views)")
     ap.add_argument("--view-kinds", default="", help="comma-separated: wiki, man (default: the "
                     "preset's curation.ai_prose_view_kinds)")
+    ap.add_argument("--human-sources", default=None, help="comma-separated packages of "
+                    "sources.DETECTOR_SOURCES on the human side ('' for none; default: the "
+                    "preset's curation.ai_human_sources)")
+    ap.add_argument("--genre-of", default="", help="comma-separated FILE=GENRE: the genre of "
+                    "a detector source's items, by the first word of its file name "
+                    "(e.g. debian=reference)")
     ap.add_argument("names", nargs="*", help="attempts to run (default: all)")
     args = ap.parse_args()
     cache = Path(args.cache)
@@ -275,7 +317,11 @@ if __name__ == "__main__":
     data_file = cache / f"items_{args.preset}.pkl"
     if not data_file.is_file():
         kinds = tuple(args.view_kinds.split(",")) if args.view_kinds else None
-        data_file.write_bytes(pickle.dumps(build_items(args.preset, cache, args.views, kinds)))
+        sources = None if args.human_sources is None else \
+            [x for x in args.human_sources.split(",") if x]
+        genre_of = dict(x.split("=") for x in args.genre_of.split(",") if x)
+        data_file.write_bytes(pickle.dumps(build_items(args.preset, cache, args.views, kinds,
+                                                       sources, genre_of)))
     harness = Harness(pickle.loads(data_file.read_bytes()), cache)
     table = attempts(harness)
     for name in args.names or list(table):

@@ -176,6 +176,35 @@ def test_prose_views_follow_their_document():
         assert not {items[i].group for i in sp.train} & {items[i].group for i in sp.test}
 
 
+def test_detector_human_prose_items():
+    """The detector's own human prose: running text (lines joined), a genre per source, its
+    own group, on the human side."""
+    from mai_repro.data.documents import Document
+
+    text = "    Debian 3.0 (woody) was released July 19th, 2002 for the\n    Intel i386.\n\n" \
+           "    Before the next release the DebConf\n    meeting continued.\n"
+    docs = [Document("detector/debian-history-2.28.tar.gz:h.txt.gz#p0000", "detector", text,
+                     "debian-history", "2.28", "GPL-2.0-or-later", "h.txt.gz#p0000"),
+            Document("detector/other.tar.gz:d.txt#p0000", "detector",
+                     "LIGHTHOUSE, n.  A tall building on the seashore in which the\n"
+                     "government maintains a lamp.", "other", "1", "LicenseRef-PublicDomain",
+                     "d.txt#p0000")]
+    items = ad.human_items(docs)
+    assert items[0].text == ("Debian 3.0 (woody) was released July 19th, 2002 for the Intel "
+                             "i386.\n\nBefore the next release the DebConf meeting continued.")
+    assert [it.genre for it in items] == ["encyclopedic", "reference"]
+    assert [it.group for it in items] == [d.id for d in docs]
+    assert all(it.label == 0 and it.family == "detector" for it in items)
+
+
+def test_human_sources_are_checked():
+    from mai_repro import config
+    from mai_repro.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="ai_human_sources"):
+        config.load("smoke", {"curation.ai_human_sources": ["wikipedia"]})
+
+
 def test_threshold_gives_the_stated_fpr_on_held_out_human_text():
     rng = np.random.default_rng(0)
     human = rng.normal(size=40_000)
@@ -198,10 +227,12 @@ def test_metrics_by_hand():
     assert ci["auc"][1] <= ci["auc"][0] <= ci["auc"][2]
 
 
-def test_shared_word_fold_scores_give_the_same_out_of_fold_scores():
+@pytest.mark.parametrize("masked, skip", [(False, False), (True, True)])
+def test_shared_word_fold_scores_give_the_same_out_of_fold_scores(masked, skip):
     """The word model's fold scores computed once (ai_detect.word_fold_scores) and reused by
     every detector on the same splits give exactly the scores of refitting per detector
-    (bit for bit: the word model's solver is seeded, the stage deterministic)."""
+    (bit for bit: the word model's solver is seeded, the stage deterministic); with the
+    topic-masked word model beside it and with rows that never fit a word model too."""
     rng = np.random.default_rng(0)
     human = [" ".join(rng.choice(["the", "river", "ran", "cold", "we", "saw", "a", "boat"],
                                  40)) for _ in range(60)]
@@ -211,19 +242,56 @@ def test_shared_word_fold_scores_give_the_same_out_of_fold_scores():
     y = np.array([it.label for it in items])
     groups = [it.group for it in items]
     x = rng.normal(size=(len(items), 3))
-    counts = ad.word_counts([it.text for it in items])
+    texts = [it.text for it in items]
+    counts = ad.text_counts(texts, masked) if masked else ad.word_counts(texts)
+    fit = (np.arange(len(items)) % 5 != 0) | (y == 1) if skip else None
     splits = ad.leave_one_out(items, ad.genre_key)
     make = lambda: ad.SupervisedDetector(word_C=3.0, seed=1)  # noqa: E731
-    shared = ad.word_fold_scores(splits, counts, y, groups, 3.0, seed=1)
-    direct = ad.out_of_fold(splits, x, y, counts, groups, make)
+    shared = ad.word_fold_scores(splits, counts, y, groups, 3.0, seed=1, fit_rows=fit)
+    assert shared["news"].test.shape[1:] == ((2,) if masked else ())
+    direct = ad.out_of_fold(splits, x, y, counts, groups, make, word_fit=fit)
     assert np.array_equal(ad.out_of_fold(splits, x, y, counts, groups, make, shared), direct)
     assert not np.isnan(direct).any()
+
+
+def test_rows_outside_word_fit_never_fit_a_word_model():
+    """Human items of ai_word_skip_genres (non-English text) are scored but never fit the
+    word models: rewriting them leaves the word models as they were, and changes their own
+    word-model scores."""
+    rng = np.random.default_rng(1)
+    vocab = ["the", "river", "ran", "cold", "we", "saw", "a", "boat"]
+    human = [" ".join(rng.choice(vocab, 40)) for _ in range(40)]
+    items = [ad.Item(f"h{i}", t, 0, ["news", "multilingual"][i % 2], "", f"h{i}")
+             for i, t in enumerate(human)] + ad.machine_items(
+        [p for p in PASSAGES if p.genre == "news"][:20])
+    y = np.array([it.label for it in items])
+    skip = np.array([it.label == 0 and it.genre == "multilingual" for it in items])
+    x = rng.normal(size=(len(items), 2))
+    groups = [it.group for it in items]
+
+    def word_models(texts, fit):
+        counts = ad.text_counts(texts, masked=True)
+        det = ad.SupervisedDetector(word_C=3.0, seed=1).fit(x, y, counts, groups,
+                                                             word_fit=fit)
+        return det, counts
+
+    texts = [it.text for it in items]
+    other = [("Der Fluss war kalt und wir sahen ein Boot. " * 8) if s else t
+             for t, s in zip(texts, skip, strict=True)]
+    (a, ca), (b, cb) = word_models(texts, ~skip), word_models(other, ~skip)
+    for m in ("words", "masked"):
+        assert np.array_equal(getattr(a, m).coef, getattr(b, m).coef)
+        assert np.array_equal(getattr(a, m).idf, getattr(b, m).idf)
+    assert not np.allclose(a.words.score(ca.words)[skip], b.words.score(cb.words)[skip])
+    c, _ = word_models(other, None)  # without the mask, the same rewrite moves the model
+    assert not np.array_equal(a.words.coef, c.words.coef)
 
 
 # --------------------------------------------------------------------------------------------
 # The supervised detector, saved and loaded.
 
-def test_saved_detector_scores_like_the_trained_one(tmp_path):
+@pytest.mark.parametrize("masked", [False, True])
+def test_saved_detector_scores_like_the_trained_one(tmp_path, masked):
     from mai_repro.eval import detector as det
 
     s = det.DetectorSettings(seq_len=32, prompt_len=8, score_bytes=64, d_model=32)
@@ -236,13 +304,15 @@ def test_saved_detector_scores_like_the_trained_one(tmp_path):
     y = np.r_[np.zeros(20), np.ones(20)].astype(int)
     ngram = af.NgramModel(human[:5])
     x, _ = af.text_features(texts, ngram, models)
-    counts = ad.word_counts(texts)
+    counts = ad.text_counts(texts, masked, masked_vocab=60)
     model = ad.SupervisedDetector().fit(x, y, counts, [str(i) for i in range(40)])
-    ad.save(tmp_path, model, ngram, {"threshold": 0.0, "byte_features": True})
+    assert (model.masked is not None) == masked
+    ad.save(tmp_path, model, ngram, {"threshold": 0.0, "byte_features": True,
+                                     "masked_vocab": 60})
     loaded = ad.load(tmp_path)
     new = [p.text for p in PASSAGES[20:25]] + ["A plain human sentence about rivers. " * 9]
     x_new, _ = af.text_features(new, ngram, models)
-    expected = model.score(x_new, ad.word_counts(new))
+    expected = model.score(x_new, ad.text_counts(new, masked, masked_vocab=60))
     assert np.allclose(loaded.score(new, models), expected, atol=1e-6)
 
 
@@ -278,6 +348,10 @@ def test_no_passage_reaches_the_clean_corpus_or_the_shards(tmp_path):
     assert not [d for d in clean if "planted" in d["id"]]
     # the human side of the evaluation holds no passage either
     assert not [it.id for it in result.ai.items if it.label == 0 and guard.match(it.text)]
+    # the detector's own human prose is on its human side, never in the corpus
+    assert {it.id.split("/")[0] for it in result.ai.items if it.family == "detector"} == \
+        ({"detector"} if cfg.curation.ai_human_sources else set())
+    assert not [d for d in clean if d["id"].startswith("detector/")]
     tokenizer_stage.build(run)
     clean_ids = {d["id"] for d in clean}
     ids_files = list((tmp_path / "tokenizer" / "shards").glob("*/*_ids.json"))

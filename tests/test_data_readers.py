@@ -8,7 +8,15 @@ import pytest
 
 from mai_repro.data import readers
 from mai_repro.data.documents import Document, Unreadable
-from mai_repro.data.sources import SOURCES, Source, iter_sample, read_manifest, read_source
+from mai_repro.data.sources import (
+    DETECTOR_SOURCES,
+    SOURCES,
+    Source,
+    iter_detector_human,
+    iter_sample,
+    read_manifest,
+    read_source,
+)
 
 DUMP = b"""<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">
 <siteinfo><base>https://en.wikipedia.org/wiki/Main_Page</base></siteinfo>
@@ -20,7 +28,7 @@ DUMP = b"""<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">
 
 
 def test_every_manifest_row_is_read_back_with_its_hash():
-    rows = {r["id"]: r for r in read_manifest("data")}
+    rows = {r["id"]: r for r in read_manifest("data") if r["family"] != "detector"}
     docs = list(iter_sample("data"))
     assert not [d for d in docs if isinstance(d, Unreadable)]
     assert len(docs) == len(rows) > 1000
@@ -31,6 +39,29 @@ def test_every_manifest_row_is_read_back_with_its_hash():
     families = Counter(d.family for d in docs)
     assert set(families) == {"code", "stem", "math", "general", "multilingual"}
     assert all(r["license"] for r in rows.values())
+
+
+def test_detector_human_prose_is_listed_and_never_in_the_sample():
+    """The detector's own human prose (data/raw/detector/) is verified against MANIFEST like
+    the sample, but iter_sample (the corpus) never yields it."""
+    rows = {r["id"]: r for r in read_manifest("data") if r["family"] == "detector"}
+    files = {r["id"]: r for r in read_manifest("data", files=True) if r["family"] == "detector"}
+    assert set(files) == {f"detector/{s.file}" for s in DETECTOR_SOURCES}
+    docs = list(iter_detector_human("data"))
+    skipped = {f"detector/{s.file}:{p}" for s in DETECTOR_SOURCES for p in s.skip}
+    assert skipped <= set(rows) and not skipped & {d.id for d in docs}
+    assert len(docs) + len(skipped) == len(rows) > 30
+    # nothing written after 2021: the pieces that hold the text added in 2023 are skipped
+    assert not [d.id for d in docs if "Bullseye" in d.text or "2023" in d.text]
+    for d in docs:
+        assert (d.family, d.license, d.sha256, str(d.nbytes)) == \
+            (rows[d.id]["family"], rows[d.id]["license"], rows[d.id]["sha256"],
+             rows[d.id]["bytes"])
+    assert {d.source for d in docs} == {s.package for s in DETECTOR_SOURCES}
+    assert not any(d.id.startswith("detector/") for d in iter_sample("data"))
+    assert list(iter_detector_human("data", ())) == []
+    # pieces of a few paragraphs, as the sample's other prose
+    assert all(100 <= len(d.text.split()) <= 700 for d in docs)
 
 
 def test_sample_size_is_within_bounds():

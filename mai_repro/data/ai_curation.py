@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,7 +123,7 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
                      train_passages: list[ai_text.Passage],
                      all_passages: list[ai_text.Passage], cfg: Any, seed: int,
                      out_dir: Path | None = None, progress: bool = True,
-                     times: PhaseTimes | None = None
+                     times: PhaseTimes | None = None, extra_human: Sequence[Any] = ()
                      ) -> tuple[dict[str, Removal], AiContentReport]:
     """Evaluate every layer, train and calibrate the acting detector, decide removals.
 
@@ -131,20 +131,24 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     records); ``candidates``: the documents the detectors may remove; ``zero_shot``: the
     zero-shot detector's (threshold on own-model text, whether it works there; the threshold
     is set again here, on human documents of every family); ``exclude_ids``: human documents
-    that trained the byte models (never on the human side of an evaluation)."""
+    that trained the byte models (never on the human side of an evaluation);
+    ``extra_human``: the detector's own human prose (``sources.iter_detector_human``), items
+    of its human side only, never candidates and never the corpus."""
 
     times = times if times is not None else PhaseTimes()
     ref, labelled = ad.split_human(sample_docs, seed, cfg.ai_reference_share)
     ref += [d for d in labelled if d.id in exclude_ids]
     labelled = [d for d in labelled if d.id not in exclude_ids]
     guard = ai_text.PassageGuard(all_passages)
-    leaked = [d.id for d in labelled if guard.match(d.text)]
+    extra_human = list(extra_human)
+    leaked = [d.id for d in labelled + extra_human if guard.match(d.text)]
     if leaked:
         raise AssertionError(f"data/ai_text passages on the human side: {leaked[:3]}")
     join_pool = [d.text for d in ref if d.family == "general" and len(d.text.split()) >= 40]
     variants = ai_text.edited_variants(train_passages, join_pool, seed, cfg.ai_edit_share)
     views = ad.prose_views(labelled, cfg.ai_prose_views, cfg.ai_prose_view_kinds)
-    items = ad.human_items(labelled) + views + ad.machine_items(train_passages + variants)
+    items = ad.human_items(labelled) + views + ad.human_items(extra_human) + \
+        ad.machine_items(train_passages + variants)
     y = np.array([it.label for it in items])
     groups = [it.group for it in items]
 
@@ -167,7 +171,7 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
                             else ("style", "ngram"))
     x = x_full[:, used]
     with times("ai: word counts"):
-        counts = ad.word_counts(texts)
+        counts = ad.text_counts(texts, cfg.ai_masked_words, cfg.ai_masked_vocab)
     cand_counts_all = counts
     counts = counts[: len(items)]
 
@@ -178,11 +182,15 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     marker = np.array([bool(ai.marker_hits(it.text)) for it in items], float)
     make = lambda: ad.SupervisedDetector(C=cfg.ai_C, word_C=cfg.ai_word_C,  # noqa: E731
                                          seed=seed)
+    # Human items of the genres in ai_word_skip_genres (non-English text) never fit a word
+    # model; they are scored like every item.
+    genres = np.array([it.genre for it in items])
+    word_fit = ~((y == 0) & np.isin(genres, list(cfg.ai_word_skip_genres)))
     # The word model's fold scores once per split kind: shared by the supervised layer and
     # the attempts that use it.
     with times("ai: word models per fold"):
         word = {kind: ad.word_fold_scores(sp, counts, y, groups, cfg.ai_word_C, seed=seed,
-                                         n_jobs=cfg.workers)
+                                         n_jobs=cfg.workers, fit_rows=word_fit)
                 for kind, sp in splits.items()}
     scores: dict[str, dict[str, np.ndarray]] = {}
     for kind, sp in splits.items():
@@ -196,8 +204,11 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
                                       genre_intervals=("supervised", "binoculars")
                                       if kind == "genre" else ())
                    for kind, s in scores.items()}
+    word_names = ["word_model"] + (["masked_word_model"] if cfg.ai_masked_words else [])
     attempts = []
     for label, kinds, words in ATTEMPTS:
+        if cfg.ai_masked_words:
+            label = label.replace("word model", "word model + masked word model")
         cols = _feature_columns(names, kinds)
         s = ad.out_of_fold(splits["genre"], x_full[:, cols], y, counts, groups,
                            lambda w=words: ad.SupervisedDetector(C=cfg.ai_C, seed=seed,
@@ -208,7 +219,8 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
                                                           == g)])["auc"]
                     for g in {it.genre for it in items if it.label == 1})
         label += " (used)" if words and set(cols) == set(used) else ""
-        attempts.append({"features": label, "n_features": len(cols) + int(words),
+        attempts.append({"features": label,
+                         "n_features": len(cols) + (len(word_names) if words else 0),
                          **ad.metrics(s[y == 0], s[y == 1]), "worst_genre_auc": worst})
     g = scores["genre"]
     roc = {layer: _roc_curve(g[layer][y == 0], g[layer][y == 1]) for layer in LAYERS}
@@ -219,16 +231,17 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
     test = (y == 0) & (part >= 0.8)
     machine_test = (y == 1) & (part >= 0.8)
     fit = ~calib & ~test & ~machine_test
-    det = make().fit(x[fit], y[fit], counts[fit], np.array(groups)[fit])
+    det = make().fit(x[fit], y[fit], counts[fit], np.array(groups)[fit], word_fit=word_fit[fit])
     s_items = det.score(x, counts)
     threshold = ai.threshold_at_fpr(s_items[calib], cfg.ai_fpr)
     # Refit on every training passage (the held-out ones only measured the TPR above).
     fit_all = ~calib & ~test
     tpr_test = float((s_items[machine_test] > threshold).mean()) if machine_test.any() else 0.0
-    det = make().fit(x[fit_all], y[fit_all], counts[fit_all], np.array(groups)[fit_all])
+    det = make().fit(x[fit_all], y[fit_all], counts[fit_all], np.array(groups)[fit_all],
+                     word_fit=word_fit[fit_all])
     s_items = det.score(x, counts)
     threshold = ai.threshold_at_fpr(s_items[calib], cfg.ai_fpr)
-    coef = dict(zip([*[names[i] for i in used], "word_model"],
+    coef = dict(zip([*[names[i] for i in used], *word_names],
                     det.pipeline[-1].coef_.ravel().tolist(), strict=True))
 
     # Removals among the candidates.
@@ -275,6 +288,7 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
         ad.save(out_dir, det, ngram, {
             "threshold": threshold, "fpr": cfg.ai_fpr,
             "feature_names": [names[i] for i in used], "byte_features": cfg.ai_byte_features,
+            "masked_vocab": cfg.ai_masked_vocab,
             "zero_shot": {"score": cfg.detector_score, "threshold": zs_threshold,
                           "acts": zs_acts, "auc_real_text": zs_auc},
             "markers": [r.name for r in ai.MARKER_RULES]})
@@ -284,6 +298,7 @@ def ai_content_phase(sample_docs: list[Any], candidates: list[Any], byte_models:
         summary, attempts, marker_table(human_items, [it for it in items if it.label == 1]),
         {"human": len(human_items), "machine": int(y.sum()),
          "passages": len(train_passages), "variants": len(variants), "prose_views": len(views),
+         "extra_human": len(extra_human),
          "reference_docs": len(ref)},
         float(threshold), cfg.ai_fpr, float((s_items[calib] > threshold).mean()),
         float((s_items[test] > threshold).mean()), tpr_test, float(zs_auc), bool(zs_acts),

@@ -45,10 +45,19 @@ class Item:
 # --------------------------------------------------------------------------------------------
 # Human genres: what kind of text each source of the sample holds.
 
+# The genre of each source of the detector's extra human prose (``sources.DETECTOR_SOURCES``):
+# a history is encyclopedic prose, as the passages' encyclopedic articles are (so the
+# encyclopedic fold holds it out with them). A source not listed: "reference", a genre no
+# passage has.
+DETECTOR_GENRES = {"debian-history": "encyclopedic"}
+
+
 def human_genre(doc_id: str, source: str, path: str) -> str:
     """The genre of a human document of the sample, named like the passages' genres where
     the sample holds the same kind of text (human-only kinds keep their own name)."""
     p = path.lower()
+    if doc_id.startswith("detector/"):  # the detector's own human prose (DETECTOR_SOURCES)
+        return DETECTOR_GENRES.get(source, "reference")
     if source == "python3.11-doc":
         return "forum_reply" if "/faq/" in p else "news" if "/whatsnew/" in p else "howto"
     if source == "debian-faq":
@@ -85,6 +94,71 @@ def word_counts(texts: Sequence[str]):
     return vec.transform(texts).tocsr()
 
 
+# The 150 most frequent English words (function words and a few very common ones): what a
+# topic-masked text keeps (:func:`masked_word_counts`).
+FUNCTION_WORDS = (
+    "the of and to a in that is was he for it with as his on be at by i this had not are but "
+    "from or have an they which one you were her all she there would their we him been has "
+    "when who will more no if out so said what up its about into than them can only other new "
+    "some could time these two may then do first any my now such like our over man me even "
+    "most made after also did many before must through back years where much your way well "
+    "down should because each just those people how too little state good very make world "
+    "still own see men work long get here between both life being under never day same "
+    "another know while last might us great old year off come since against go came right "
+    "used take three").split()
+
+
+def masked_word_counts(texts: Sequence[str], vocab: int = 150):
+    """Hashed word 1-3-grams of each text (first ``MAX_CHARS`` characters) with every word
+    outside the ``vocab`` most frequent English words replaced by ``_`` (topic masking, as in
+    Stamatatos' text distortion): how a text strings its words together, not what it is
+    about."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    from mai_repro.data.ai_features import MAX_CHARS, WORD_RE
+
+    keep = set(FUNCTION_WORDS[:vocab])
+
+    def grams(t: str) -> list[str]:
+        ws = [w if w in keep else "_" for w in WORD_RE.findall(t[:MAX_CHARS].lower())]
+        return [" ".join(ws[i:i + n]) for n in (1, 2, 3) for i in range(len(ws) - n + 1)]
+
+    vec = HashingVectorizer(analyzer=grams, n_features=WORD_FEATURES, alternate_sign=False,
+                            norm=None)
+    return vec.transform(texts).tocsr()
+
+
+@dataclass(frozen=True)
+class WordCounts:
+    """The word models' inputs for a set of texts: hashed words and word pairs
+    (:func:`word_counts`) and, when the masked word model is used, the topic-masked word
+    1-3-grams (:func:`masked_word_counts`). Rows are selected as in a matrix."""
+
+    words: Any
+    masked: Any = None
+
+    def __getitem__(self, rows: Any) -> WordCounts:
+        return WordCounts(self.words[rows], None if self.masked is None else self.masked[rows])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.words.shape
+
+    def matrices(self) -> list[Any]:
+        return [self.words] + ([] if self.masked is None else [self.masked])
+
+
+def text_counts(texts: Sequence[str], masked: bool = False, masked_vocab: int = 150
+                ) -> WordCounts:
+    return WordCounts(word_counts(texts),
+                      masked_word_counts(texts, masked_vocab) if masked else None)
+
+
+def _matrices(counts: Any) -> list[Any]:
+    """The count matrices of a :class:`WordCounts` (or of one plain matrix)."""
+    return counts.matrices() if isinstance(counts, WordCounts) else [counts]
+
+
 @dataclass
 class WordModel:
     """TF-IDF of hashed words and word pairs -> logistic regression: which words a text uses.
@@ -92,6 +166,10 @@ class WordModel:
     features of its final classifier."""
 
     C: float = 10.0
+    # A word or word pair counts only if at least this many training texts of *each* class
+    # use it (0: every one): a word that only the model-written side uses (a topic the
+    # human side never wrote about) cannot become evidence of a machine.
+    min_class_df: int = 0
     idf: np.ndarray | None = None
     coef: np.ndarray | None = None
     intercept: float = 0.0
@@ -109,6 +187,11 @@ class WordModel:
         df = np.bincount(counts.indices, minlength=counts.shape[1])
         n = counts.shape[0]
         self.idf = np.log((1 + n) / (1 + df)) + 1.0
+        if self.min_class_df:
+            for label in (0, 1):
+                part = counts[np.flatnonzero(y == label)]
+                df_c = np.bincount(part.indices, minlength=counts.shape[1])
+                self.idf[df_c < self.min_class_df] = 0.0  # a zero weight: the column is out
         # The dual problem: far fewer texts than hashed features, so liblinear's dual solver
         # reaches the same optimum about four times faster than the primal one. It visits
         # the texts in a random order: a fixed random_state keeps the stage deterministic.
@@ -123,15 +206,20 @@ class WordModel:
 
 
 def cross_fitted_word_scores(counts, y: np.ndarray, groups: Sequence[str], word_C: float,
-                             folds: int = 3, seed: int = 0) -> np.ndarray:
+                             folds: int = 3, seed: int = 0, min_class_df: int = 0,
+                             fit_rows: np.ndarray | None = None) -> np.ndarray:
     """Each row's word-model score from a word model fitted on the other ``folds - 1`` parts
-    (parts by a hash of the group, so a passage and its copies share one)."""
+    (parts by a hash of the group, so a passage and its copies share one); with
+    ``fit_rows`` (a boolean mask), only those rows fit the word models (all are scored)."""
     fold = np.array([int(unit_hash(g, seed + 3) * folds) for g in groups])
+    fit_rows = np.ones(len(y), bool) if fit_rows is None else np.asarray(fit_rows, bool)
     out = np.zeros(len(y))
     for k in range(folds):
         test = fold == k
-        if test.any() and len(set(y[~test])) == 2:
-            out[test] = WordModel(word_C).fit(counts[~test], y[~test]).score(counts[test])
+        train = ~test & fit_rows
+        if test.any() and len(set(y[train])) == 2:
+            out[test] = WordModel(word_C, min_class_df).fit(counts[train], y[train]).score(
+                counts[test])
     return out
 
 
@@ -150,19 +238,29 @@ class SupervisedDetector:
     word_C: float = 10.0
     folds: int = 3
     seed: int = 0
+    min_class_df: int = 0
     pipeline: Any = None
     words: WordModel | None = None
+    masked: WordModel | None = None  # the topic-masked word model, when counts hold one
 
     def fit(self, x: np.ndarray, y: np.ndarray, counts=None, groups=None,
-            word_scores: np.ndarray | None = None) -> SupervisedDetector:
+            word_scores: np.ndarray | None = None, word_fit: np.ndarray | None = None
+            ) -> SupervisedDetector:
+        """``counts``: a count matrix or :class:`WordCounts` (one word model per matrix);
+        ``word_fit``: the rows that may fit the word models (all by default)."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
         if self.use_words and word_scores is None:
-            self.words = WordModel(self.word_C).fit(counts, y)
-            word_scores = cross_fitted_word_scores(counts, y, groups, self.word_C, self.folds,
-                                                   self.seed)
+            fit = np.ones(len(y), bool) if word_fit is None else np.asarray(word_fit, bool)
+            models, cols = [], []
+            for m in _matrices(counts):
+                models.append(WordModel(self.word_C, self.min_class_df).fit(m[fit], y[fit]))
+                cols.append(cross_fitted_word_scores(m, y, groups, self.word_C, self.folds,
+                                                     self.seed, self.min_class_df, fit))
+            self.words, self.masked = models[0], (models[1] if len(models) > 1 else None)
+            word_scores = np.column_stack(cols) if len(cols) > 1 else cols[0]
         self.pipeline = make_pipeline(
             StandardScaler(), LogisticRegression(C=self.C, class_weight="balanced",
                                                  max_iter=5000))
@@ -170,13 +268,16 @@ class SupervisedDetector:
         return self
 
     def _design(self, x: np.ndarray, word_scores: np.ndarray | None) -> np.ndarray:
-        return np.concatenate([x, word_scores[:, None]], 1) if self.use_words else x
+        return np.column_stack([x, word_scores]) if self.use_words else x
 
     def score(self, x: np.ndarray, counts=None, word_scores: np.ndarray | None = None
               ) -> np.ndarray:
         """The decision function: higher = more machine-like (log-odds of the classifier)."""
         if self.use_words and word_scores is None:
-            word_scores = self.words.score(counts)
+            mats = _matrices(counts)
+            cols = [self.words.score(mats[0])] + \
+                ([self.masked.score(mats[1])] if self.masked is not None else [])
+            word_scores = np.column_stack(cols) if len(cols) > 1 else cols[0]
         return self.pipeline.decision_function(self._design(x, word_scores))
 
 
@@ -299,20 +400,32 @@ class FoldWordScores:
 
 
 def word_fold_scores(splits: Sequence[Split], counts, y: np.ndarray, groups: Sequence[str],
-                     word_C: float, folds: int = 3, seed: int = 0, n_jobs: int = 1
+                     word_C: float, folds: int = 3, seed: int = 0, n_jobs: int = 1,
+                     min_class_df: int = 0, fit_rows: np.ndarray | None = None
                      ) -> dict[str, FoldWordScores]:
-    """Per split, the word-model scores every detector evaluated on these splits needs:
+    """Per split, the word-model scores every detector evaluated on these splits needs (one
+    column per count matrix of ``counts``, a :class:`WordCounts` or one matrix):
     computed once, they serve each layer and attempt that uses the word model (the word
-    model's fits are most of the evaluation's time)."""
+    model's fits are most of the evaluation's time). ``fit_rows``: the items that may fit
+    a word model (all by default; every item is scored)."""
     from joblib import Parallel, delayed
 
     g = np.array(groups)
+    fit_rows = np.ones(len(y), bool) if fit_rows is None else np.asarray(fit_rows, bool)
+
+    mats = _matrices(counts)
 
     def one(sp: Split) -> FoldWordScores:
         tr, te = sp.train, sp.test
-        inner = cross_fitted_word_scores(counts[tr], y[tr], g[tr], word_C, folds, seed)
-        outer = WordModel(word_C).fit(counts[tr], y[tr]).score(counts[te])
-        return FoldWordScores(inner, outer)
+        fit = tr[fit_rows[tr]]
+        inner, outer = [], []
+        for m in mats:  # one word model per count matrix (words; topic-masked words)
+            inner.append(cross_fitted_word_scores(m[tr], y[tr], g[tr], word_C, folds, seed,
+                                                  min_class_df, fit_rows[tr]))
+            outer.append(WordModel(word_C, min_class_df).fit(m[fit], y[fit]).score(m[te]))
+        if len(mats) == 1:
+            return FoldWordScores(inner[0], outer[0])
+        return FoldWordScores(np.column_stack(inner), np.column_stack(outer))
 
     todo = [sp for sp in splits if len(set(y[sp.train])) == 2]
     # Threads: liblinear releases the GIL, and the folds are independent (same numbers
@@ -323,7 +436,8 @@ def word_fold_scores(splits: Sequence[Split], counts, y: np.ndarray, groups: Seq
 
 def out_of_fold(splits: Sequence[Split], x: np.ndarray, y: np.ndarray, counts,
                 groups: Sequence[str], make: Callable[[], SupervisedDetector],
-                word_scores: dict[str, FoldWordScores] | None = None) -> np.ndarray:
+                word_scores: dict[str, FoldWordScores] | None = None,
+                word_fit: np.ndarray | None = None) -> np.ndarray:
     """Each item's score from the one model trained without its fold (with the word-model
     scores of :func:`word_fold_scores` when given: the same numbers, without refitting)."""
     out = np.full(len(y), np.nan)
@@ -338,7 +452,8 @@ def out_of_fold(splits: Sequence[Split], x: np.ndarray, y: np.ndarray, counts,
             det.fit(x[sp.train], y[sp.train], word_scores=w.train)
             out[sp.test] = det.score(x[sp.test], word_scores=w.test)
         else:
-            det.fit(x[sp.train], y[sp.train], counts[sp.train], g[sp.train])
+            det.fit(x[sp.train], y[sp.train], counts[sp.train], g[sp.train],
+                    word_fit=None if word_fit is None else word_fit[sp.train])
             out[sp.test] = det.score(x[sp.test], counts[sp.test])
     return out
 
@@ -380,6 +495,9 @@ def save(path: Path, det: SupervisedDetector, ngram, meta: dict[str, Any]) -> No
         path / "supervised.npz", scale_mean=scaler.mean_, scale_std=scaler.scale_,
         coef=lr.coef_.ravel(), intercept=lr.intercept_, word_idf=det.words.idf,
         word_coef=det.words.coef, word_intercept=np.array([det.words.intercept]),
+        **({} if det.masked is None else {
+            "masked_idf": det.masked.idf, "masked_coef": det.masked.coef,
+            "masked_intercept": np.array([det.masked.intercept])}),
         ngram_words=np.array(ng_vocab), uni=ngram.uni,
         bi_keys=ngram.bi_keys, bi_counts=ngram.bi_counts, tri_keys=ngram.tri_keys,
         tri_counts=ngram.tri_counts, ctx1_keys=ngram.ctx1_keys,
@@ -403,7 +521,13 @@ class LoadedDetector:
                                 byte_models if self.meta.get("byte_features") else None)
         words = WordModel(idf=self.z["word_idf"], coef=self.z["word_coef"],
                           intercept=float(self.z["word_intercept"][0]))
-        design = np.concatenate([x, words.score(word_counts(texts))[:, None]], 1)
+        cols = [words.score(word_counts(texts))]
+        if "masked_coef" in self.z:
+            masked = WordModel(idf=self.z["masked_idf"], coef=self.z["masked_coef"],
+                               intercept=float(self.z["masked_intercept"][0]))
+            cols.append(masked.score(masked_word_counts(texts,
+                                                        self.meta.get("masked_vocab", 150))))
+        design = np.column_stack([x, *cols])
         design = (design - self.z["scale_mean"]) / self.z["scale_std"]
         return design @ self.z["coef"] + float(self.z["intercept"][0])
 
@@ -436,8 +560,20 @@ def split_human(docs: Sequence[Any], seed: int, reference_share: float
 
 
 def human_items(docs: Sequence[Any]) -> list[Item]:
-    return [Item(d.id, d.text, 0, human_genre(d.id, d.source, d.path), "", d.id, "none",
-                 d.family) for d in docs if d.text.strip()]
+    """One item per document; the detector's own human prose (family ``detector``, plain
+    text hard-wrapped and indented for a terminal) as running text, each paragraph's lines
+    joined (:func:`unwrap`), as the passages and a web page's text are."""
+    return [Item(d.id, unwrap(d.text) if d.family == "detector" else d.text, 0,
+                 human_genre(d.id, d.source, d.path), "", d.id, "none", d.family)
+            for d in docs if d.text.strip()]
+
+
+def unwrap(text: str) -> str:
+    """Paragraphs (split at blank lines) with their lines joined and spaces collapsed."""
+    import re
+
+    paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
+    return "\n\n".join(p for p in paras if p)
 
 
 def prose_views(docs: Sequence[Any], max_pieces: int = 4, kinds: Sequence[str] = ("wiki",),

@@ -14,6 +14,7 @@ import argparse
 import csv
 import gzip
 import io
+import itertools
 import re
 import shutil
 import subprocess
@@ -25,11 +26,13 @@ from pathlib import Path
 from mai_repro.data import readers
 from mai_repro.data.documents import Document, Unreadable
 from mai_repro.data.sources import (
+    DETECTOR_SOURCES,
     MANIFEST_FIELDS,
     SOURCES,
     Source,
     iter_sample,
     raw_path,
+    read_source,
     source_id,
 )
 from mai_repro.files import file_hash
@@ -120,18 +123,21 @@ def fetch(source: Source, data_dir: Path, cache: Path) -> None:
 
 def write_manifest(data_dir: Path) -> tuple[int, int]:
     """One row per raw file (its sha256 and size, which curation verifies before reading
-    it), then one row per document of the sample; fails if anything is unreadable."""
+    it), then one row per document of the sample, then the detector's human prose
+    (``DETECTOR_SOURCES``: its files' rows, then its documents'); fails if anything is
+    unreadable."""
     rows = 0
     total = 0
     with open(data_dir / "MANIFEST", "w", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(MANIFEST_FIELDS)
-        for source in SOURCES:
+        for source in SOURCES + DETECTOR_SOURCES:
             path = raw_path(data_dir, source)
             w.writerow([source_id(source), source.family, source.package, source.version,
                         path.relative_to(data_dir).as_posix(), source.license, "",
                         file_hash(path), path.stat().st_size])
-        for doc in iter_sample(data_dir):
+        detector = (d for s in DETECTOR_SOURCES for d in read_source(s, data_dir))
+        for doc in itertools.chain(iter_sample(data_dir), detector):
             if isinstance(doc, Unreadable):
                 raise RuntimeError(f"the sample has an unreadable input: {doc}")
             assert isinstance(doc, Document)
@@ -146,10 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mai_repro.data.collect")
     p.add_argument("--out", default="data", help="sample folder (default data)")
     p.add_argument("--cache", default="runs/.collect-cache", help="download folder")
+    p.add_argument("--only", default="", help="comma-separated packages to fetch (default: "
+                   "all); MANIFEST is rewritten from every file either way")
     args = p.parse_args(argv)
     data_dir, cache = Path(args.out), Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    for source in sorted(SOURCES, key=lambda s: s.origin == "built"):  # built ones last
+    only = set(args.only.split(",")) if args.only else None
+    # built ones last
+    for source in sorted(SOURCES + DETECTOR_SOURCES, key=lambda s: s.origin == "built"):
+        if only is not None and source.package not in only:
+            continue
         print(f"{source.family:13} {source.package} {source.version} -> {source.file}")
         fetch(source, data_dir, cache)
     rows, total = write_manifest(data_dir)

@@ -129,11 +129,32 @@ class CurationConfig:
                                "side (0 = none; never the corpus)")
     ai_prose_view_kinds: list[str] = spec(factory=lambda: ["wiki"],
                                           help="documents given prose views: wiki, man")
+    ai_human_sources: list[str] = spec(factory=lambda: ["debian-history"],
+                                       help="packages of the detector's own human prose "
+                                       "(sources.DETECTOR_SOURCES) added to its human side; "
+                                       "never the corpus")
+    ai_masked_words: bool = spec(True, help="a second word model beside the word model, on "
+                                 "topic-masked text (words outside the ai_masked_vocab most "
+                                 "common English words replaced by _): how a text strings "
+                                 "its words together")
+    ai_masked_vocab: int = spec(100, min=1, max=150, help="words the topic-masked text keeps "
+                                "(the most common English words, ai_detect.FUNCTION_WORDS)")
+    ai_word_skip_genres: list[str] = spec(factory=lambda: ["multilingual"],
+                                          help="human genres that never fit the word models "
+                                          "(non-English text: its absence of English words "
+                                          "would read as evidence of a machine)")
 
     def check(self) -> list[tuple[str, str]]:
         unknown = sorted(set(self.ai_prose_view_kinds) - {"wiki", "man"})
         if unknown:
             return [("ai_prose_view_kinds", f"unknown kinds {unknown}; allowed: wiki, man")]
+        from mai_repro.data.sources import DETECTOR_SOURCES
+
+        allowed = sorted(s.package for s in DETECTOR_SOURCES)
+        unknown = sorted(set(self.ai_human_sources) - set(allowed))
+        if unknown:
+            return [("ai_human_sources", f"unknown sources {unknown}; allowed: "
+                                         f"{', '.join(allowed)}")]
         if self.bands * self.rows > self.minhash_perm:
             return [("bands", f"bands x rows = {self.bands * self.rows} exceeds "
                               f"minhash_perm = {self.minhash_perm}")]

@@ -40,8 +40,10 @@ from mai_repro.data.decontam import Decontaminator
 from mai_repro.data.documents import Document, Unreadable
 from mai_repro.data.integrity import SampleManifest
 from mai_repro.data.sources import (
+    DETECTOR_SOURCES,
     SOURCES,
     default_data_dir,
+    iter_detector_human,
     manifest_ids,
     raw_path,
     read_source,
@@ -116,6 +118,19 @@ def read_all(cfg: CurationConfig, data_dir, ledger: Ledger,
     read.docs_out += len(docs)
     read.bytes_in = read.bytes_out = sum(d.nbytes for d in docs)
     return docs
+
+
+def read_detector_human(cfg: CurationConfig, data_dir) -> list[Document]:
+    """The documents of the detector's own human prose that ``cfg.ai_human_sources`` names
+    (at most max_docs_per_source per source), verified against data/MANIFEST: items of the
+    AI-content detector's human side, never documents of the corpus."""
+    out: list[Document] = []
+    for name in sorted(cfg.ai_human_sources):
+        docs = iter_detector_human(data_dir, (name,))
+        if cfg.max_docs_per_source:
+            docs = itertools.islice(docs, cfg.max_docs_per_source)
+        out += docs
+    return out
 
 
 def _split(doc_id: str, seed: int) -> float:
@@ -341,6 +356,9 @@ def build(run: Run, progress: bool = True) -> CurationResult:
         st.add_input("MANIFEST", data_dir / "MANIFEST")
         for s in SOURCES:
             st.add_input(s.file, raw_path(data_dir, s))
+        for s in DETECTOR_SOURCES:
+            if s.package in cfg.ai_human_sources:
+                st.add_input(s.file, raw_path(data_dir, s))
         for manifest in sorted((data_dir / "ai_text").glob("*.jsonl")):
             st.add_input(f"ai_text/{manifest.name}", manifest)
         # AI-content removal, issue 18: plant data/ai_text passages into the crawl, train and
@@ -374,10 +392,12 @@ def build(run: Run, progress: bool = True) -> CurationResult:
         candidates = [d for d in kept if not ai_content.is_human_era(d.date,
                                                                      cfg.human_era_before)]
         with times("ai-content layers (all)"):
+            # The detector's own human prose (data/raw/detector/): its human side only.
+            extra_human = read_detector_human(cfg, data_dir)
             removals, ai_report = ai_curation.ai_content_phase(
                 sample_docs, candidates, det.models, (det.evaluation.threshold, det.acts),
                 det.train_ids, train_passages, passages, cfg, run.cfg.seed,
-                st.path("ai_detector"), progress, times)
+                st.path("ai_detector"), progress, times, extra_human)
         det.scored, det.flagged, det.removed = (ai_report.scored, ai_report.flagged["zero_shot"],
                                                 ai_report.removed["zero_shot"])
         kept = apply_removals(kept, removals, "ai_detector", ledger)
