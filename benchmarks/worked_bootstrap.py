@@ -3,7 +3,9 @@ task is at its edge of competence? (issue 22)
 
     python benchmarks/worked_bootstrap.py [--run runs/laptop] [--start pretraining]
         [--steps 300] [--eval-every 100] [--train-difficulties 0,1,2] [--eval-difficulty 1]
-        [--kinds arithmetic] [--cap 160] [--save MODEL_FILE]
+        [--kinds arithmetic] [--cap 160] [--save MODEL_FILE] [--model MODEL_FILE] [--show]
+
+``--steps 0`` evaluates the start model only (with ``--model``: any saved model file).
 
 Fine-tunes the run's ``--start`` model (``pretraining`` or ``midtraining``) on procedural
 worked solutions only (``rl.worked``, arithmetic, packed into 256-token windows; every text
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cap", type=int, default=160)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--kinds", default="arithmetic")
+    ap.add_argument("--model", default="", help="start from this model file instead of the "
+                                                "run's --start stage")
     ap.add_argument("--show", action="store_true", help="print two completions at every "
                                                         "evaluation, not only the last")
     ap.add_argument("--ban", type=int, default=512, help="held-out problems whose texts are "
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     if not model_file.exists():
         raise SystemExit(f"{model_file} not found: run the notebooks up to {a.start} first")
     tok = load_tokenizer(run / "tokenizer" / "tokenizer.json")
-    model = load_model_file(model_file)
+    model = load_model_file(a.model or model_file)
     kinds = tuple(a.kinds.split(","))
     held = tasks.generate(a.n_eval, kinds=kinds, difficulty=a.eval_difficulty, seed=0,
                           split="eval", fmt="worked")
@@ -74,12 +78,13 @@ def main(argv: list[str] | None = None) -> None:
                                                   split="eval"))
     need = a.steps * a.batch
     difficulties = tuple(int(x) for x in a.train_difficulties.split(","))
-    texts, removed = worked.generate_counted(3 * need, difficulties=difficulties, kinds=kinds,
-                                             seed=0, exclude=banned)
-    windows = worked.pack_windows(tok.encode_batch([w.text for w in texts]), a.context,
-                                  tok.eot_id, need)
-    print(json.dumps({"texts": len(texts), "removed_heldout": removed,
-                      "windows": len(windows), "start": a.start}), flush=True)
+    if need:
+        texts, removed = worked.generate_counted(3 * need, difficulties=difficulties,
+                                                 kinds=kinds, seed=0, exclude=banned)
+        windows = worked.pack_windows(tok.encode_batch([w.text for w in texts]), a.context,
+                                      tok.eot_id, need)
+        print(json.dumps({"texts": len(texts), "removed_heldout": removed,
+                          "windows": len(windows), "start": a.model or a.start}), flush=True)
     opt = make_optimizer(model, a.lr, OptimConfig())
     sched = Schedule(a.lr, 20, a.steps, min_ratio=0.1)
     stops = stop_ids(tok)
@@ -91,12 +96,19 @@ def main(argv: list[str] | None = None) -> None:
                           "pass@1": r.accuracy, f"pass@{a.samples}": r.pass_at[a.samples],
                           "correct_per_problem": np.bincount(r.correct,
                                                              minlength=a.samples + 1).tolist(),
-                          "length": round(r.length, 1)}), flush=True)
+                          "length": round(r.length, 1),
+                          # pass@1 per operation (arithmetic: +, - and * mixed)
+                          "pass@1_by_op": {op: round(float(np.mean(
+                              [c / a.samples for t, c in zip(held, r.correct, strict=True)
+                               if f" {op} " in tasks.question(t)] or [np.nan])), 4)
+                              for op in "+-*"}}), flush=True)
         if step == a.steps or a.show:
             for t, texts_ in zip(held[:2], r.texts[:2], strict=True):
                 print(repr(tasks.question(t)), "->", repr(texts_[0][:240]), flush=True)
 
     evaluate(0)
+    if a.steps == 0:  # evaluate a saved model only
+        return
     t0 = time.time()
     for step in range(a.steps):
         idx = np.arange(step * a.batch, (step + 1) * a.batch) % len(windows)
