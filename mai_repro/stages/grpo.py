@@ -389,7 +389,8 @@ def build(run: Run) -> GRPOResult:
         main = climb(start, tok, pool, held, c, steps=c.steps, seed=cfg.seed,
                      eval_every=c.eval_every, progress=bar.update, keep_model=True,
                      checkpoint_every=c.checkpoint_every, on_checkpoint=keep,
-                     optim=cfg.optim, branch_at=c.ablation_from, on_branch=branch)
+                     optim=cfg.optim, branch_at=c.ablation_from,
+                     on_branch=branch if c.ablation_from > 0 else None)
         ablation_runs = runs[0]  # a climb that stopped early branched where it stopped
         save_model_file(main.model.cfg, main.model.state_dict(), st.path("model.pt"))
         saved.append({"step": len(main.history), "file": "model.pt"})
