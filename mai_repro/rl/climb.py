@@ -489,6 +489,11 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
         step, version, engine_version, iterations, empty_run = resume.restore(
             policy, engine, optimizer, controller, stream, gen)
     step0, branched = step, False
+
+    def capture() -> Branch:
+        return Branch.capture(policy, engine, optimizer, controller, stream, gen, step,
+                              version, engine_version, iterations, empty_run)
+
     total = schedule_steps or steps
     while step < steps and iterations < 3 * steps:  # bounded even if nothing is ever kept
         iterations += 1
@@ -543,12 +548,10 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
                 break
         if on_branch is not None and not branched and step >= branch_at:
             branched = True  # at the end of a batch: a branch draws its own next batch
-            on_branch(Branch.capture(policy, engine, optimizer, controller, stream, gen, step,
-                                     version, engine_version, iterations, empty_run))
+            on_branch(capture())
     if on_branch is not None and not branched:  # stopped before branch_at (collapsed): the
         # ablations go on from where it stopped, and find no main-climb steps to pair with
-        on_branch(Branch.capture(policy, engine, optimizer, controller, stream, gen, step,
-                                 version, engine_version, iterations, empty_run))
+        on_branch(capture())
     if eval_every and (not result.evals or result.evals[-1]["step"] != step):  # ran out
         result.evals.append({"step": step, **evaluate(policy, tok, held, c, final_cap, seed,
                                                       stops)})

@@ -377,8 +377,12 @@ def build(run: Run) -> GRPOResult:
         # grpo.ablation_from (they go on from its state there); the other seeds' remaining
         # climbs run here after the main climb. Without workers all of it runs here.
         seeds = [cfg.seed + i for i in range(1, c.seeds)]
-        for s_ in seeds[:1] if bg.in_child else []:
+
+        def other_seed(s_: int) -> None:
             bg.submit(f"seed {s_}", replica, (start, tok, pool, held, c, s_, cfg.optim))
+
+        for s_ in seeds[:1] if bg.in_child else []:
+            other_seed(s_)
         runs: list[Ablations] = []
 
         def branch(state: Branch) -> None:
@@ -401,7 +405,7 @@ def build(run: Run) -> GRPOResult:
         others = {}
         for s_ in seeds:
             if f"seed {s_}" not in bg.calls:
-                bg.submit(f"seed {s_}", replica, (start, tok, pool, held, c, s_, cfg.optim))
+                other_seed(s_)
             others[s_] = bg.result(f"seed {s_}")
             bar.update(c.steps)
         ablations = ablation_runs.results(progress=bar.update)
