@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     need = a.steps * a.batch
     difficulties = tuple(int(x) for x in a.train_difficulties.split(","))
     if need:
-        texts, removed = worked.generate_counted(3 * need, difficulties=difficulties,
+        # at most 16,000 texts (two-digit additions and subtractions hold about 20,000
+        # problems); the windows are then taken again in turn
+        texts, removed = worked.generate_counted(min(3 * need, 16_000),
+                                                 difficulties=difficulties,
                                                  kinds=kinds, seed=0, exclude=banned)
         windows = worked.pack_windows(tok.encode_batch([w.text for w in texts]), a.context,
                                       tok.eot_id, need)

@@ -210,6 +210,22 @@ def test_nucleus_mask():
     assert nucleus_mask(logits, 1.0).all()
 
 
+@pytest.mark.parametrize("scale", [0.5, 3.0, 20.0])  # flat (full sort) to peaked (top 64)
+def test_nucleus_mask_looks_at_the_top_first_and_agrees_with_a_full_sort(scale):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 16, 4096, generator=g) * scale
+    for top_p in (0.5, 0.9, 0.97, 0.999):
+        probs = logits.softmax(-1)
+        p_sorted, order = probs.sort(-1, descending=True)
+        keep = (p_sorted.cumsum(-1) - p_sorted) < top_p
+        keep[..., 0] = True
+        expected = torch.zeros_like(keep).scatter(-1, order, keep)
+        assert torch.equal(nucleus_mask(logits, top_p), expected)
+        # the mass kept reaches top_p, and without its smallest token it would not
+        kept = (probs * nucleus_mask(logits, top_p)).sum(-1)
+        assert (kept >= top_p - 1e-5).all()
+
+
 def test_invalid_config_is_refused():
     with pytest.raises(ValueError, match="n_kv_heads"):
         Transformer(cfg(n_heads=5, n_kv_heads=2, d_model=80))

@@ -4,7 +4,7 @@ from mai_repro.data.decontam import Decontaminator
 from mai_repro.rl import tasks
 
 
-@pytest.mark.parametrize("kind", tasks.KINDS)
+@pytest.mark.parametrize("kind", tasks.ALL_KINDS)
 @pytest.mark.parametrize("difficulty", [0, 2])
 def test_answers_are_right(kind, difficulty):
     for t in tasks.generate(30, kinds=(kind,), difficulty=difficulty, seed=1):
@@ -23,6 +23,22 @@ def test_deterministic_distinct_and_splits_disjoint():
     ev = tasks.generate(100, seed=3, split="eval")
     assert not {t.prompt for t in a} & {t.prompt for t in ev}
     assert {t.kind for t in a} == set(tasks.KINDS)
+
+
+def test_addsub_is_arithmetic_without_multiplication_and_outside_the_default_draw():
+    ts = tasks.generate(200, kinds=("addsub",), difficulty=1, seed=0, split="eval")
+    ops = {tasks.question(t).split()[2] for t in ts}
+    assert ops == {"+", "-"}
+    assert all(max(map(int, tasks.question(t)[8:-1].split(f" {tasks.question(t).split()[2]} ")))
+               < 100 for t in ts)
+    assert any(t.answer < 0 for t in ts)  # subtraction may go below zero
+    # the default draw (and so the decontamination list of notebook 01) is unchanged
+    assert "addsub" not in tasks.KINDS
+    assert {t.kind for t in tasks.generate(30, seed=0)} == set(tasks.KINDS)
+    assert len(tasks.generate(100, kinds=("addsub",), difficulty=1, seed=0, split="train")
+               + ts) == 300
+    assert not ({t.prompt for t in tasks.generate(200, kinds=("addsub",), difficulty=1, seed=0)}
+                & {t.prompt for t in ts})
 
 
 def test_difficulty_grows_numbers():

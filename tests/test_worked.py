@@ -62,6 +62,24 @@ def test_every_step_and_answer_is_right(difficulty):
         assert _check_equations(w.text, w.answer) >= 1
 
 
+@pytest.mark.parametrize("difficulty", [0, 1, 2])
+def test_addsub_worked_solutions_are_right_and_column_steps_are_not_banned(difficulty):
+    texts = worked.generate(60, difficulties=(difficulty,), kinds=("addsub",), seed=5)
+    assert {w.kind for w in texts} == {"addsub"}
+    for w in texts:
+        assert " * " not in w.text
+        assert tasks.extract_answer(w.text) == w.answer
+        assert _check_equations(w.text, w.answer) >= 1
+    # banning two-digit problems leaves the one-digit facts their columns are made of
+    held = tasks.generate(64, kinds=("addsub",), difficulty=1, seed=0, split="eval")
+    keys = worked.heldout_keys(tasks.question(t) for t in held)
+    kept, removed = worked.generate_counted(400, difficulties=(0, 1), kinds=("addsub",),
+                                            seed=0, exclude=keys)
+    assert 0 < removed < 400
+    assert not worked.contaminated([w.text for w in kept], keys)
+    assert any(w.difficulty == 0 for w in kept)
+
+
 def test_a_wrong_step_is_caught():
     text = "Compute 47 + 38.\nOnes: 7 + 8 = 15. Write 5, carry 1.\nTens: 4 + 3 + 1 = 9.\nAnswer: 85"
     with pytest.raises(AssertionError):
@@ -224,6 +242,22 @@ def test_config_validates_the_procedural_fields():
         config.load("smoke", {"midtrain": {"procedural": 1.5}})
     with pytest.raises(Exception, match="procedural_difficulties"):
         config.load("smoke", {"midtrain": {"procedural_difficulties": []}})
+    with pytest.raises(Exception, match="procedural_kinds"):
+        config.load("smoke", {"midtrain": {"procedural_kinds": []}})
+    with pytest.raises(Exception, match="procedural_kinds"):
+        config.load("smoke", {"midtrain": {"procedural_kinds": ["poetry"]}})
+
+
+def test_procedural_kinds_choose_what_mid_training_is_shown(tok):
+    m = config.load("smoke", {"midtrain": {"contexts": [256], "steps": [4],
+                                           "tokens_per_step": 1024,
+                                           "procedural_kinds": ["addsub"],
+                                           "procedural_difficulties": [0, 1]}}).midtrain
+    _, info = midtrain.procedural_windows(m, tok, _heldout("smoke"), seed=0)
+    assert info["kinds"] == ["addsub"] and info["difficulties"] == [0, 1]
+    default = config.load("smoke").midtrain
+    _, info = midtrain.procedural_windows(default, tok, _heldout("smoke"), seed=0)
+    assert info["kinds"] == sorted(worked.WORKED_KINDS)
 
 
 def test_the_bill_of_materials_labels_the_procedural_part():

@@ -17,6 +17,8 @@ import torch
 
 from mai_repro.model.attention import KVCache
 
+_NUCLEUS_FIRST = 64  # candidates looked at before a full sort (nucleus_mask)
+
 
 def nucleus_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """(..., V) bool: the smallest set of highest-probability tokens whose mass reaches
@@ -24,11 +26,21 @@ def nucleus_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     if top_p >= 1.0:
         return torch.ones_like(logits, dtype=torch.bool)
     probs = logits.float().softmax(-1)
-    sorted_p, order = probs.sort(dim=-1, descending=True)
-    before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token
+    # The nucleus is usually a few tokens: look among the top 64 first, and sort the whole
+    # vocabulary only when some row's top 64 hold less than top_p (same mask either way;
+    # sorting 4,096 entries per row was a third of a worked-format rollout's time).
+    found = False
+    if _NUCLEUS_FIRST < probs.shape[-1]:
+        sorted_p, order = probs.topk(_NUCLEUS_FIRST, dim=-1)
+        cum = sorted_p.cumsum(-1)
+        found = bool((cum[..., -1] >= top_p).all())
+    if not found:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        cum = sorted_p.cumsum(-1)
+    before = cum - sorted_p  # mass strictly above each token
     keep_sorted = before < top_p
     keep_sorted[..., 0] = True
-    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, keep_sorted)
 
 
 def sampling_logprobs(logits: torch.Tensor, temperature: float, top_p: float

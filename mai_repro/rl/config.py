@@ -12,8 +12,9 @@ from mai_repro.schema import spec
 class GRPOStageConfig:
     """The RL climb with GRPO and MAI's stabilisers (notebook 09; RECIPE.md section 6)."""
 
-    kinds: list[Literal["arithmetic", "expression", "linear"]] = spec(
-        factory=lambda: ["arithmetic"], help="task kinds of the training pool and the eval")
+    kinds: list[Literal["arithmetic", "expression", "linear", "addsub"]] = spec(
+        factory=lambda: ["arithmetic"], help="task kinds of the training pool and the eval "
+                                             "(addsub: arithmetic without multiplication)")
     difficulties: list[int] = spec(factory=lambda: [0], help="difficulties mixed in the "
                                                              "training pool")
     eval_difficulty: int = spec(0, min=0, help="difficulty of the held-out evaluation tasks")

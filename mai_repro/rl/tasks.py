@@ -5,7 +5,11 @@ problem generator with a known answer. Three kinds, each with a difficulty knob:
 
 - ``arithmetic``: one operation on numbers of ``difficulty + 1`` digits;
 - ``expression``: ``difficulty + 2`` integers combined with +, -, * and brackets;
-- ``linear``: solve ``a*x + b = c`` for an integer x, coefficients growing with difficulty.
+- ``linear``: solve ``a*x + b = c`` for an integer x, coefficients growing with difficulty;
+- ``addsub`` (not in the default :data:`KINDS`): ``arithmetic`` without multiplication, an
+  addition or a subtraction of two ``difficulty + 1``-digit numbers. At difficulty 1 and up
+  its column steps are one-digit facts that training text may hold while the held-out
+  problems themselves stay unseen (issue 22: a task the model can infer, not recall).
 
 Answers are integers written on a final line ``Answer: <integer>``. A task has one of two
 response formats (``Task.fmt``, ``grpo.answer_format``):
@@ -30,8 +34,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["arithmetic", "expression", "linear"]
-KINDS: tuple[Kind, ...] = ("arithmetic", "expression", "linear")
+Kind = Literal["arithmetic", "expression", "linear", "addsub"]
+KINDS: tuple[Kind, ...] = ("arithmetic", "expression", "linear")  # the default draw
 Format = Literal["answer_line", "worked"]
 FORMATS: tuple[Format, ...] = ("answer_line", "worked")
 # The integer as it is written: no leading zeros, no "-0" (a policy must not pass "0000" off
@@ -60,6 +64,13 @@ def _arithmetic(rng: random.Random, d: int) -> tuple[str, int]:
     return f"Compute {a} {op} {b}.", eval(f"{a} {op} {b}")  # noqa: S307 - our own digits
 
 
+def _addsub(rng: random.Random, d: int) -> tuple[str, int]:
+    hi = 10 ** (d + 1) - 1
+    a, b = rng.randint(0, hi), rng.randint(0, hi)
+    op = rng.choice("+-")
+    return f"Compute {a} {op} {b}.", a + b if op == "+" else a - b
+
+
 def _expression(rng: random.Random, d: int) -> tuple[str, int]:
     expr = str(rng.randint(1, 9 + d))
     for _ in range(d + 1):
@@ -79,7 +90,9 @@ def _linear(rng: random.Random, d: int) -> tuple[str, int]:
     return f"Solve for x: {lhs} = {c}.", x
 
 
-GENERATORS = {"arithmetic": _arithmetic, "expression": _expression, "linear": _linear}
+GENERATORS = {"arithmetic": _arithmetic, "expression": _expression, "linear": _linear,
+              "addsub": _addsub}
+ALL_KINDS: tuple[Kind, ...] = tuple(GENERATORS)  # every kind a config may name
 
 
 def generate(n: int, *, kinds: tuple[str, ...] = KINDS, difficulty: int = 1, seed: int = 0,
@@ -93,7 +106,7 @@ def generate(n: int, *, kinds: tuple[str, ...] = KINDS, difficulty: int = 1, see
         raise ValueError(f"difficulty must be >= 0, got {difficulty}")
     unknown = set(kinds) - set(GENERATORS)
     if unknown:
-        raise ValueError(f"unknown task kinds {sorted(unknown)}; allowed: {', '.join(KINDS)}")
+        raise ValueError(f"unknown task kinds {sorted(unknown)}; allowed: {', '.join(ALL_KINDS)}")
     # Disjoint streams: eval prompts are drawn with another seed and are removed from train.
     rng = random.Random(f"{split}:{seed}:{difficulty}")
     banned = set()

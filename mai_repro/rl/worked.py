@@ -39,7 +39,8 @@ from mai_repro.rl.config import DistillConfig, GRPOStageConfig
 
 # The identity of a problem: ("expr", the expression without spaces) or ("linear", a, b, c).
 Key = tuple
-WORKED_KINDS: tuple[str, ...] = tasks.KINDS
+WORKED_KINDS: tuple[str, ...] = tasks.KINDS  # the default mix
+ALL_WORKED_KINDS: tuple[str, ...] = tasks.ALL_KINDS
 PLACES = ("ones", "tens", "hundreds", "thousands", "ten thousands", "hundred thousands",
           "millions", "ten millions", "hundred millions", "billions", "ten billions")
 
@@ -324,7 +325,7 @@ def solve(kind: str, difficulty: int, question: str) -> Worked:
     else:
         expr = _QUESTION_RE.search(question).group(1)
         m = re.fullmatch(r"(\d+) ([-+*]) (\d+)", expr)
-        if kind == "arithmetic" and m:
+        if kind in ("arithmetic", "addsub") and m:
             lines = worked_arithmetic(int(m.group(1)), m.group(2), int(m.group(3)))
             answer = eval(expr)  # noqa: S307 - our own digits
         else:
@@ -347,9 +348,9 @@ def generate_counted(n: int, *, difficulties: Sequence[int] = (0, 1, 2, 3, 4),
                      kinds: Sequence[str] = WORKED_KINDS, seed: int = 0,
                      exclude: Iterable[Key] = ()) -> tuple[list[Worked], int]:
     """:func:`generate`, and how many texts it dropped because they touch ``exclude``."""
-    unknown = set(kinds) - set(WORKED_KINDS)
+    unknown = set(kinds) - set(ALL_WORKED_KINDS)
     if unknown or not kinds or not difficulties or min(difficulties) < 0:
-        raise ValueError(f"kinds must be among {WORKED_KINDS}, difficulties >= 0 and "
+        raise ValueError(f"kinds must be among {ALL_WORKED_KINDS}, difficulties >= 0 and "
                          f"non-empty; got {list(kinds)}, {list(difficulties)}")
     banned = set(exclude)
     # Our own stream: "worked:" never collides with the tasks' "train:" / "eval:" seeds.

@@ -188,6 +188,7 @@ def procedural_windows(m: MidtrainConfig, tok: BPETokenizer, heldout: list[str],
     n = 64
     while True:
         texts, removed = worked.generate_counted(n, difficulties=m.procedural_difficulties,
+                                                 kinds=m.procedural_kinds,
                                                  seed=seed, exclude=keys)
         docs = tok.encode_batch([w.text for w in texts])
         windows = {c: worked.pack_windows(docs, c, tok.eot_id, k) for c, k in need.items()}

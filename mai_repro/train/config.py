@@ -242,6 +242,10 @@ class MidtrainConfig:
     procedural_difficulties: list[int] = spec(
         factory=lambda: [0, 1, 2, 3, 4],
         help="difficulties of the worked solutions (the RL tasks' scale: below to above theirs)")
+    procedural_kinds: list[Literal["arithmetic", "expression", "linear", "addsub"]] = spec(
+        factory=lambda: ["arithmetic", "expression", "linear"],
+        help="task kinds of the worked solutions (addsub: additions and subtractions only, "
+             "the two-digit RL task of issue 22)")
     positions: Literal["base", "pi", "none"] = spec(
         "base", help="RoPE of the local layers per stage: base raised NTK-style, position "
                      "interpolation, or unchanged (the recipe kept as model.pt)")
@@ -285,6 +289,8 @@ class MidtrainConfig:
         if not self.procedural_difficulties or min(self.procedural_difficulties) < 0:
             return [("procedural_difficulties", f"needs at least one difficulty >= 0, got "
                                                 f"{self.procedural_difficulties}")]
+        if not self.procedural_kinds:
+            return [("procedural_kinds", "needs at least one task kind")]
         if self.code + self.stem_math + self.background <= 0:
             return [("code", "the mix shares must not all be zero")]
         return []
