@@ -1,7 +1,8 @@
 """Verifiable math tasks, generated procedurally, with exact answer checking.
 
 The report allows synthetic RL *environments* (it forbids synthetic pre-training text): a
-problem generator with a known answer. Three kinds, each with a difficulty knob:
+problem generator with a known answer. Four kinds (the first three are the default draw),
+each with a difficulty knob:
 
 - ``arithmetic``: one operation on numbers of ``difficulty + 1`` digits;
 - ``expression``: ``difficulty + 2`` integers combined with +, -, * and brackets;
