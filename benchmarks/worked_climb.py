@@ -62,12 +62,13 @@ def main(argv: list[str] | None = None) -> None:
         pool = sel.kept
     t0 = time.time()
 
-    done = [0]
+    done = 0
 
     def progress(n: int) -> None:  # called with 1 after each optimizer step
-        done[0] += n
-        if done[0] % 10 == 0:
-            print(json.dumps({"progress": done[0], "s": round(time.time() - t0)}), flush=True)
+        nonlocal done
+        done += n
+        if done % 10 == 0:
+            print(json.dumps({"progress": done, "s": round(time.time() - t0)}), flush=True)
 
     res = climb(start, tok, pool, held, c, steps=a.steps, seed=cfg.seed,
                 eval_every=a.eval_every, keep_model=True, optim=cfg.optim, progress=progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mai_repro.rl.tasks import Kind
 from mai_repro.schema import spec
 
 
@@ -12,7 +13,7 @@ from mai_repro.schema import spec
 class GRPOStageConfig:
     """The RL climb with GRPO and MAI's stabilisers (notebook 09; RECIPE.md section 6)."""
 
-    kinds: list[Literal["arithmetic", "expression", "linear", "addsub"]] = spec(
+    kinds: list[Kind] = spec(
         factory=lambda: ["arithmetic"], help="task kinds of the training pool and the eval "
                                              "(addsub: arithmetic without multiplication)")
     difficulties: list[int] = spec(factory=lambda: [0], help="difficulties mixed in the "

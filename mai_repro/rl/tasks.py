@@ -58,18 +58,19 @@ class Task:
     fmt: Format = "answer_line"  # the response format (module docstring)
 
 
-def _arithmetic(rng: random.Random, d: int) -> tuple[str, int]:
+def _two_numbers(rng: random.Random, d: int, ops: str) -> tuple[str, int]:
     hi = 10 ** (d + 1) - 1
     a, b = rng.randint(0, hi), rng.randint(0, hi)
-    op = rng.choice("+-*")
+    op = rng.choice(ops)
     return f"Compute {a} {op} {b}.", eval(f"{a} {op} {b}")  # noqa: S307 - our own digits
 
 
+def _arithmetic(rng: random.Random, d: int) -> tuple[str, int]:
+    return _two_numbers(rng, d, "+-*")
+
+
 def _addsub(rng: random.Random, d: int) -> tuple[str, int]:
-    hi = 10 ** (d + 1) - 1
-    a, b = rng.randint(0, hi), rng.randint(0, hi)
-    op = rng.choice("+-")
-    return f"Compute {a} {op} {b}.", a + b if op == "+" else a - b
+    return _two_numbers(rng, d, "+-")
 
 
 def _expression(rng: random.Random, d: int) -> tuple[str, int]:

@@ -39,8 +39,7 @@ from mai_repro.rl.config import DistillConfig, GRPOStageConfig
 
 # The identity of a problem: ("expr", the expression without spaces) or ("linear", a, b, c).
 Key = tuple
-WORKED_KINDS: tuple[str, ...] = tasks.KINDS  # the default mix
-ALL_WORKED_KINDS: tuple[str, ...] = tasks.ALL_KINDS
+WORKED_KINDS: tuple[str, ...] = tasks.KINDS  # the default mix (tasks.ALL_KINDS may be named)
 PLACES = ("ones", "tens", "hundreds", "thousands", "ten thousands", "hundred thousands",
           "millions", "ten millions", "hundred millions", "billions", "ten billions")
 
@@ -348,9 +347,9 @@ def generate_counted(n: int, *, difficulties: Sequence[int] = (0, 1, 2, 3, 4),
                      kinds: Sequence[str] = WORKED_KINDS, seed: int = 0,
                      exclude: Iterable[Key] = ()) -> tuple[list[Worked], int]:
     """:func:`generate`, and how many texts it dropped because they touch ``exclude``."""
-    unknown = set(kinds) - set(ALL_WORKED_KINDS)
+    unknown = set(kinds) - set(tasks.ALL_KINDS)
     if unknown or not kinds or not difficulties or min(difficulties) < 0:
-        raise ValueError(f"kinds must be among {ALL_WORKED_KINDS}, difficulties >= 0 and "
+        raise ValueError(f"kinds must be among {tasks.ALL_KINDS}, difficulties >= 0 and "
                          f"non-empty; got {list(kinds)}, {list(difficulties)}")
     banned = set(exclude)
     # Our own stream: "worked:" never collides with the tasks' "train:" / "eval:" seeds.

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mai_repro.data.config import FAMILIES
+from mai_repro.rl.tasks import Kind
 from mai_repro.schema import spec
 
 ABLATIONS = ("standard_init", "standard_moe", "all_moe", "all_global")
@@ -242,7 +243,7 @@ class MidtrainConfig:
     procedural_difficulties: list[int] = spec(
         factory=lambda: [0, 1, 2, 3, 4],
         help="difficulties of the worked solutions (the RL tasks' scale: below to above theirs)")
-    procedural_kinds: list[Literal["arithmetic", "expression", "linear", "addsub"]] = spec(
+    procedural_kinds: list[Kind] = spec(
         factory=lambda: ["arithmetic", "expression", "linear"],
         help="task kinds of the worked solutions (addsub: additions and subtractions only, "
              "the two-digit RL task of issue 22)")
