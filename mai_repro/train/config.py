@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mai_repro.data.config import FAMILIES
-from mai_repro.rl.tasks import Kind
 from mai_repro.schema import spec
 
 ABLATIONS = ("standard_init", "standard_moe", "all_moe", "all_global")
@@ -243,7 +242,8 @@ class MidtrainConfig:
     procedural_difficulties: list[int] = spec(
         factory=lambda: [0, 1, 2, 3, 4],
         help="difficulties of the worked solutions (the RL tasks' scale: below to above theirs)")
-    procedural_kinds: list[Kind] = spec(
+    # the kinds of rl.tasks.Kind (train sits below rl in the layers: tests/test_layers.py)
+    procedural_kinds: list[Literal["arithmetic", "expression", "linear", "addsub"]] = spec(
         factory=lambda: ["arithmetic", "expression", "linear"],
         help="task kinds of the worked solutions (addsub: additions and subtractions only, "
              "the two-digit RL task of issue 22)")
