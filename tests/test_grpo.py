@@ -1,4 +1,6 @@
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,9 @@ from mai_repro.rl.grpo import (
     group_advantages,
     grpo_loss,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from grpo_loss import dense_loss  # noqa: E402  (benchmarks/grpo_loss.py's baseline)
 
 
 def test_group_advantages():
@@ -202,3 +207,35 @@ def test_small_real_spread_is_still_scaled():
     adv = group_advantages(r, 8, scale_std=True)
     assert adv[-1].item() == pytest.approx(7 ** 0.5, rel=1e-3)  # (x - mean) / std, one outlier
     assert adv.sum().abs().item() < 1e-4
+
+
+
+def test_padding_left_out_gives_the_same_gradient_bit_for_bit():
+    """Right-padded rows (completions of different lengths, as in the worked format): the
+    loss that leaves the padding out has the dense loss's gradient exactly (the loss as it
+    was written before, benchmarks/grpo_loss.py's baseline), and the same statistics up to
+    the order of their sums."""
+    torch.manual_seed(0)
+    B, T, V = 6, 9, 50
+    lens = torch.tensor([9, 3, 7, 1, 5, 9])
+    mask = torch.arange(T)[None] < lens[:, None]
+    logits = (torch.randn(B, T, V) * 3).requires_grad_()
+    actions = torch.randint(0, V, (B, T))
+    nucleus = torch.rand(B, T, V) < 0.2
+    nucleus.scatter_(-1, actions[..., None], True)
+    nucleus[~mask] = True
+    old = torch.log_softmax(logits.detach().masked_fill(~nucleus, float("-inf")), -1) \
+        .gather(-1, actions[..., None]).squeeze(-1) + 0.3 * torch.randn(B, T)
+    adv = torch.randn(B)
+    cfg = GRPOConfig(eps=0.2, r_min=0.5, r_max=2.0)
+    ref_loss, ref_logp, ref_entropy, ref_mass = dense_loss(
+        logits, actions, old, adv, mask, cfg, 0.3, nucleus)
+    (g_ref,) = torch.autograd.grad(ref_loss, logits)
+    out = grpo_loss(logits, actions, old, adv, mask, cfg, k=0.3, nucleus=nucleus)
+    (g,) = torch.autograd.grad(out.loss, logits)
+    assert torch.equal(g[mask], g_ref[mask]) and g[~mask].abs().max() == 0
+    assert out.loss.item() == pytest.approx(ref_loss.item(), rel=1e-6)
+    assert torch.equal(out.logp[mask], ref_logp[mask])
+    assert out.entropy == pytest.approx(ref_entropy, rel=1e-5)
+    assert out.nucleus_mass == pytest.approx(ref_mass, rel=1e-5)
+    assert out.n_tokens == int(lens.sum())

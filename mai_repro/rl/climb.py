@@ -236,14 +236,16 @@ def optimizer_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
     def loss_fn(mb: LearnerBatch) -> LossOut:
         nonlocal lo, hi
         logits, aux = completion_logits(policy, _to(mb, device), replay=s.routing_replay)
+        # x / 1.0 is x bit for bit: the copy (and its backward) is skipped at T = 1
+        scale = (lambda x: x) if temperature == 1.0 else (lambda x: x / temperature)
         nucleus = None if mb.nucleus is None else mb.nucleus.to(device)
         ref_logp = None
         if ref is not None:
             with torch.no_grad():
                 ref_logits, _ = completion_logits(ref, _to(mb, device), replay=False)
-                ref_logp = action_logp(ref_logits / temperature, mb.actions.to(device),
+                ref_logp = action_logp(scale(ref_logits), mb.actions.to(device),
                                        nucleus if s.top_p_mask else None)
-        out = grpo_loss(logits / temperature, mb.actions.to(device), mb.old_logp.to(device),
+        out = grpo_loss(scale(logits), mb.actions.to(device), mb.old_logp.to(device),
                         mb.advantages.to(device), mb.mask.to(device), lcfg, k=k,
                         nucleus=nucleus, top_p_mask=s.top_p_mask, ref_logp=ref_logp)
         lo, hi = min(lo, out.ratio_min), max(hi, out.ratio_max)

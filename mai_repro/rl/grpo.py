@@ -116,41 +116,54 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
     ``kl_coef`` times the token mean of :func:`kl_k3`, with the same mask and normaliser as
     the policy term.
     """
-    raw = logits.float()
-    logits = apply_nucleus(raw, nucleus if top_p_mask else None)
+    # Only the completion tokens (``mask``) enter the vocabulary-sized work: the rows are
+    # right-padded to the longest completion, which in the worked format is a third of the
+    # positions. The gradient at the kept positions is the same, bit for bit, as when the
+    # padding went through with weight 0 (tests/test_grpo.py); only the statistics' sums run
+    # in another order.
+    sel = mask.bool()
+    B, T = sel.shape
+    raw = logits[sel].float()  # (N, V)
+    nuc = None if nucleus is None else nucleus[sel]
+    masked = apply_nucleus(raw, nuc if top_p_mask else None)
     # not train.loop.token_nll: the whole (nucleus-masked) distribution is needed for the
     # entropy; the gathered log-probs equal -token_nll of the same logits bit for bit
-    logp_all = F.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    m = mask.float()
-    n = m.sum().clamp_min(1.0)
-    ratio = torch.exp(logp - old_logp)
+    logp_all = F.log_softmax(masked, dim=-1)
+    logp = logp_all.gather(-1, actions[sel].unsqueeze(-1)).squeeze(-1)  # (N,)
+    n = mask.float().sum().clamp_min(1.0)
+    ratio = torch.exp(logp - old_logp[sel])
     outer = ratio.clamp(cfg.r_min, cfg.r_max)
     lo, hi = 1.0 - cfg.eps, 1.0 / (1.0 - cfg.eps) + k
-    A = advantages.float().unsqueeze(-1).expand_as(ratio)
+    A = advantages.float().unsqueeze(-1).expand(B, T)[sel]
     surrogate = torch.minimum(outer * A, outer.clamp(lo, hi) * A)
-    loss = -(surrogate * m).sum() / n
+    loss = -surrogate.sum() / n
     kl = None
     if ref_logp is not None:
-        kl = (kl_k3(logp, ref_logp) * m).sum() / n
+        kl = kl_k3(logp, ref_logp[sel]).sum() / n
         if cfg.kl_coef > 0:
             loss = loss + cfg.kl_coef * kl
     with torch.no_grad():
-        p = logp_all.exp()
-        plogp = torch.where(p > 0, p * logp_all, torch.zeros_like(p))
-        entropy = (-(plogp.sum(-1)) * m).sum() / n
-        frac = lambda b: float((b.float() * m).sum() / n)  # noqa: E731
+        # p log p is 0 where p is 0 (outside the nucleus log p is -inf): nansum drops the
+        # 0 * -inf products
+        entropy = -(logp_all.exp() * logp_all).nansum(-1).sum() / n
+        frac = lambda b: float(b.float().sum() / n)  # noqa: E731
         r = ratio.detach()
-        inside = r[mask.bool()] if mask.any() else torch.ones(1)
         mass = 1.0
-        if nucleus is not None:
-            p_raw = F.softmax(raw, dim=-1)
-            mass = float(((p_raw * nucleus).sum(-1) * m).sum() / n)
+        if nuc is not None:
+            # the nucleus's share of the unmasked distribution, exp(lse(nucleus) - lse(all));
+            # lse(nucleus) read off the sampled token, which is always in the nucleus
+            lse_nuc = masked.detach().gather(-1, actions[sel].unsqueeze(-1)).squeeze(-1) - \
+                logp.detach() if top_p_mask else torch.logsumexp(
+                    raw.masked_fill(~nuc, float("-inf")), -1)
+            mass = float((lse_nuc - torch.logsumexp(raw.detach(), -1)).exp().sum() / n)
+        logp_bt = torch.zeros(B, T, dtype=logp.dtype, device=logp.device)
+        logp_bt[sel] = logp.detach()
     return GRPOOutput(loss, float(entropy), frac((ratio < lo) & (A < 0)),
                       frac((ratio > hi) & (A > 0)),
                       frac((ratio < cfg.r_min) | (ratio > cfg.r_max)),
-                      float((r * m).sum() / n), float(inside.min()), float(inside.max()),
-                      frac((ratio > hi) & (A < 0)), mass, logp.detach(), int(m.sum()),
+                      float(r.sum() / n), float(r.min()) if r.numel() else 1.0,
+                      float(r.max()) if r.numel() else 1.0,
+                      frac((ratio > hi) & (A < 0)), mass, logp_bt, int(sel.sum()),
                       None if kl is None else float(kl.detach()),
                       frac(((ratio > cfg.r_max) & (A < 0)) | ((ratio < cfg.r_min) & (A > 0))))
 
