@@ -94,6 +94,7 @@ class GRPOOutput:
     neg_high_frac: float = 0.0  # A < 0 and r above the upper bound: PPO's unclipped branch
     nucleus_mass: float = 1.0  # learner's unmasked probability mass inside the nucleus
     logp: torch.Tensor | None = None  # (B, T) learner log-probs of the actions, detached
+    #                                   (0 at the padding)
     n_tokens: int = 0
     kl: float | None = None  # token mean of the k3 KL estimate, when ref_logp is given
     # where the outer clip changes the gradient: A < 0 and r > r_max (PPO's unclipped branch
@@ -150,12 +151,12 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
         r = ratio.detach()
         mass = 1.0
         if nuc is not None:
-            # the nucleus's share of the unmasked distribution, exp(lse(nucleus) - lse(all));
-            # lse(nucleus) read off the sampled token, which is always in the nucleus
-            lse_nuc = masked.detach().gather(-1, actions[sel].unsqueeze(-1)).squeeze(-1) - \
-                logp.detach() if top_p_mask else torch.logsumexp(
-                    raw.masked_fill(~nuc, float("-inf")), -1)
-            mass = float((lse_nuc - torch.logsumexp(raw.detach(), -1)).exp().sum() / n)
+            # the nucleus's share of the unmasked distribution: exp(lse(nucleus) - lse(all))
+            if top_p_mask:  # lse(nucleus) read off the sampled token (always in the nucleus)
+                lse_nuc = masked.gather(-1, actions[sel].unsqueeze(-1)).squeeze(-1) - logp
+            else:
+                lse_nuc = torch.logsumexp(raw.masked_fill(~nuc, float("-inf")), -1)
+            mass = float((lse_nuc - torch.logsumexp(raw, -1)).exp().sum() / n)
         logp_bt = torch.zeros(B, T, dtype=logp.dtype, device=logp.device)
         logp_bt[sel] = logp.detach()
     return GRPOOutput(loss, float(entropy), frac((ratio < lo) & (A < 0)),
