@@ -233,11 +233,12 @@ def optimizer_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
               if float(mb.mask.sum() / total) > 0]
     lo, hi, diffs = math.inf, -math.inf, []
 
+    # x / 1.0 is x bit for bit: the copy (and its backward) is skipped at T = 1
+    scale = (lambda x: x) if temperature == 1.0 else (lambda x: x / temperature)
+
     def loss_fn(mb: LearnerBatch) -> LossOut:
         nonlocal lo, hi
         logits, aux = completion_logits(policy, _to(mb, device), replay=s.routing_replay)
-        # x / 1.0 is x bit for bit: the copy (and its backward) is skipped at T = 1
-        scale = (lambda x: x) if temperature == 1.0 else (lambda x: x / temperature)
         nucleus = None if mb.nucleus is None else mb.nucleus.to(device)
         ref_logp = None
         if ref is not None:

@@ -126,11 +126,12 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
     B, T = sel.shape
     raw = logits[sel].float()  # (N, V)
     nuc = None if nucleus is None else nucleus[sel]
+    act = actions[sel].unsqueeze(-1)  # (N, 1)
     masked = apply_nucleus(raw, nuc if top_p_mask else None)
     # not train.loop.token_nll: the whole (nucleus-masked) distribution is needed for the
     # entropy; the gathered log-probs equal -token_nll of the same logits bit for bit
     logp_all = F.log_softmax(masked, dim=-1)
-    logp = logp_all.gather(-1, actions[sel].unsqueeze(-1)).squeeze(-1)  # (N,)
+    logp = logp_all.gather(-1, act).squeeze(-1)  # (N,)
     n = mask.float().sum().clamp_min(1.0)
     ratio = torch.exp(logp - old_logp[sel])
     outer = ratio.clamp(cfg.r_min, cfg.r_max)
@@ -153,7 +154,7 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
         if nuc is not None:
             # the nucleus's share of the unmasked distribution: exp(lse(nucleus) - lse(all))
             if top_p_mask:  # lse(nucleus) read off the sampled token (always in the nucleus)
-                lse_nuc = masked.gather(-1, actions[sel].unsqueeze(-1)).squeeze(-1) - logp
+                lse_nuc = masked.gather(-1, act).squeeze(-1) - logp
             else:
                 lse_nuc = torch.logsumexp(raw.masked_fill(~nuc, float("-inf")), -1)
             mass = float((lse_nuc - torch.logsumexp(raw, -1)).exp().sum() / n)
