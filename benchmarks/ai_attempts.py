@@ -167,24 +167,90 @@ class Harness:
         path.write_bytes(pickle.dumps(out))
         return out
 
+    def balanced_fold_scores(self, kind: str, C: float, power: float, skip: str = ""
+                             ) -> dict[str, ad.FoldWordScores]:
+        """As :meth:`fold_scores` with each word model fitted under sample weights 1 / n^power
+        per (genre, label) cell of its training rows (each class summing to the same
+        total): no human genre's register (the 935 documentation items) dominates what
+        the word model calls human."""
+        from sklearn.linear_model import LogisticRegression
+
+        from mai_repro.data.ai_text import unit_hash
+
+        path = self.cache / f"folds_{kind}_{C:g}_balanced{power:g}_skip-{skip}.pkl"
+        if path.is_file():
+            return pickle.loads(path.read_bytes())
+        m, groups = self.counts(kind), np.array(self.groups)
+        fit_ok = ~((self.y == 0) & np.isin(self.genres, skip.split(","))) if skip else \
+            np.ones(len(self.y), bool)
+
+        def fit(rows: np.ndarray) -> ad.WordModel:
+            wm, y, counts = ad.WordModel(C), self.y[rows], m[rows]
+            df = np.bincount(counts.indices, minlength=counts.shape[1])
+            wm.idf = np.log((1 + len(rows)) / (1 + df)) + 1.0
+            _, inv, n = np.unique(np.char.add(self.genres[rows], y.astype(str)),
+                                  return_inverse=True, return_counts=True)
+            w = (1.0 / n[inv]) ** power
+            for label in (0, 1):
+                w[y == label] /= w[y == label].sum()
+            lr = LogisticRegression(C=C, solver="liblinear", dual=True, max_iter=1000,
+                                    random_state=0).fit(wm._tfidf(counts), y,
+                                                        sample_weight=w * len(y) / 2)
+            wm.coef, wm.intercept = lr.coef_.ravel(), float(lr.intercept_[0])
+            return wm
+
+        out = {}
+        for sp in self.splits:
+            tr, te = sp.train, sp.test
+            part = np.array([int(unit_hash(g, self.seed + 3) * 3) for g in groups[tr]])
+            inner = np.zeros(len(tr))
+            for k in range(3):
+                rows = tr[(part != k) & fit_ok[tr]]
+                inner[part == k] = fit(rows).score(m[tr[part == k]])
+            out[sp.name] = ad.FoldWordScores(inner, fit(tr[fit_ok[tr]]).score(m[te]))
+        path.write_bytes(pickle.dumps(out))
+        return out
+
     def stack(self, bases: list[tuple], x: np.ndarray | None = None,
               C: float = 1.0, final: str = "lr", class_weight: Any = "balanced",
-              genre_balance: float = 0.0, fold_calibrate: float = 0.0) -> np.ndarray:
+              genre_balance: float = 0.0, fold_calibrate: float = 0.0,
+              scaler: str = "standard", clip: float | None = None,
+              bag_genres: bool = False, folds: list | None = None) -> np.ndarray:
         """Out-of-fold scores of a final classifier on the fixed features and the base text
         models' cross-fitted scores (``genre_balance`` p: sample weights 1 / n^p per
-        (genre, label) cell, each class summing to the same total)."""
+        (genre, label) cell, each class summing to the same total). ``scaler``: standard,
+        robust or quantile (to a normal); ``clip`` q: each column of the test fold clipped
+        to the training fold's [q, 1 - q] quantiles; ``bag_genres``: the mean of the final
+        classifiers fitted each without one training genre (leave-one-genre-out inside the
+        training fold); ``folds``: base fold scores given ready-made."""
         from sklearn.ensemble import HistGradientBoostingClassifier
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+        from sklearn.preprocessing import QuantileTransformer, RobustScaler, StandardScaler
 
         x = self.x if x is None else x
-        folds = [self.fold_scores(*b) for b in bases]
+        folds = [self.fold_scores(*b) for b in bases] + list(folds or [])
         out = np.full(len(self.y), np.nan)
+        scalers = {"standard": StandardScaler, "robust": RobustScaler,
+                   "quantile": lambda: QuantileTransformer(n_quantiles=200,
+                                                           output_distribution="normal")}
         for sp in self.splits:
             tr, te = sp.train, sp.test
             a = np.column_stack([x[tr]] + [f[sp.name].train for f in folds])
             b = np.column_stack([x[te]] + [f[sp.name].test for f in folds])
+            if clip is not None:
+                lo, hi = np.quantile(a, clip, 0), np.quantile(a, 1 - clip, 0)
+                a, b = np.clip(a, lo, hi), np.clip(b, lo, hi)
+            if bag_genres:
+                g = self.genres[tr]
+                parts = []
+                for left_out in sorted(set(g)):
+                    keep = g != left_out
+                    clf = make_pipeline(scalers[scaler](), LogisticRegression(
+                        C=C, class_weight=class_weight, max_iter=5000))
+                    parts.append(clf.fit(a[keep], self.y[tr][keep]).decision_function(b))
+                out[te] = np.mean(parts, 0)
+                continue
             if final == "hgb":
                 clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05,
                                                      class_weight=class_weight, random_state=0)
@@ -200,7 +266,7 @@ class Harness:
                     weights[self.y[tr] == label] /= weights[self.y[tr] == label].sum()
                 weights *= len(tr)
                 class_weight = None
-            clf = make_pipeline(StandardScaler(), LogisticRegression(
+            clf = make_pipeline(scalers[scaler](), LogisticRegression(
                 C=C, class_weight=class_weight, max_iter=5000))
             clf.fit(a, self.y[tr], logisticregression__sample_weight=weights)
             out[te] = clf.decision_function(b)
@@ -230,12 +296,47 @@ class Harness:
         return row
 
 
+# Words that language models use far more often than human writers did before 2022 (the
+# "excess vocabulary" of model-assisted writing that Kobak et al. and Liang et al. measured in
+# scientific abstracts), for the fifth round's lexicon feature.
+EXCESS_WORDS = frozenset(
+    "delve delves delving showcase showcases showcasing underscore underscores underscoring "
+    "intricate intricacies notably pivotal crucial comprehensive enhance enhances enhancing "
+    "enhanced robust seamless seamlessly leverage leverages leveraging facilitate facilitates "
+    "facilitating foster fosters fostering streamline streamlines streamlined utilize "
+    "utilizes utilizing additionally furthermore moreover overall ultimately essential vital "
+    "realm tapestry landscape multifaceted nuanced nuance insights insight valuable "
+    "meticulous meticulously commendable noteworthy garnered garner boasts boast "
+    "unparalleled surpassing bolster bolsters navigate navigating ensuring ensure ensures "
+    "various diverse dynamic innovative key significant significantly emphasize emphasizes "
+    "emphasizing highlight highlights highlighting potential particularly offering offers "
+    "provides providing".split())
+
+
+def excess_word_rate(texts: list[str]) -> np.ndarray:
+    return np.array([[sum(w in EXCESS_WORDS for w in ws) / max(1, len(ws))]
+                     for ws in map(af.words_of, texts)])
+
+
 def attempts(h: Harness) -> dict[str, Any]:
     w = ("words", h.word_C)
     used = [("words", h.word_C, 0, h.skip)] + \
         ([(h.masked_kind, h.word_C, 0, h.skip)] if h.masked else [])
     return {
         "used": lambda: h.stack(used, C=h.C),
+        # fifth round (2026-12-03): the final classifier's inputs and the word models' weights
+        "used_clip_0.01": lambda: h.stack(used, C=h.C, clip=0.01),
+        "used_robust_scaler": lambda: h.stack(used, C=h.C, scaler="robust"),
+        "used_quantile_scaler": lambda: h.stack(used, C=h.C, scaler="quantile"),
+        "used_excess_words": lambda: h.stack(used, C=h.C, x=np.column_stack(
+            [h.x, excess_word_rate(h.texts)])),
+        "used_word_C_1_100": lambda: h.stack(
+            used + [("words", 1.0, 0, h.skip), ("words", 100.0, 0, h.skip)], C=h.C),
+        "used_bagged_genres": lambda: h.stack(used, C=h.C, bag_genres=True),
+        **{f"used_balanced_words_{p:g}": (lambda p=p: h.stack([], C=h.C, folds=[
+            h.balanced_fold_scores("words", h.word_C, p, h.skip)] + ([
+                h.balanced_fold_scores(h.masked_kind, h.word_C, p, h.skip)] if h.masked
+                else []))) for p in (0.5, 1.0)},
         "word_model_alone_all_fit": lambda: h.stack([w], C=h.C),  # the word model before
         **{f"used_masked_{n}": (lambda n=n: h.stack(
             [("words", h.word_C, 0, h.skip), (f"masked{n}", h.word_C, 0, h.skip)], C=h.C))
