@@ -27,6 +27,7 @@ import yaml
 
 import mai_repro.config as C
 from mai_repro.data.tokenizer import load as load_tokenizer
+from mai_repro.rl import climb as climb_module
 from mai_repro.rl import tasks
 from mai_repro.rl.climb import climb, select_pool, task_sets
 from mai_repro.stages.grpo import climb_gain
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-p", action="append", default=[], metavar="grpo.KEY=VALUE")
+    ap.add_argument("--freeze-router", action="store_true", help="the MoE routers are not "
+                    "trained during the climb (a diagnostic: are routing flips what makes a "
+                    "larger learning rate unstable?)")
+    ap.add_argument("--history", default="", help="write every step's statistics and the "
+                    "evaluations here (JSON)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     overrides: dict = {}
@@ -61,7 +67,26 @@ def main(argv: list[str] | None = None) -> None:
                           "histogram": sel.histogram}), flush=True)
         pool = sel.kept
     t0 = time.time()
+    eval_s: list[float] = []  # the held-out evaluations' seconds, left out of the climb's
+    real_evaluate = climb_module.evaluate
 
+    def timed_evaluate(*args, **kwargs):
+        t = time.time()
+        out = real_evaluate(*args, **kwargs)
+        eval_s.append(time.time() - t)
+        return out
+
+    climb_module.evaluate = timed_evaluate
+    if a.freeze_router:
+        real_make_optimizer = climb_module.make_optimizer
+
+        def make_optimizer_frozen_router(model, *args, **kwargs):
+            for name, p in model.named_parameters():
+                if ".router." in name:
+                    p.requires_grad_(False)
+            return real_make_optimizer(model, *args, **kwargs)
+
+        climb_module.make_optimizer = make_optimizer_frozen_router
     done = 0
 
     def progress(n: int) -> None:  # called with 1 after each optimizer step
@@ -84,7 +109,12 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"gain": round(g.mean, 4), "lo": round(g.lo, 4), "hi": round(g.hi, 4),
                       "verdict": g.verdict, "steps": len(res.history),
                       "empty_batches": res.empty_batches, "collapsed_at": res.collapsed_at,
-                      "s": round(time.time() - t0)}), flush=True)
+                      "s": round(time.time() - t0),
+                      "climb_s": round(res.wall_s - sum(eval_s)),
+                      "eval_s": round(sum(eval_s))}), flush=True)
+    if a.history:
+        Path(a.history).write_text(json.dumps({"history": res.history, "evals": res.evals,
+                                               "eval_s": eval_s, "wall_s": res.wall_s}))
     gen = torch.Generator().manual_seed(0)
     from mai_repro.rl.rollout import sample_groups
     for gr in sample_groups(res.model, tok, held[:3], 1, c.final_cap,

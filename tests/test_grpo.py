@@ -12,6 +12,7 @@ from mai_repro.rl.grpo import (
     apply_nucleus,
     group_advantages,
     grpo_loss,
+    weight_negatives,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -28,6 +29,13 @@ def test_group_advantages():
     assert scaled.tolist() == [-1.0, 1.0]
     with pytest.raises(ValueError):
         group_advantages(torch.zeros(5), 4)
+
+
+def test_weight_negatives_scales_only_the_worse_completions():
+    adv = group_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]), 4)
+    assert weight_negatives(adv, 1.0) is adv
+    assert weight_negatives(adv, 0.0).tolist() == [0.75, 0.0, 0.0, 0.0]
+    assert weight_negatives(adv, 0.5).tolist() == [0.75, -0.125, -0.125, -0.125]
 
 
 def one_token(logp_new, logp_old, adv, cfg, k=0.0):

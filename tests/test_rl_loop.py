@@ -191,6 +191,26 @@ def test_climb_runs_and_records_every_metric(tok):
     assert mixed.history[0]["mismatch"] > 1e-4
 
 
+def test_warm_up_ramps_the_learning_rate_by_step(tok):
+    cfg = C.load("smoke", {"grpo": {"n_train": 12, "n_eval": 3, "problems": 2, "draw": 3,
+                                    "group": 4, "group_early": 2, "early_lo": 0.0,
+                                    "keep_lo": 0.0, "early_hi": 1.0, "keep_hi": 1.0,
+                                    "max_new_tokens": 3, "rollout_dtype": "float32",
+                                    "lr": 1e-3, "warmup_steps": 3, "updates_per_batch": 2}})
+    pool, held = climb.task_sets(cfg.grpo, 0)
+    res = climb.climb(tiny_model(tok), tok, pool, held, cfg.grpo, steps=4, seed=0)
+    assert [r["lr"] for r in res.history] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3, 1e-3])
+    flat = climb.climb(tiny_model(tok), tok, pool, held,
+                       dataclasses.replace(cfg.grpo, warmup_steps=0), steps=2, seed=0)
+    assert [r["lr"] for r in flat.history] == [1e-3, 1e-3]
+    # positive advantages only: the same first batch, a different update
+    pos = climb.climb(tiny_model(tok), tok, pool, held,
+                      dataclasses.replace(cfg.grpo, warmup_steps=0, neg_weight=0.0), steps=1,
+                      seed=0)
+    assert pos.history[0]["reward"] == flat.history[0]["reward"]
+    assert pos.history[0]["loss"] != flat.history[0]["loss"]
+
+
 @pytest.mark.parametrize("preset", ["smoke", "laptop", "gpu", "cluster"])
 def test_every_preset_draws_its_task_sets(preset):
     """The gpu and cluster presets once asked for 5,000 and 20,000 distinct problems at

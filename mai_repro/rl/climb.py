@@ -48,6 +48,7 @@ from mai_repro.rl.grpo import (
     action_logp,
     group_advantages,
     grpo_loss,
+    weight_negatives,
 )
 from mai_repro.rl.rollout import (
     Group,
@@ -513,13 +514,16 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
             continue
         empty_run = 0
         R, parts = score(draw.groups, cap, rewards.RewardWeights(c.w_lang, w_len))
-        adv = group_advantages(R, c.group)
+        adv = weight_negatives(group_advantages(R, c.group), c.neg_weight)
         batch = learner_batch(draw.groups, adv, policy.cfg.vocab_size, tok.pad_id)
         lengths = [len(x) for g in draw.groups for x in g.completions]
         for u in range(c.updates_per_batch):
             if rewards.is_stale(batch.version, version, c.max_staleness):
                 result.dropped_stale += 1
                 break
+            if c.warmup_steps:  # linear warm-up from lr / warmup_steps (by step: resumable)
+                for pg in optimizer.param_groups:
+                    pg["lr"] = c.lr * min(1.0, (step + 1) / c.warmup_steps)
             st = optimizer_step(policy, optimizer, batch, controller, lcfg, s,
                                 micro_batch=c.micro_batch, grad_clip=optim.grad_clip,
                                 temperature=c.temperature,
@@ -538,7 +542,7 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
                 "problems_drawn": draw.drawn, "problems_early_kept": draw.early_kept,
                 "problems_kept": len(draw.groups), "rollouts": draw.rollouts,
                 "length": float(np.mean(lengths)), "staleness": version - 1 - batch.version,
-                **st.row(), "time_s": time.time() - t0})
+                "lr": optimizer.param_groups[0]["lr"], **st.row(), "time_s": time.time() - t0})
             if progress is not None:
                 progress(1)
             if on_checkpoint and checkpoint_every and step % checkpoint_every == 0 \

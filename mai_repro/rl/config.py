@@ -47,12 +47,19 @@ class GRPOStageConfig:
     early_hi: float = spec(0.8, min=0.0, max=1.0, help="early exit: keep if pass rate <= this")
     keep_lo: float = spec(0.1, min=0.0, max=1.0, help="pass-rate filter: lower bound")
     keep_hi: float = spec(0.8, min=0.0, max=1.0, help="pass-rate filter: upper bound")
+    neg_weight: float = spec(1.0, min=0.0, max=1.0, help="weight of the negative advantages "
+                                                         "(1 = GRPO; 0 = only the completions "
+                                                         "better than their group's mean "
+                                                         "are reinforced)")
     max_new_tokens: int = spec(4, min=1, help="rollout length cap of the first curriculum "
                                               "stage (doubled each stage)")
     curriculum_stages: int = spec(2, min=1, help="length-curriculum stages (steps split evenly)")
     temperature: float = spec(1.0, min=0.01, help="sampling temperature (rollouts and eval)")
     top_p: float = spec(0.97, min=0.0, max=1.0, help="nucleus sampling threshold")
-    lr: float = spec(1e-4, min=0.0, max=1.0, help="AdamW learning rate (constant)")
+    lr: float = spec(1e-4, min=0.0, max=1.0, help="AdamW learning rate (constant after the "
+                                                   "warm-up)")
+    warmup_steps: int = spec(0, min=0, help="optimizer steps of linear learning-rate warm-up "
+                                            "(0 = none: the whole rate from the first step)")
     micro_batch: int = spec(0, min=0, help="rows per forward pass; the rest by gradient "
                                            "accumulation (0 = one pass)")
     updates_per_batch: int = spec(2, min=1, help="gradient steps on each rollout batch")

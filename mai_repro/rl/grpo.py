@@ -50,6 +50,17 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale_std: bool = F
     return adv.masked_fill(constant, 0.0).view(-1)
 
 
+def weight_negatives(advantages: torch.Tensor, weight: float) -> torch.Tensor:
+    """Negative advantages times ``weight`` (1: unchanged). A wrong worked answer is usually
+    right but for one digit: its negative advantage pushes down every token after that
+    digit too, the correct steps that carry the wrong digit forward included. A weight
+    below 1 keeps the push toward the group's better answers and softens the push away
+    from its worse ones (Zhu et al., 2025, weigh the two sides of the same split)."""
+    if weight == 1.0:
+        return advantages
+    return torch.where(advantages < 0, advantages * weight, advantages)
+
+
 def apply_nucleus(logits: torch.Tensor, nucleus: torch.Tensor | None) -> torch.Tensor:
     """Top-p masking: logits outside the inference nucleus become -inf."""
     if nucleus is None:
