@@ -173,8 +173,6 @@ class Harness:
         per (genre, label) cell of its training rows (each class summing to the same
         total): no human genre's register (the 935 documentation items) dominates what
         the word model calls human."""
-        from sklearn.linear_model import LogisticRegression
-
         from mai_repro.data.ai_text import unit_hash
 
         path = self.cache / f"folds_{kind}_{C:g}_balanced{power:g}_skip-{skip}.pkl"
@@ -185,19 +183,13 @@ class Harness:
             np.ones(len(self.y), bool)
 
         def fit(rows: np.ndarray) -> ad.WordModel:
-            wm, y, counts = ad.WordModel(C), self.y[rows], m[rows]
-            df = np.bincount(counts.indices, minlength=counts.shape[1])
-            wm.idf = np.log((1 + len(rows)) / (1 + df)) + 1.0
+            y = self.y[rows]
             _, inv, n = np.unique(np.char.add(self.genres[rows], y.astype(str)),
                                   return_inverse=True, return_counts=True)
             w = (1.0 / n[inv]) ** power
             for label in (0, 1):
                 w[y == label] /= w[y == label].sum()
-            lr = LogisticRegression(C=C, solver="liblinear", dual=True, max_iter=1000,
-                                    random_state=0).fit(wm._tfidf(counts), y,
-                                                        sample_weight=w * len(y) / 2)
-            wm.coef, wm.intercept = lr.coef_.ravel(), float(lr.intercept_[0])
-            return wm
+            return ad.WordModel(C).fit(m[rows], y, sample_weight=w * len(y) / 2)
 
         out = {}
         for sp in self.splits:

@@ -181,7 +181,10 @@ class WordModel:
         x.data = 1.0 + np.log(x.data)  # sublinear term frequency
         return normalize(x.multiply(self.idf).tocsr())
 
-    def fit(self, counts, y: np.ndarray) -> WordModel:
+    def fit(self, counts, y: np.ndarray, sample_weight: np.ndarray | None = None
+            ) -> WordModel:
+        """``sample_weight``: per-row weights that carry the class balance themselves (the
+        classes are then not reweighted); by default the classes are balanced."""
         from sklearn.linear_model import LogisticRegression
 
         df = np.bincount(counts.indices, minlength=counts.shape[1])
@@ -195,9 +198,10 @@ class WordModel:
         # The dual problem: far fewer texts than hashed features, so liblinear's dual solver
         # reaches the same optimum about four times faster than the primal one. It visits
         # the texts in a random order: a fixed random_state keeps the stage deterministic.
-        lr = LogisticRegression(C=self.C, class_weight="balanced", solver="liblinear",
-                                dual=True, max_iter=1000, random_state=0
-                                ).fit(self._tfidf(counts), y)
+        lr = LogisticRegression(C=self.C, solver="liblinear", dual=True, max_iter=1000,
+                                class_weight="balanced" if sample_weight is None else None,
+                                random_state=0
+                                ).fit(self._tfidf(counts), y, sample_weight=sample_weight)
         self.coef, self.intercept = lr.coef_.ravel(), float(lr.intercept_[0])
         return self
 
