@@ -280,8 +280,16 @@ class Harness:
         docs = np.array([it.label == 0 and it.id == it.group and it.family != "detector"
                          for it in self.items])
         m_docs = ad.metrics(s[docs], s[y == 1])
+        # TPR at 1% FPR of each writing round's passages (the letter in the passage id:
+        # A-C the first 420, D the genres added on 2026-12-03), at the pooled threshold.
+        rounds = np.array([it.group.split("-")[-2] if it.label == 1 else "" for it in self.items])
+        by_round = {r: round(ad.tpr_at_fpr(s[y == 0], s[(y == 1) & (rounds == r)], 0.01), 4)
+                    for r in sorted(set(rounds[y == 1]))}
+        first = (y == 1) & np.isin(rounds, ["A", "B", "C"])
         row = {"attempt": name, **{k: round(v, 4) for k, v in m.items()},
                **{f"{k}_docs": round(v, 4) for k, v in m_docs.items()},
+               "tpr_1pct_ABC": round(ad.tpr_at_fpr(s[y == 0], s[first], 0.01), 4),
+               "tpr_1pct_by_round": by_round,
                "worst_genre": worst, "worst_genre_auc": round(per[worst], 4),
                "seconds": round(time.time() - started, 1)}
         print(json.dumps(row), flush=True)
