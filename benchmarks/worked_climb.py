@@ -47,6 +47,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--freeze-router", action="store_true", help="the MoE routers are not "
                     "trained during the climb (a diagnostic: are routing flips what makes a "
                     "larger learning rate unstable?)")
+    ap.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
+                    help="a diagnostic: 'sgd' makes the learner's optimizer plain SGD (grpo.lr "
+                    "its learning rate) instead of AdamW, whose per-coordinate normalisation "
+                    "gives every weight a step of about lr, signal or noise")
+    ap.add_argument("--momentum", type=float, default=0.9, help="SGD's momentum")
+    ap.add_argument("--rollout-temperature", type=float, default=0.0, metavar="T",
+                    help="a diagnostic: the climb samples its rollouts and computes the "
+                    "learner's log-probs at temperature T (one policy, pi^(1/T)); the held-out "
+                    "evaluation stays at grpo.temperature. T < 1 reinforces the answers the "
+                    "model gives when sharpened")
+    ap.add_argument("--temperatures", default="", metavar="T,T,...",
+                    help="no climb: sample the start's held-out answers at each of these "
+                    "temperatures (grpo.top_p, the evaluation's seed) and print pass@1 and "
+                    "pass@k: how much a climb that only sharpens the model could gain")
     ap.add_argument("--history", default="", help="write every step's statistics and the "
                     "evaluations here (JSON)")
     a = ap.parse_args(argv)
@@ -66,13 +80,31 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"pool": len(sel.kept), "of": len(pool),
                           "histogram": sel.histogram}), flush=True)
         pool = sel.kept
+    if a.temperatures:
+        from mai_repro.eval.metrics import sample_accuracy
+        from mai_repro.rl.rollout import stop_ids
+
+        for temp in (float(x) for x in a.temperatures.split(",")):
+            t = time.time()
+            r = sample_accuracy(start, tok, held, samples=c.eval_samples,
+                                max_new_tokens=c.final_cap, temperature=temp, top_p=c.top_p,
+                                seed=cfg.seed, stops=stop_ids(tok))
+            print(json.dumps({"temperature": temp, "pass@1": round(r.accuracy, 4),
+                              f"pass@{c.eval_samples}": round(r.solved_any, 4),
+                              "length": round(r.length, 1), "s": round(time.time() - t)}),
+                  flush=True)
+        return
     t0 = time.time()
     eval_s: list[float] = []  # the held-out evaluations' seconds, left out of the climb's
     real_evaluate = climb_module.evaluate
+    eval_temperature = c.temperature
+    if a.rollout_temperature > 0:
+        c = dataclasses.replace(c, temperature=a.rollout_temperature)
 
-    def timed_evaluate(*args, **kwargs):
-        t = time.time()
-        out = real_evaluate(*args, **kwargs)
+    def timed_evaluate(model, tok, held, cc, *args, **kwargs):
+        t = time.time()  # the evaluation samples at grpo.temperature, whatever the rollouts'
+        cc = dataclasses.replace(cc, temperature=eval_temperature)
+        out = real_evaluate(model, tok, held, cc, *args, **kwargs)
         eval_s.append(time.time() - t)
         return out
 
@@ -87,6 +119,21 @@ def main(argv: list[str] | None = None) -> None:
             return real_make_optimizer(model, *args, **kwargs)
 
         climb_module.make_optimizer = make_optimizer_frozen_router
+    if a.optimizer == "sgd":
+        def make_sgd(model, lr, *args, **kwargs):
+            return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                   momentum=a.momentum)
+
+        climb_module.make_optimizer = make_sgd
+    real_draw = climb_module.draw_batch
+
+    def draw_batch(*args, **kwargs):  # one line per rollout batch: is the climb healthy?
+        d = real_draw(*args, **kwargs)
+        print(json.dumps({"draw_pass_rate": round(d.pass_rate, 3), "rollouts": d.rollouts,
+                          "s": round(time.time() - t0)}), flush=True)
+        return d
+
+    climb_module.draw_batch = draw_batch
     done = 0
 
     def progress(n: int) -> None:  # called with 1 after each optimizer step
@@ -118,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     gen = torch.Generator().manual_seed(0)
     from mai_repro.rl.rollout import sample_groups
     for gr in sample_groups(res.model, tok, held[:3], 1, c.final_cap,
-                            temperature=c.temperature, top_p=c.top_p, generator=gen):
+                            temperature=eval_temperature, top_p=c.top_p, generator=gen):
         print(repr(tasks.rl_prompt(gr.task)), "->", repr(gr.texts[0][:200]), gr.correct[0])
 
 
