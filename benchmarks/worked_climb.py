@@ -81,17 +81,15 @@ def main(argv: list[str] | None = None) -> None:
                           "histogram": sel.histogram}), flush=True)
         pool = sel.kept
     if a.temperatures:
-        from mai_repro.eval.metrics import sample_accuracy
         from mai_repro.rl.rollout import stop_ids
 
         for temp in (float(x) for x in a.temperatures.split(",")):
-            t = time.time()
-            r = sample_accuracy(start, tok, held, samples=c.eval_samples,
-                                max_new_tokens=c.final_cap, temperature=temp, top_p=c.top_p,
-                                seed=cfg.seed, stops=stop_ids(tok))
-            print(json.dumps({"temperature": temp, "pass@1": round(r.accuracy, 4),
-                              f"pass@{c.eval_samples}": round(r.solved_any, 4),
-                              "length": round(r.length, 1), "s": round(time.time() - t)}),
+            t = time.time()  # the climb's own evaluation, at this temperature
+            r = climb_module.evaluate(start, tok, held, dataclasses.replace(c, temperature=temp),
+                                      c.final_cap, cfg.seed, stop_ids(tok))
+            print(json.dumps({"temperature": temp, "pass@1": round(r["accuracy"], 4),
+                              f"pass@{c.eval_samples}": round(r["solved_any"], 4),
+                              "length": round(r["length"], 1), "s": round(time.time() - t)}),
                   flush=True)
         return
     t0 = time.time()
@@ -109,6 +107,12 @@ def main(argv: list[str] | None = None) -> None:
         return out
 
     climb_module.evaluate = timed_evaluate
+    if a.optimizer == "sgd":  # set first: --freeze-router wraps whichever optimizer
+        def make_sgd(model, lr, *args, **kwargs):
+            return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                   momentum=a.momentum)
+
+        climb_module.make_optimizer = make_sgd
     if a.freeze_router:
         real_make_optimizer = climb_module.make_optimizer
 
@@ -119,12 +123,6 @@ def main(argv: list[str] | None = None) -> None:
             return real_make_optimizer(model, *args, **kwargs)
 
         climb_module.make_optimizer = make_optimizer_frozen_router
-    if a.optimizer == "sgd":
-        def make_sgd(model, lr, *args, **kwargs):
-            return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                   momentum=a.momentum)
-
-        climb_module.make_optimizer = make_sgd
     real_draw = climb_module.draw_batch
 
     def draw_batch(*args, **kwargs):  # one line per rollout batch: is the climb healthy?
