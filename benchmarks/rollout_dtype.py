@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     problems = tasks.generate(a.problems, kinds=("addsub",), difficulty=1, seed=5,
                               split="train", fmt="worked")
     engines = {dt: engine_model(model, dt) for dt in ("float32", "bfloat16")}
+    stops = stop_ids(tok)
     times: dict[str, list[float]] = {dt: [] for dt in engines}
     passed: dict[str, float] = {}
     for _ in range(a.repeats):
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             groups = sample_groups(engine, tok, problems, a.samples, a.cap, temperature=1.0,
                                    top_p=0.97, generator=torch.Generator().manual_seed(0),
-                                   stops=stop_ids(tok))
+                                   stops=stops)
             times[dt].append(time.perf_counter() - t0)
             passed[dt] = sum(sum(g.correct) for g in groups) / (a.problems * a.samples)
     base, bf16 = (statistics.median(times[dt]) for dt in ("float32", "bfloat16"))
