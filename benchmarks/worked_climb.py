@@ -7,7 +7,9 @@ arithmetic? (issue 22: a start between 5% and 60%, +25 points)
 Runs the preset's main GRPO climb (no ablations, one seed) from ``--model`` (for instance
 what ``benchmarks/worked_bootstrap.py --save`` wrote) with the run's tokenizer, the preset's
 ``grpo`` section and the ``-p`` overrides (``-p grpo.answer_format=worked -p
-grpo.max_new_tokens=16``), evaluated every ``--eval-every`` steps on the held-out set. With
+grpo.max_new_tokens=16``, ``-p grpo.credit=from_first_error``), evaluated every
+``--eval-every`` steps on the held-out set (a line as each ends: pass@1 and the seconds of
+climbing so far, the evaluations left out). With
 ``grpo.pool_samples`` > 0 the training pool is first cut to the model's edge of competence
 and its pass-rate histogram printed. One JSON line per evaluation (pass@1, pass@k, mean
 length, step, seconds), then the gain with the stage's paired interval, and two sampled
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
@@ -64,6 +67,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="no climb: sample the start's held-out answers at each of these "
                     "temperatures (grpo.top_p, the evaluation's seed) and print pass@1 and "
                     "pass@k: how much a climb that only sharpens the model could gain")
+    ap.add_argument("--decay", action="store_true", help="a diagnostic: the learning rate "
+                    "falls from grpo.lr to a tenth of it along a cosine over --steps (the "
+                    "climb's own schedule is constant after warm-up)")
+    ap.add_argument("--scale-std", action="store_true", help="a diagnostic: advantages "
+                    "divided by their group's standard deviation (GRPO as first written; the "
+                    "climb's default leaves them unscaled), which weighs a rare right answer "
+                    "of a hard problem up")
     ap.add_argument("--history", default="", help="write every step's statistics and the "
                     "evaluations here (JSON)")
     a = ap.parse_args(argv)
@@ -107,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         cc = dataclasses.replace(cc, temperature=eval_temperature)
         out = real_evaluate(model, tok, held, cc, *args, **kwargs)
         eval_s.append(time.time() - t)
+        print(json.dumps({"eval": len(eval_s) - 1, "pass@1": round(out["accuracy"], 4),
+                          "climb_s": round(time.time() - t0 - sum(eval_s))}), flush=True)
         return out
 
     climb_module.evaluate = timed_evaluate
@@ -126,6 +138,22 @@ def main(argv: list[str] | None = None) -> None:
             return real_make_optimizer(model, *args, **kwargs)
 
         climb_module.make_optimizer = make_optimizer_frozen_router
+    optimizers: list[torch.optim.Optimizer] = []
+    if a.decay:  # remember the climb's optimizer, whose rate progress() then sets
+        real_make = climb_module.make_optimizer
+
+        def make_remembered(*args, **kwargs):
+            optimizers.append(real_make(*args, **kwargs))
+            return optimizers[-1]
+
+        climb_module.make_optimizer = make_remembered
+    if a.scale_std:
+        real_advantages = climb_module.group_advantages
+
+        def scaled_advantages(rewards, group_size, **kwargs):
+            return real_advantages(rewards, group_size, scale_std=True)
+
+        climb_module.group_advantages = scaled_advantages
     real_draw = climb_module.draw_batch
 
     def draw_batch(*args, **kwargs):  # one line per rollout batch: is the climb healthy?
@@ -140,6 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     def progress(n: int) -> None:  # called with 1 after each optimizer step
         nonlocal done
         done += n
+        if a.decay:  # the next step's rate: cosine from grpo.lr to a tenth over --steps
+            lr = c.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, done / a.steps))))
+            for pg in optimizers[-1].param_groups:
+                pg["lr"] = lr
         if done % 10 == 0:
             print(json.dumps({"progress": done, "s": round(time.time() - t0)}), flush=True)
 

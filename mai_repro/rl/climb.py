@@ -41,6 +41,7 @@ import torch
 from mai_repro.model.transformer import Transformer, with_config
 from mai_repro.rl import rewards, tasks
 from mai_repro.rl.config import GRPOStageConfig
+from mai_repro.rl.credit import token_advantages
 from mai_repro.rl.evaluate import sample_accuracy
 from mai_repro.rl.grpo import (
     EntropyController,
@@ -515,6 +516,8 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
         empty_run = 0
         R, parts = score(draw.groups, cap, rewards.RewardWeights(c.w_lang, w_len))
         adv = weight_negatives(group_advantages(R, c.group), c.neg_weight)
+        if c.credit != "outcome":  # a wrong answer's blame on the line that went wrong
+            adv = token_advantages(draw.groups, adv, tok, c.credit)
         batch = learner_batch(draw.groups, adv, policy.cfg.vocab_size, tok.pad_id)
         lengths = [len(x) for g in draw.groups for x in g.completions]
         for u in range(c.updates_per_batch):

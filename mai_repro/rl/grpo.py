@@ -121,7 +121,7 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
     """Token-level clipped policy-gradient loss.
 
     Shapes: logits (B, T, V) of the learner at the completion positions; actions, old_logp,
-    mask (B, T); advantages (B,) per sequence; nucleus (B, T, V) bool or None. With
+    mask (B, T); advantages (B,) per sequence or (B, T) per token; nucleus (B, T, V) bool or None. With
     ``top_p_mask=False`` (an ablation) the nucleus only feeds the ``nucleus_mass`` statistic.
     ``ref_logp`` (B, T): the reference policy's log-probs of the actions, normalised like the
     learner's (same temperature, same nucleus); with ``cfg.kl_coef`` > 0 the loss adds
@@ -147,7 +147,8 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
     ratio = torch.exp(logp - old_logp[sel])
     outer = ratio.clamp(cfg.r_min, cfg.r_max)
     lo, hi = 1.0 - cfg.eps, 1.0 / (1.0 - cfg.eps) + k
-    A = advantages.float().unsqueeze(-1).expand(B, T)[sel]
+    A = advantages.float()  # (B,) per sequence or (B, T) per token (rl/credit.py)
+    A = (A if A.dim() == 2 else A.unsqueeze(-1).expand(B, T))[sel]
     surrogate = torch.minimum(outer * A, outer.clamp(lo, hi) * A)
     loss = -surrogate.sum() / n
     kl = None

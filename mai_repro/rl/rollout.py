@@ -170,7 +170,7 @@ class LearnerBatch:
     mask: torch.Tensor
     nucleus: torch.Tensor | None
     routing: list[torch.Tensor] | None  # per MoE layer (B, L, k)
-    advantages: torch.Tensor  # (B,)
+    advantages: torch.Tensor  # (B,), or (B, n) per token (rl/credit.py)
     group_of: torch.Tensor  # (B,) index of the row's group
     version: int = 0
 
@@ -190,8 +190,8 @@ def learner_batch(groups: list[Group], advantages: torch.Tensor, vocab_size: int
                   pad_id: int = 0) -> LearnerBatch:
     """Lay out every completion of ``groups`` (advantages in the same order) for the learner."""
     rows = [(gi, j) for gi, g in enumerate(groups) for j in range(len(g))]
-    if len(rows) != advantages.numel():
-        raise ValueError(f"{advantages.numel()} advantages for {len(rows)} completions")
+    if len(rows) != advantages.shape[0]:
+        raise ValueError(f"{advantages.shape[0]} advantages for {len(rows)} completions")
     seqs = [groups[gi].prompt + groups[gi].completions[j] for gi, j in rows]
     L = max(len(s) for s in seqs) - 1
     n = max(max(1, len(groups[gi].completions[j])) for gi, j in rows)
