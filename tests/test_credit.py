@@ -88,8 +88,12 @@ def test_token_advantages_move_only_the_negative_rows(tok):
 
 
 def test_a_task_without_a_program_solution_keeps_the_outcome(tok):
+    """And so does an answer-line task."""
     t = task("Name a colour.", 0, kind="essay")
     assert blamed(tok, NO_BORROW, "first_error", t) == NO_BORROW
+    one_line = dataclasses.replace(task(), fmt="answer_line")  # nothing to locate in a line
+    assert credit.reference_lines(one_line) is None
+    assert blamed(tok, NO_BORROW, "first_error", one_line) == NO_BORROW
 
 
 def test_grpo_loss_takes_token_advantages():

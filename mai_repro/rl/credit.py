@@ -23,6 +23,7 @@ decision to stop); a task with no program solution keeps the outcome credit.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 
@@ -33,15 +34,24 @@ from mai_repro.rl import tasks
 CREDITS = ("outcome", "first_error", "from_first_error")
 
 
-def reference_lines(task: tasks.Task) -> list[str] | None:
-    """The lines a worked completion of ``task`` should write (after its prompt), or None."""
+def reference_lines(task: tasks.Task) -> tuple[str, ...] | None:
+    """The lines a worked completion of ``task`` should write (after its prompt); None for
+    an ``answer_line`` task (nothing to locate in one line) or a question the program does
+    not solve."""
+    if task.fmt != "worked":
+        return None
+    return _solution_lines(task.kind, task.difficulty, tasks.question(task))
+
+
+@functools.lru_cache(maxsize=4096)  # a problem's group of completions asks for it often
+def _solution_lines(kind: str, difficulty: int, question: str) -> tuple[str, ...] | None:
     from mai_repro.rl import worked  # worked imports the climb module, which imports this one
 
     try:
-        text = worked.solve(task.kind, task.difficulty, tasks.question(task)).text
+        text = worked.solve(kind, difficulty, question).text
     except (AttributeError, KeyError, ValueError):  # not a question the program solves
         return None
-    return text.split("\n")[1:]  # the first line is the question, which the prompt holds
+    return tuple(text.split("\n")[1:])  # the first line is the question (the prompt's)
 
 
 def departure(text: str, reference: Sequence[str]) -> tuple[int, int] | None:
