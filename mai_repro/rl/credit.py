@@ -24,6 +24,7 @@ decision to stop); a task with no program solution keeps the outcome credit.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from collections.abc import Sequence
 
@@ -75,15 +76,10 @@ def departure(text: str, reference: Sequence[str]) -> tuple[int, int] | None:
     return None
 
 
-def token_spans(ids: Sequence[int], tok) -> list[tuple[int, int]]:
-    """Each token's character span in the completion's text (the document boundary: empty,
-    at the end). Worked completions are ASCII, so a byte is a character."""
-    spans, pos = [], 0
-    for t in ids:
-        n = 0 if t == tok.eot_id else len(tok.token_bytes(t))
-        spans.append((pos, pos + n))
-        pos += n
-    return spans
+def token_texts(ids: Sequence[int], tok) -> list[str]:
+    """Each token's text in the completion (the document boundary: empty, at the end).
+    Worked completions are ASCII, so a byte is a character."""
+    return ["" if t == tok.eot_id else tok.token_bytes(t).decode("latin-1") for t in ids]
 
 
 def completion_weights(ids: Sequence[int], task: tasks.Task, tok, mode: str) -> torch.Tensor:
@@ -92,9 +88,10 @@ def completion_weights(ids: Sequence[int], task: tasks.Task, tok, mode: str) -> 
     ref = reference_lines(task)
     if mode == "outcome" or ref is None or not ids:
         return ones
-    spans = token_spans(ids, tok)
-    text = "".join(tok.token_bytes(t).decode("latin-1") for t in ids if t != tok.eot_id)
-    span = departure(text, ref)
+    pieces = token_texts(ids, tok)  # each token read once: the text and the spans from it
+    ends = list(itertools.accumulate(len(p) for p in pieces))
+    spans = [(e - len(p), e) for p, e in zip(pieces, ends, strict=True)]
+    span = departure("".join(pieces), ref)
     w = torch.zeros(len(ids))
     if span is None:  # right as far as it went: the blame is on stopping there
         w[-1] = 1.0
