@@ -13,7 +13,9 @@ climbing so far, the evaluations left out). With
 ``grpo.pool_samples`` > 0 the training pool is first cut to the model's edge of competence
 and its pass-rate histogram printed. One JSON line per evaluation (pass@1, pass@k, mean
 length, step, seconds), then the gain with the stage's paired interval, and two sampled
-completions. Figures: docs/rl.md, "The worked format at laptop".
+completions. ``--save FILE`` writes the climbed model, which ``--model FILE --temperatures
+0.01,1.0`` then samples at low temperature: how much of the start's sharpening room the climb
+used. Figures: docs/rl.md, "The worked format at laptop".
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from mai_repro.rl import climb as climb_module
 from mai_repro.rl import tasks
 from mai_repro.rl.climb import climb, select_pool, task_sets
 from mai_repro.stages.grpo import climb_gain
-from mai_repro.train.checkpoint import load_model_file
+from mai_repro.train.checkpoint import load_model_file, save_model_file
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
                     "divided by their group's standard deviation (GRPO as first written; the "
                     "climb's default leaves them unscaled), which weighs a rare right answer "
                     "of a hard problem up")
+    ap.add_argument("--save", default="", help="write the climbed model here (a model file "
+                    "that --model reads: --temperatures on it measures what the climb left "
+                    "to sharpen)")
     ap.add_argument("--history", default="", help="write every step's statistics and the "
                     "evaluations here (JSON)")
     a = ap.parse_args(argv)
@@ -195,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.history:
         Path(a.history).write_text(json.dumps({"history": res.history, "evals": res.evals,
                                                "eval_s": eval_s, "wall_s": res.wall_s}))
+    if a.save:
+        save_model_file(res.model.cfg, res.model.state_dict(), Path(a.save))
     gen = torch.Generator().manual_seed(0)
     from mai_repro.rl.rollout import sample_groups
     for gr in sample_groups(res.model, tok, held[:3], 1, c.final_cap,

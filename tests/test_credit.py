@@ -155,3 +155,43 @@ def test_a_climb_with_first_error_credit_runs_and_differs(tok, monkeypatch):
     assert out.history[0]["loss"] != blame.history[0]["loss"]  # the learner got the tokens'
     with pytest.raises(ValueError, match="credit"):
         C.load("smoke", {"grpo": {"credit": "process"}})
+
+
+def test_lines_credit_scores_each_line_against_the_group(tok):
+    """``lines``: the lines both completions wrote alike carry nothing, the borrow line is +
+    for the right completion and - for the wrong one from where it departs, and the wrong
+    completion's lines after its departure carry nothing. Two wrong completions that part at
+    a line still teach there (an all-wrong group is not silent)."""
+    def group(*rows):
+        g = rollout.Group(task(), tok.encode(BORROW + "\n"))
+        for text, ok in rows:
+            g.completions.append(tok.encode(text))
+            g.texts.append(text)
+            g.correct.append(ok)
+        return g
+
+    def carried(row, adv, g):
+        ids = g.completions[row]
+        return {tok.decode([i]): a for i, a in zip(ids, adv[row, :len(ids)].tolist(),
+                                                    strict=True) if a != 0}
+
+    g = group((RIGHT, True), (NO_BORROW, False))
+    out = credit.token_advantages([g], torch.zeros(2), tok, "lines")
+    right, wrong = carried(0, out, g), carried(1, out, g)
+    # the first line and "Ones: 5" are shared: nothing; the right answer's later lines: +0.5
+    assert "".join(right).startswith(" is less than") or "borrow" in "".join(right)
+    assert all(a == 0.5 for a in right.values())
+    assert all(a == -0.5 for a in wrong.values())
+    assert "".join(wrong).strip().startswith("-") and "Tens" not in "".join(wrong)
+    # two wrong completions parting at the tens line: the one right there is +, the other -
+    tens_wrong = RIGHT.replace("8 - 4 = 4.", "8 - 4 = 3.").replace("47", "37")
+    late = RIGHT.replace("Answer: 47", "Answer: 48")
+    g = group((late, False), (tens_wrong, False))
+    out = credit.token_advantages([g], torch.zeros(2), tok, "lines")
+    assert out[0].max() > 0 and out[1].min() < 0
+    assert out[0].min() == 0  # the lines only it reached have no one to be measured against
+    assert out[:, : len(tok.encode("Subtract the digits column by column, from the right.\n"))
+               ].abs().sum() == 0
+    # a group whose completions are all alike carries nothing
+    g = group((NO_BORROW, False), (NO_BORROW, False))
+    assert credit.token_advantages([g], torch.zeros(2), tok, "lines").abs().sum() == 0

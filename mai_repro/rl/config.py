@@ -51,10 +51,11 @@ class GRPOStageConfig:
                                                          "(1 = GRPO; 0 = only the completions "
                                                          "better than their group's mean "
                                                          "are reinforced)")
-    credit: Literal["outcome", "first_error", "from_first_error"] = spec(
+    credit: Literal["outcome", "first_error", "from_first_error", "lines"] = spec(
         "outcome", help="where a worked completion's negative advantage lands (rl/credit.py): "
         "every token (GRPO), only its first line that departs from the program's solution, or "
-        "that line and after")
+        "that line and after; or `lines`: each line scored against the group's completions "
+        "that reached it (a process reward the program checks)")
     max_new_tokens: int = spec(4, min=1, help="rollout length cap of the first curriculum "
                                               "stage (doubled each stage)")
     curriculum_stages: int = spec(2, min=1, help="length-curriculum stages (steps split evenly)")

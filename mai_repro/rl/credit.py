@@ -15,8 +15,16 @@ taught format). The reward stays the outcome; only where a negative advantage la
   its first departing line, from the first character that departs to the line's end; the
   lines before it (steps it got right) and after it (which follow from the error) carry none.
 - ``from_first_error``: the first departing line and every token after it.
+- ``lines``: each line is judged on its own, against the other completions of the group that
+  reached it with the same lines before it (a process reward that a program checks, in the
+  manner of Lightman et al., 2023): a line written as the solution writes it scores 1, the
+  first departing line 0 (from the character that departs), and each token of line ``l``
+  carries its score minus the mean score of line ``l`` over the completions that reached it.
+  Lines after the first departure carry nothing. A right answer's lines all score 1. A group
+  whose outcomes are all wrong still teaches where its completions part (issue 22, seventh
+  round), so this credit is worth most with the early exit's lower bounds at 0.
 
-Completions with an advantage >= 0 are unchanged. A completion that departs nowhere but is
+Under the first three, completions with an advantage >= 0 are unchanged. A completion that departs nowhere but is
 wrong (it stopped early, or the cap cut it) carries its advantage on its last token (the
 decision to stop); a task with no program solution keeps the outcome credit.
 """
@@ -32,7 +40,7 @@ import torch
 
 from mai_repro.rl import tasks
 
-CREDITS = ("outcome", "first_error", "from_first_error")
+CREDITS = ("outcome", "first_error", "from_first_error", "lines")
 
 
 def reference_lines(task: tasks.Task) -> tuple[str, ...] | None:
@@ -105,9 +113,69 @@ def completion_weights(ids: Sequence[int], task: tasks.Task, tok, mode: str) -> 
     return w
 
 
+def line_scores(ids: Sequence[int], ref: Sequence[str], right: bool, tok
+                ) -> tuple[list[int], list[float | None]]:
+    """(line of each token, score of each token) of one completion under the ``lines``
+    credit: 1 on the lines it wrote as ``ref`` writes them (all of them when ``right``), 0 on
+    its first departing line from the character that departs, None before that character on
+    that line and on everything after it (no credit). A wrong completion that departs nowhere
+    (stopped early, or cut by the cap) scores 0 on its last token, the decision to stop."""
+    pieces = token_texts(ids, tok)
+    starts = [e - len(p) for p, e in zip(pieces, itertools.accumulate(len(p) for p in pieces),
+                                          strict=True)]
+    newlines = list(itertools.accumulate(p.count("\n") for p in pieces))
+    line = [n - p.count("\n") for n, p in zip(newlines, pieces, strict=True)]  # at its start
+    scores: list[float | None] = [1.0] * len(ids)
+    text = "".join(pieces)
+    span = None if right else departure(text, ref)
+    if span is not None:
+        lo, hi = span
+        bad = text.count("\n", 0, lo)  # the departing line's index
+        for j, (a, p) in enumerate(zip(starts, pieces, strict=True)):
+            if a >= hi:  # after the departing line: no credit
+                scores[j] = None
+            elif a + len(p) > lo:  # the departing line, from the character that departs
+                scores[j] = 0.0
+            elif line[j] == bad:  # that line before the departure: shared, no credit
+                scores[j] = None
+    elif not right and ids:
+        scores[-1] = 0.0
+    return line, scores
+
+
+def _line_advantages(groups, tok) -> list[torch.Tensor]:
+    """Each completion's (n_i,) token advantages under the ``lines`` credit (see the module
+    docstring); a task with no program solution: its completions' outcome advantages."""
+    out = []
+    for g in groups:
+        ref = reference_lines(g.task)
+        if ref is None:
+            r = torch.tensor([float(x) for x in g.correct])
+            out += [torch.full((len(c),), float(x) - r.mean().item())
+                    for c, x in zip(g.completions, r.tolist(), strict=True)]
+            continue
+        judged = [line_scores(c, ref, ok, tok) for c, ok in zip(g.completions, g.correct,
+                                                                strict=True)]
+        # a line's score for each completion that reached it: its tokens' lowest score
+        per_line: dict[int, list[float]] = {}
+        for lines, scores in judged:
+            seen: dict[int, float] = {}
+            for ln, sc in zip(lines, scores, strict=True):
+                if sc is not None:
+                    seen[ln] = min(sc, seen.get(ln, 1.0))
+            for ln, sc in seen.items():
+                per_line.setdefault(ln, []).append(sc)
+        mean = {ln: sum(v) / len(v) for ln, v in per_line.items()}
+        out += [torch.tensor([0.0 if sc is None else sc - mean[ln]
+                              for ln, sc in zip(lines, scores, strict=True)])
+                for lines, scores in judged]
+    return out
+
+
 def token_advantages(groups, advantages: torch.Tensor, tok, mode: str) -> torch.Tensor:
     """(B,) sequence advantages -> (B, T) token advantages (T: the longest completion), the
-    negative ones placed by ``mode``; with ``outcome`` every token has its row's advantage."""
+    negative ones placed by ``mode``; with ``outcome`` every token has its row's advantage.
+    ``lines`` computes its own from the groups' completions (``advantages`` only sizes it)."""
     if mode not in CREDITS:
         raise ValueError(f"grpo.credit must be one of {CREDITS}, not {mode!r}")
     comps = [(g.task, c) for g in groups for c in g.completions]
@@ -115,6 +183,10 @@ def token_advantages(groups, advantages: torch.Tensor, tok, mode: str) -> torch.
         raise ValueError(f"{advantages.numel()} advantages for {len(comps)} completions")
     T = max([max(1, len(c)) for _, c in comps], default=1)
     out = torch.zeros(len(comps), T)
+    if mode == "lines":
+        for b, a in enumerate(_line_advantages(groups, tok)):
+            out[b, :len(a)] = a
+        return out
     for b, ((task, c), a) in enumerate(zip(comps, advantages.tolist(), strict=True)):
         w = completion_weights(c, task, tok, mode) if a < 0 else torch.ones(len(c))
         out[b, :len(c)] = a * w
