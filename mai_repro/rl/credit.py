@@ -22,11 +22,13 @@ taught format). The reward stays the outcome; only where a negative advantage la
   carries its score minus the mean score of line ``l`` over the completions that reached it.
   Lines after the first departure carry nothing. A right answer's lines all score 1. A group
   whose outcomes are all wrong still teaches where its completions part (issue 22, seventh
-  round), so this credit is worth most with the early exit's lower bounds at 0.
+  round), so this credit is worth most with the early exit's lower bounds at 0. It makes its
+  own advantages from the group's completions: ``neg_weight`` does not apply.
 
-Under the first three, completions with an advantage >= 0 are unchanged. A completion that departs nowhere but is
-wrong (it stopped early, or the cap cut it) carries its advantage on its last token (the
-decision to stop); a task with no program solution keeps the outcome credit.
+Under the first three, completions with an advantage >= 0 are unchanged. A completion that
+departs nowhere but is wrong (it stopped early, or the cap cut it) carries its advantage on
+its last token (the decision to stop); a task with no program solution keeps the outcome
+credit.
 """
 
 from __future__ import annotations
