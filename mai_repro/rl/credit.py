@@ -92,6 +92,12 @@ def token_texts(ids: Sequence[int], tok) -> list[str]:
     return ["" if t == tok.eot_id else tok.token_bytes(t).decode("latin-1") for t in ids]
 
 
+def token_spans(pieces: Sequence[str]) -> list[tuple[int, int]]:
+    """Each token's character span [start, end) in the text its pieces join into."""
+    ends = itertools.accumulate(len(p) for p in pieces)
+    return [(e - len(p), e) for p, e in zip(pieces, ends, strict=True)]
+
+
 def completion_weights(ids: Sequence[int], task: tasks.Task, tok, mode: str) -> torch.Tensor:
     """(len(ids),) weights of a wrong completion's negative advantage under ``mode``."""
     ones = torch.ones(len(ids))
@@ -99,8 +105,7 @@ def completion_weights(ids: Sequence[int], task: tasks.Task, tok, mode: str) -> 
     if mode == "outcome" or ref is None or not ids:
         return ones
     pieces = token_texts(ids, tok)  # each token read once: the text and the spans from it
-    ends = list(itertools.accumulate(len(p) for p in pieces))
-    spans = [(e - len(p), e) for p, e in zip(pieces, ends, strict=True)]
+    spans = token_spans(pieces)
     span = departure("".join(pieces), ref)
     w = torch.zeros(len(ids))
     if span is None:  # right as far as it went: the blame is on stopping there
@@ -123,20 +128,18 @@ def line_scores(ids: Sequence[int], ref: Sequence[str], right: bool, tok
     that line and on everything after it (no credit). A wrong completion that departs nowhere
     (stopped early, or cut by the cap) scores 0 on its last token, the decision to stop."""
     pieces = token_texts(ids, tok)
-    starts = [e - len(p) for p, e in zip(pieces, itertools.accumulate(len(p) for p in pieces),
-                                          strict=True)]
-    newlines = list(itertools.accumulate(p.count("\n") for p in pieces))
-    line = [n - p.count("\n") for n, p in zip(newlines, pieces, strict=True)]  # at its start
-    scores: list[float | None] = [1.0] * len(ids)
+    spans = token_spans(pieces)
     text = "".join(pieces)
+    line = [text.count("\n", 0, a) for a, _ in spans]  # the line each token starts on
+    scores: list[float | None] = [1.0] * len(ids)
     span = None if right else departure(text, ref)
     if span is not None:
         lo, hi = span
         bad = text.count("\n", 0, lo)  # the departing line's index
-        for j, (a, p) in enumerate(zip(starts, pieces, strict=True)):
+        for j, (a, b) in enumerate(spans):
             if a >= hi:  # after the departing line: no credit
                 scores[j] = None
-            elif a + len(p) > lo:  # the departing line, from the character that departs
+            elif b > lo:  # the departing line, from the character that departs
                 scores[j] = 0.0
             elif line[j] == bad:  # that line before the departure: shared, no credit
                 scores[j] = None
@@ -145,16 +148,17 @@ def line_scores(ids: Sequence[int], ref: Sequence[str], right: bool, tok
     return line, scores
 
 
-def _line_advantages(groups, tok) -> list[torch.Tensor]:
+def _line_advantages(groups, advantages: list[float], tok) -> list[torch.Tensor]:
     """Each completion's (n_i,) token advantages under the ``lines`` credit (see the module
-    docstring); a task with no program solution: its completions' outcome advantages."""
+    docstring); a task with no program solution keeps its completions' sequence
+    ``advantages`` (the outcome credit the climb computed)."""
     out = []
+    row = 0
     for g in groups:
         ref = reference_lines(g.task)
+        seq, row = advantages[row: row + len(g.completions)], row + len(g.completions)
         if ref is None:
-            r = torch.tensor([float(x) for x in g.correct])
-            out += [torch.full((len(c),), float(x) - r.mean().item())
-                    for c, x in zip(g.completions, r.tolist(), strict=True)]
+            out += [torch.full((len(c),), a) for c, a in zip(g.completions, seq, strict=True)]
             continue
         judged = [line_scores(c, ref, ok, tok) for c, ok in zip(g.completions, g.correct,
                                                                 strict=True)]
@@ -177,7 +181,8 @@ def _line_advantages(groups, tok) -> list[torch.Tensor]:
 def token_advantages(groups, advantages: torch.Tensor, tok, mode: str) -> torch.Tensor:
     """(B,) sequence advantages -> (B, T) token advantages (T: the longest completion), the
     negative ones placed by ``mode``; with ``outcome`` every token has its row's advantage.
-    ``lines`` computes its own from the groups' completions (``advantages`` only sizes it)."""
+    ``lines`` computes its own from the groups' completions (``advantages`` stay only where
+    a task has no program solution)."""
     if mode not in CREDITS:
         raise ValueError(f"grpo.credit must be one of {CREDITS}, not {mode!r}")
     comps = [(g.task, c) for g in groups for c in g.completions]
@@ -186,7 +191,7 @@ def token_advantages(groups, advantages: torch.Tensor, tok, mode: str) -> torch.
     T = max([max(1, len(c)) for _, c in comps], default=1)
     out = torch.zeros(len(comps), T)
     if mode == "lines":
-        for b, a in enumerate(_line_advantages(groups, tok)):
+        for b, a in enumerate(_line_advantages(groups, advantages.tolist(), tok)):
             out[b, :len(a)] = a
         return out
     for b, ((task, c), a) in enumerate(zip(comps, advantages.tolist(), strict=True)):

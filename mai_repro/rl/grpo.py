@@ -121,8 +121,9 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
     """Token-level clipped policy-gradient loss.
 
     Shapes: logits (B, T, V) of the learner at the completion positions; actions, old_logp,
-    mask (B, T); advantages (B,) per sequence or (B, T) per token; nucleus (B, T, V) bool or None. With
-    ``top_p_mask=False`` (an ablation) the nucleus only feeds the ``nucleus_mass`` statistic.
+    mask (B, T); advantages (B,) per sequence or (B, T) per token; nucleus (B, T, V) bool or
+    None. With ``top_p_mask=False`` (an ablation) the nucleus only feeds the
+    ``nucleus_mass`` statistic.
     ``ref_logp`` (B, T): the reference policy's log-probs of the actions, normalised like the
     learner's (same temperature, same nucleus); with ``cfg.kl_coef`` > 0 the loss adds
     ``kl_coef`` times the token mean of :func:`kl_k3`, with the same mask and normaliser as
