@@ -7,7 +7,9 @@ Each HISTORY is what ``benchmarks/worked_climb.py --history`` wrote (every step'
 statistics, the evaluations, their seconds). Left: pass@1 (solid) and pass@k (dashed) by
 optimizer step; right: pass@1 by seconds of climbing (the evaluations' own seconds left
 out), with the start plus ``--target`` (issue 22: +25 points) and the 10-minute mark drawn.
-Figures: docs/rl.md, "Sixth round".
+A history with a ``distilled`` result (``worked_climb.py --distill-steps``) ends in a star:
+at its last step on the left, after the distillation's seconds on the right (dotted).
+Figures: docs/rl.md, "Sixth round" and "Eighth round".
 """
 
 from __future__ import annotations
@@ -50,7 +52,17 @@ def main(argv: list[str] | None = None) -> None:
         color = plots.PALETTE[i % len(plots.PALETTE)]
         by_step.plot(steps, p1, "o-", color=color, label=label)
         by_step.plot(steps, pk, "--", color=color, alpha=0.6)
-        by_s.plot(climb_seconds(h), p1, "o-", color=color, label=label)
+        secs = climb_seconds(h)
+        by_s.plot(secs, p1, "o-", color=color, label=label)
+        d = h.get("distilled")
+        if d:  # the distilled model: after the climb's last step, its seconds added
+            by_step.plot([steps[-1]], [100 * d["accuracy"]], "*", ms=12, color=color)
+            by_step.plot([steps[-1]], [100 * d["solved_any"]], "*", ms=9, color=color,
+                         alpha=0.6)
+            by_s.plot([secs[-1], secs[-1] + d["distill_s"]], [p1[-1], 100 * d["accuracy"]],
+                      ":", color=color)
+            by_s.plot([secs[-1] + d["distill_s"]], [100 * d["accuracy"]], "*", ms=12,
+                      color=color)
         start = p1[0] if start is None else start
     for ax in (by_step, by_s):
         ax.axhline(start + 100 * a.target, color=plots.REPORT, lw=0.8, ls=":")

@@ -15,7 +15,9 @@ and its pass-rate histogram printed. One JSON line per evaluation (pass@1, pass@
 length, step, seconds), then the gain with the stage's paired interval, and two sampled
 completions. ``--save FILE`` writes the climbed model, which ``--model FILE --temperatures
 0.01,1.0`` then samples at low temperature: how much of the start's sharpening room the climb
-used. Figures: docs/rl.md, "The worked format at laptop".
+used. ``--distill-steps N`` follows the climb with self-distillation on its own verified
+traces (the report's recipe, RECIPE.md section 6), evaluated and timed with it.
+Figures: docs/rl.md, "The worked format at laptop" and "Eighth round".
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from mai_repro.data.tokenizer import load as load_tokenizer
 from mai_repro.rl import climb as climb_module
 from mai_repro.rl import tasks
 from mai_repro.rl.climb import climb, select_pool, task_sets
+from mai_repro.rl.distill import collect_traces, program_traces, sft
+from mai_repro.rl.rollout import sample_groups, stop_ids
 from mai_repro.stages.grpo import climb_gain
 from mai_repro.train.checkpoint import load_model_file, save_model_file
 
@@ -76,9 +80,28 @@ def main(argv: list[str] | None = None) -> None:
                     "divided by their group's standard deviation (GRPO as first written; the "
                     "climb's default leaves them unscaled), which weighs a rare right answer "
                     "of a hard problem up")
-    ap.add_argument("--save", default="", help="write the climbed model here (a model file "
-                    "that --model reads: --temperatures on it measures what the climb left "
-                    "to sharpen)")
+    ap.add_argument("--save", default="", help="write the climbed model here (the distilled "
+                    "one with --distill-steps; a model file that --model reads: --temperatures "
+                    "on it measures what the climb left to sharpen)")
+    ap.add_argument("--distill-steps", type=int, default=0, metavar="N",
+                    help="self-distillation after the climb (the report's, RECIPE.md section 6): "
+                    "the climbed model samples --distill-samples completions of each of the "
+                    "first --distill-problems training problems at --distill-temperature, keeps "
+                    "the verified ones (distill.collect_traces) and a model is fine-tuned on "
+                    "them for N steps (distill.sft: batch distill.sft_batch, --distill-lr, no "
+                    "dropout); then its held-out evaluation and gain over the start, the "
+                    "seconds counted with the climb's. --steps 0: the start distils itself")
+    ap.add_argument("--distill-temperature", type=float, default=0.3, metavar="T")
+    ap.add_argument("--distill-problems", type=int, default=1000)
+    ap.add_argument("--distill-samples", type=int, default=1)
+    ap.add_argument("--distill-lr", type=float, default=1e-4)
+    ap.add_argument("--distill-source", choices=["verified", "program"], default="verified",
+                    help="verified: the climbed model's verified samples; program: a control "
+                    "with no sampling and no reward, the program's worked solutions of the same "
+                    "problems (distill.program_traces)")
+    ap.add_argument("--distill-student", choices=["climbed", "start"], default="climbed",
+                    help="the model fine-tuned on the traces: the climbed one, or the start "
+                    "(the report's pre-RL student)")
     ap.add_argument("--history", default="", help="write every step's statistics and the "
                     "evaluations here (JSON)")
     a = ap.parse_args(argv)
@@ -99,8 +122,6 @@ def main(argv: list[str] | None = None) -> None:
                           "histogram": sel.histogram}), flush=True)
         pool = sel.kept
     if a.temperatures:
-        from mai_repro.rl.rollout import stop_ids
-
         for temp in (float(x) for x in a.temperatures.split(",")):
             t = time.time()  # the climb's own evaluation, at this temperature
             r = climb_module.evaluate(start, tok, held, dataclasses.replace(c, temperature=temp),
@@ -191,19 +212,52 @@ def main(argv: list[str] | None = None) -> None:
                           "outer_bind_steps": sum((r.get("outer_bind") or 0) > 0
                                                   for r in rows)}), flush=True)
     g = climb_gain(res.evals[0], res.evals[-1], c.eval_samples, a.seed)
+    climb_s = res.wall_s - sum(eval_s)
     print(json.dumps({"gain": round(g.mean, 4), "lo": round(g.lo, 4), "hi": round(g.hi, 4),
                       "verdict": g.verdict, "steps": len(res.history),
                       "empty_batches": res.empty_batches, "collapsed_at": res.collapsed_at,
-                      "s": round(time.time() - t0),
-                      "climb_s": round(res.wall_s - sum(eval_s)),
+                      "s": round(time.time() - t0), "climb_s": round(climb_s),
                       "eval_s": round(sum(eval_s))}), flush=True)
+    distilled = None
+    if a.distill_steps:
+        t = time.time()
+        problems = pool[:a.distill_problems]
+        if a.distill_source == "program":
+            traces = program_traces(tok, problems)
+            drawn = 0
+        else:
+            traces, drawn = collect_traces(res.model.eval(), tok, problems, a.distill_samples,
+                                           c.final_cap, temperature=a.distill_temperature,
+                                           top_p=c.top_p, seed=a.seed,
+                                           source=f"step {len(res.history)}")
+        collect_s = time.time() - t
+        d = dataclasses.replace(cfg.distill, sft_steps=a.distill_steps, sft_lr=a.distill_lr,
+                                dropout=0.0, balance_coef=c.balance_coef)
+        student = res.model if a.distill_student == "climbed" else start
+        res.model, losses = sft(student, traces, d, seed=a.seed, pad_id=tok.pad_id,
+                                optim=cfg.optim)
+        distill_s = time.time() - t
+        final = timed_evaluate(res.model, tok, held, c, c.final_cap, a.seed, stop_ids(tok))
+        g = climb_gain(res.evals[0], final, c.eval_samples, a.seed)
+        distilled = {"student": a.distill_student, "source": a.distill_source,
+                     "traces": len(traces), "drawn": drawn, "losses": losses,
+                     "collect_s": collect_s, "distill_s": distill_s, **final}
+        print(json.dumps({"distilled": a.distill_student, "source": a.distill_source,
+                          "traces": len(traces), "drawn": drawn,
+                          "pass@1": round(final["accuracy"], 4),
+                          f"pass@{c.eval_samples}": round(final["solved_any"], 4),
+                          "loss": [round(losses[0], 4), round(losses[-1], 4)] if losses else [],
+                          "gain": round(g.mean, 4), "lo": round(g.lo, 4), "hi": round(g.hi, 4),
+                          "verdict": g.verdict, "collect_s": round(collect_s),
+                          "distill_s": round(distill_s),
+                          "climb_s": round(climb_s + distill_s)}), flush=True)
     if a.history:
         Path(a.history).write_text(json.dumps({"history": res.history, "evals": res.evals,
-                                               "eval_s": eval_s, "wall_s": res.wall_s}))
+                                               "eval_s": eval_s, "wall_s": res.wall_s,
+                                               "distilled": distilled}))
     if a.save:
         save_model_file(res.model.cfg, res.model.state_dict(), Path(a.save))
     gen = torch.Generator().manual_seed(0)
-    from mai_repro.rl.rollout import sample_groups
     for gr in sample_groups(res.model, tok, held[:3], 1, c.final_cap,
                             temperature=eval_temperature, top_p=c.top_p, generator=gen):
         print(repr(tasks.rl_prompt(gr.task)), "->", repr(gr.texts[0][:200]), gr.correct[0])

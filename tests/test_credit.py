@@ -195,3 +195,19 @@ def test_lines_credit_scores_each_line_against_the_group(tok):
     # a group whose completions are all alike carries nothing
     g = group((NO_BORROW, False), (NO_BORROW, False))
     assert credit.token_advantages([g], torch.zeros(2), tok, "lines").abs().sum() == 0
+
+
+def test_program_traces_are_the_worked_solution_ending_like_a_sample(tok):
+    """distill.program_traces (the supervised control of self-distillation): the program's
+    worked lines after the prompt, then EOT; a verified answer; answer-line tasks left out."""
+    from mai_repro.rl import distill
+
+    t = task()
+    one_line = dataclasses.replace(t, id="y", fmt="answer_line")
+    [tr] = distill.program_traces(tok, [one_line, t])
+    assert tr.task is t and tr.source == "program"
+    assert tr.prompt == tuple(tok.encode(tasks.rl_prompt(t)))
+    assert tr.completion[-1] == tok.eot_id
+    text = tok.decode(list(tr.completion[:-1]))
+    assert text == "\n".join(credit.reference_lines(t)) and text.startswith("Subtract")
+    assert tasks.is_correct(text, t)

@@ -190,10 +190,11 @@ class StepStats:
 
 
 def loss_config(c: GRPOStageConfig, s: Stabilisers) -> GRPOConfig:
-    """The loss settings of a run, with the KL weight of ``c.kl_coef`` (0: off)."""
-    if s.outer_clip:
-        return GRPOConfig(eps=c.eps, r_min=c.r_min, r_max=c.r_max, kl_coef=c.kl_coef)
-    return GRPOConfig(eps=c.eps, r_min=0.0, r_max=math.inf, kl_coef=c.kl_coef)
+    """The loss settings of a run, with the KL weight of ``c.kl_coef`` and the entropy
+    penalty's ``c.entropy_penalty`` (0: off)."""
+    r_min, r_max = (c.r_min, c.r_max) if s.outer_clip else (0.0, math.inf)
+    return GRPOConfig(eps=c.eps, r_min=r_min, r_max=r_max, kl_coef=c.kl_coef,
+                      entropy_penalty=c.entropy_penalty)
 
 
 def reference_model(policy: torch.nn.Module) -> torch.nn.Module:

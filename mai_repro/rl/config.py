@@ -85,6 +85,9 @@ class GRPOStageConfig:
     kl_coef: float = spec(0.0, min=0.0, help="weight of the KL to the pre-RL model (k3 "
                                              "estimator on the sampled tokens); 0 = off, as "
                                              "in the report: no reference model is built")
+    entropy_penalty: float = spec(0.0, min=0.0, help="weight of the learner's token-mean "
+                                  "entropy added to the loss (sharpens the policy); 0 = off, "
+                                  "as in the report, whose controller only widens the clip")
     balance_coef: float = spec(1e-5, min=0.0, help="MoE load-balancing loss weight during RL")
     threads: int = spec(0, min=0, help="torch CPU threads during the climb (0 = unchanged; 1 "
                                        "is fastest for small models on shared cores)")

@@ -40,6 +40,7 @@ from mai_repro.model.transformer import Transformer, with_config
 from mai_repro.rl import evaluate as ev
 from mai_repro.rl import tasks
 from mai_repro.rl.config import DistillConfig, GRPOStageConfig
+from mai_repro.rl.credit import reference_lines
 from mai_repro.rl.rollout import sample_groups, stop_ids
 from mai_repro.train.config import OptimConfig
 from mai_repro.train.loop import make_optimizer, weighted_nll
@@ -72,6 +73,20 @@ def collect_traces(model: torch.nn.Module, tok, problems: Sequence[tasks.Task], 
            for gr in groups for comp, ok in zip(gr.completions, gr.correct, strict=True)
            if ok and comp]
     return out, samples * len(problems)
+
+
+def program_traces(tok, problems: Sequence[tasks.Task]) -> list[Trace]:
+    """The program's worked solution of each problem as a trace, ending with EOT as a sampled
+    completion does (:func:`mai_repro.rl.credit.reference_lines`): a supervised control for
+    self-distillation, with no sampling and no reward. In the worked format a verified sample
+    is usually this very text. Problems the program does not solve are left out."""
+    out = []
+    for t in problems:
+        lines = reference_lines(t)
+        if lines is not None:
+            out.append(Trace(t, tuple(tok.encode(tasks.rl_prompt(t))),
+                             tuple(tok.encode("\n".join(lines))) + (tok.eot_id,), "program"))
+    return out
 
 
 def round_robin(sources: Sequence[Sequence[Trace]], n: int, seed: int) -> list[Trace]:
