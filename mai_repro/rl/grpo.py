@@ -162,15 +162,14 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
         kl = kl_k3(logp, ref_logp[sel]).sum() / n
         if cfg.kl_coef > 0:
             loss = loss + cfg.kl_coef * kl
-    if cfg.entropy_penalty > 0:
-        # p log p is 0 where p is 0: outside the nucleus log p is -inf, read as 0 so that
-        # neither the value nor the gradient meets 0 * -inf
+    # p log p is 0 where p is 0: outside the nucleus log p is -inf, read as 0 so that neither
+    # the value nor the gradient meets 0 * -inf; a graph only when the penalty needs one
+    with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.entropy_penalty > 0):
         finite = logp_all.masked_fill(torch.isinf(logp_all), 0.0)
         entropy = -(logp_all.exp() * finite).sum(-1).sum() / n
+    if cfg.entropy_penalty > 0:
         loss = loss + cfg.entropy_penalty * entropy
     with torch.no_grad():
-        if cfg.entropy_penalty <= 0:  # nansum drops the 0 * -inf products outside the nucleus
-            entropy = -(logp_all.exp() * logp_all).nansum(-1).sum() / n
         frac = lambda b: float(b.float().sum() / n)  # noqa: E731
         r = ratio.detach()
         mass = 1.0
