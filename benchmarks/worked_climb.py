@@ -37,7 +37,7 @@ from mai_repro.data.tokenizer import load as load_tokenizer
 from mai_repro.rl import climb as climb_module
 from mai_repro.rl import tasks
 from mai_repro.rl.climb import climb, select_pool, task_sets
-from mai_repro.rl.distill import collect_traces, program_traces, sft
+from mai_repro.rl.distill import after_climb
 from mai_repro.rl.rollout import sample_groups, stop_ids
 from mai_repro.stages.grpo import climb_gain
 from mai_repro.train.checkpoint import load_model_file, save_model_file
@@ -59,11 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--freeze-router", action="store_true", help="the MoE routers are not "
                     "trained during the climb (a diagnostic: are routing flips what makes a "
                     "larger learning rate unstable?)")
-    ap.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw",
-                    help="a diagnostic: 'sgd' makes the learner's optimizer plain SGD (grpo.lr "
-                    "its learning rate) instead of AdamW, whose per-coordinate normalisation "
-                    "gives every weight a step of about lr, signal or noise")
-    ap.add_argument("--momentum", type=float, default=0.9, help="SGD's momentum")
+    ap.add_argument("--optimizer", choices=["adamw", "sgd"], default=None,
+                    help="grpo.optimizer (default: the preset's): 'sgd' is SGD with momentum "
+                    "(grpo.lr its learning rate) instead of AdamW, whose per-coordinate "
+                    "normalisation gives every weight a step of about lr, signal or noise")
+    ap.add_argument("--momentum", type=float, default=None, help="grpo.momentum (SGD's)")
     ap.add_argument("--rollout-temperature", type=float, default=0.0, metavar="T",
                     help="a diagnostic: the climb samples its rollouts and computes the "
                     "learner's log-probs at temperature T (one policy, pi^(1/T)); the held-out "
@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
         key, _, value = item.partition("=")
         section, _, field = key.partition(".")
         overrides.setdefault(section, {})[field] = yaml.safe_load(value)
+    for key in ("optimizer", "momentum"):
+        if getattr(a, key) is not None:
+            overrides.setdefault("grpo", {})[key] = getattr(a, key)
     cfg = C.load(a.preset, overrides)
     c = dataclasses.replace(cfg.grpo, steps=a.steps, ablations=[])
     tok = load_tokenizer(Path(a.run) / "tokenizer" / "tokenizer.json")
@@ -148,31 +151,25 @@ def main(argv: list[str] | None = None) -> None:
         return out
 
     climb_module.evaluate = timed_evaluate
-    if a.optimizer == "sgd":  # set first: --freeze-router wraps whichever optimizer
-        def make_sgd(model, lr, *args, **kwargs):
-            return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                   momentum=a.momentum)
-
-        climb_module.make_optimizer = make_sgd
     if a.freeze_router:
-        real_make_optimizer = climb_module.make_optimizer
+        real_learner_optimizer = climb_module.learner_optimizer
 
-        def make_optimizer_frozen_router(model, *args, **kwargs):
+        def learner_optimizer_frozen_router(model, *args, **kwargs):
             for name, p in model.named_parameters():
                 if ".router." in name:
                     p.requires_grad_(False)
-            return real_make_optimizer(model, *args, **kwargs)
+            return real_learner_optimizer(model, *args, **kwargs)
 
-        climb_module.make_optimizer = make_optimizer_frozen_router
+        climb_module.learner_optimizer = learner_optimizer_frozen_router
     optimizers: list[torch.optim.Optimizer] = []
     if a.decay:  # remember the climb's optimizer, whose rate progress() then sets
-        real_make = climb_module.make_optimizer
+        real_make = climb_module.learner_optimizer
 
         def make_remembered(*args, **kwargs):
             optimizers.append(real_make(*args, **kwargs))
             return optimizers[-1]
 
-        climb_module.make_optimizer = make_remembered
+        climb_module.learner_optimizer = make_remembered
     if a.scale_std:
         real_advantages = climb_module.group_advantages
 
@@ -220,30 +217,19 @@ def main(argv: list[str] | None = None) -> None:
                       "eval_s": round(sum(eval_s))}), flush=True)
     distilled = None
     if a.distill_steps:
-        t = time.time()
-        problems = pool[:a.distill_problems]
-        if a.distill_source == "program":
-            traces = program_traces(tok, problems)
-            drawn = 0
-        else:
-            traces, drawn = collect_traces(res.model.eval(), tok, problems, a.distill_samples,
-                                           c.final_cap, temperature=a.distill_temperature,
-                                           top_p=c.top_p, seed=a.seed,
-                                           source=f"step {len(res.history)}")
-        collect_s = time.time() - t
-        d = dataclasses.replace(cfg.distill, sft_steps=a.distill_steps, sft_lr=a.distill_lr,
-                                dropout=0.0, balance_coef=c.balance_coef)
-        student = res.model if a.distill_student == "climbed" else start
-        res.model, losses = sft(student, traces, d, seed=a.seed, pad_id=tok.pad_id,
-                                optim=cfg.optim)
-        distill_s = time.time() - t
+        cd = dataclasses.replace(c, distill_steps=a.distill_steps, distill_lr=a.distill_lr,
+                                 distill_problems=a.distill_problems,
+                                 distill_temperature=a.distill_temperature)
+        res.model, info = after_climb(res.model, start, tok, pool, cd, cfg.distill,
+                                      seed=a.seed, optim=cfg.optim, samples=a.distill_samples,
+                                      student=a.distill_student, source=a.distill_source)
+        collect_s, distill_s = info["collect_s"], info["collect_s"] + info["sft_s"]
+        losses = info["losses"]
         final = timed_evaluate(res.model, tok, held, c, c.final_cap, a.seed, stop_ids(tok))
         g = climb_gain(res.evals[0], final, c.eval_samples, a.seed)
-        distilled = {"student": a.distill_student, "source": a.distill_source,
-                     "traces": len(traces), "drawn": drawn, "losses": losses,
-                     "collect_s": collect_s, "distill_s": distill_s, **final}
+        distilled = {**info, "collect_s": collect_s, "distill_s": distill_s, **final}
         print(json.dumps({"distilled": a.distill_student, "source": a.distill_source,
-                          "traces": len(traces), "drawn": drawn,
+                          "traces": info["traces"], "drawn": info["drawn"],
                           "pass@1": round(final["accuracy"], 4),
                           f"pass@{c.eval_samples}": round(final["solved_any"], 4),
                           "loss": [round(losses[0], 4), round(losses[-1], 4)] if losses else [],

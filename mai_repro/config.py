@@ -106,8 +106,9 @@ class Config:
 
 def preset_path(preset: str) -> Path:
     """The YAML file of a preset given by name, or a path to a YAML file of one's own."""
-    if preset in PRESETS:
-        return Path(str(resources.files("mai_repro") / "presets" / f"{preset}.yaml"))
+    shipped = Path(str(resources.files("mai_repro") / "presets" / f"{preset}.yaml"))
+    if preset in PRESETS or (PRESET_NAME.fullmatch(preset) and shipped.is_file()):
+        return shipped  # the four presets, and variants shipped beside them (laptop-worked)
     path = Path(preset)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
@@ -126,6 +127,24 @@ def read_preset_yaml(path: Path) -> Any:
             what = getattr(e, "problem", None) or str(e).splitlines()[0]
             raise ConfigError("preset", f"{path.name}:{where}: YAML syntax error: "
                                         f"{what}") from None
+
+
+def read_preset(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset file's settings; ``extends: NAME`` (a preset name or YAML path) merges them on
+    top of that preset's, so a variant lists only what it changes."""
+    data = read_preset_yaml(path)
+    if not isinstance(data, Mapping):
+        raise ConfigError("preset", f"{path.name} must hold a mapping of settings")
+    data = dict(data)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError("extends", f"{path.name}: extends names one preset, got {base!r}")
+    base_path = preset_path(base)
+    if base_path.resolve() in _seen or base_path.resolve() == path.resolve():
+        raise ConfigError("extends", f"{path.name}: presets extend each other in a cycle")
+    return merge(read_preset(base_path, (*_seen, path.resolve())), data)
 
 
 def refuse_moved(data: Mapping[str, Any]) -> None:
@@ -162,9 +181,7 @@ def load(preset: str = "laptop", overrides: Mapping[str, Any] | None = None, *,
     ``seed`` and ``device`` (when not None) override the preset's, as papermill passes them.
     """
     path = preset_path(preset)
-    data = read_preset_yaml(path)
-    if not isinstance(data, Mapping):
-        raise ConfigError("preset", f"{path.name} must hold a mapping of settings")
+    data = read_preset(path)
     data.setdefault("preset", path.stem)
     data = merge(data, expand_dotted(overrides or {}))
     refuse_moved(data)

@@ -209,6 +209,16 @@ STAT_NAMES = ("loss", "entropy", "clip_low_frac", "clip_high_frac", "outer_clip_
               "neg_high_frac", "ratio_mean", "nucleus_mass", "outer_bind_frac")
 
 
+def learner_optimizer(policy: torch.nn.Module, c: GRPOStageConfig, optim: OptimConfig
+                      ) -> torch.optim.Optimizer:
+    """The learner's optimizer (``grpo.optimizer``): AdamW at ``optim.rl_weight_decay``, or SGD
+    with ``grpo.momentum`` over every trainable parameter, at ``grpo.lr``."""
+    if c.optimizer == "sgd":
+        return torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=c.lr,
+                               momentum=c.momentum)
+    return make_optimizer(policy, c.lr, optim, weight_decay=optim.rl_weight_decay)
+
+
 def optimizer_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
                    batch: LearnerBatch, controller: EntropyController, lcfg: GRPOConfig,
                    s: Stabilisers, *, micro_batch: int = 0, grad_clip: float = 0.0,
@@ -460,8 +470,9 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
     The length curriculum spreads its stages over ``schedule_steps`` (default ``steps``), so a
     shorter ablation follows the main run's schedule. Every ``checkpoint_every`` steps (before
     the last) ``on_checkpoint(step, policy)`` is called: self-distillation samples from those.
-    AdamW (at ``optim.rl_weight_decay``) and the clip come from ``optim``, the config's shared
-    section (default :class:`OptimConfig`).
+    The optimizer is ``grpo.optimizer`` (:func:`learner_optimizer`); the clip (and AdamW's
+    settings) come from ``optim``, the config's shared section (default :class:`OptimConfig`).
+    Each evaluation records its seconds (``eval_s``): ``wall_s`` minus their sum is climbing.
 
     Branching (the ablations from mid-climb, ``grpo.ablation_from``): at the end of the first
     rollout batch whose optimizer steps reach ``branch_at`` (with ``updates_per_batch`` 2 and
@@ -476,7 +487,7 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
     policy = learner_model(start, c.balance_coef)
     engine = engine_model(policy, c.rollout_dtype)
     optim = optim or OptimConfig()
-    optimizer = make_optimizer(policy, c.lr, optim, weight_decay=optim.rl_weight_decay)
+    optimizer = learner_optimizer(policy, c, optim)
     # the pre-RL model, frozen: only built when the KL penalty is on
     ref = reference_model(policy) if c.kl_coef > 0 else None
     controller = EntropyController(c.entropy_target, c.entropy_delta, c.k_max)
@@ -486,9 +497,14 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
     stops = stop_ids(tok)
     final_cap = c.final_cap
     result = ClimbResult(name)
+
+    def held_out(at: int) -> None:  # timed: its seconds are evaluation, not climbing
+        t = time.time()
+        result.evals.append({"step": at, **evaluate(policy, tok, held, c, final_cap, seed,
+                                                    stops), "eval_s": time.time() - t})
+
     if eval_every and resume is None:  # a resumed climb's start was evaluated in its parent
-        result.evals.append({"step": 0, **evaluate(policy, tok, held, c, final_cap, seed,
-                                                   stops)})
+        held_out(0)
     step = version = engine_version = 0
     iterations = empty_run = 0
     if resume is not None:
@@ -553,8 +569,7 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
                     and step < steps:
                 on_checkpoint(step, policy)
             if eval_every and ((step - step0) % eval_every == 0 or step == steps):
-                result.evals.append({"step": step, **evaluate(policy, tok, held, c, final_cap,
-                                                              seed, stops)})
+                held_out(step)
             if step >= steps:
                 break
         if on_branch is not None and not branched and step >= branch_at:
@@ -564,8 +579,7 @@ def climb(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task
         # ablations go on from where it stopped, and find no main-climb steps to pair with
         on_branch(capture())
     if eval_every and (not result.evals or result.evals[-1]["step"] != step):  # ran out
-        result.evals.append({"step": step, **evaluate(policy, tok, held, c, final_cap, seed,
-                                                      stops)})
+        held_out(step)
     result.wall_s = time.time() - t0
     if keep_model:
         result.model = policy

@@ -61,8 +61,13 @@ class GRPOStageConfig:
     curriculum_stages: int = spec(2, min=1, help="length-curriculum stages (steps split evenly)")
     temperature: float = spec(1.0, min=0.01, help="sampling temperature (rollouts and eval)")
     top_p: float = spec(0.97, min=0.0, max=1.0, help="nucleus sampling threshold")
-    lr: float = spec(1e-4, min=0.0, max=1.0, help="AdamW learning rate (constant after the "
+    lr: float = spec(1e-4, min=0.0, max=1.0, help="learning rate (constant after the "
                                                    "warm-up)")
+    optimizer: Literal["adamw", "sgd"] = spec(
+        "adamw", help="the learner's optimizer: AdamW (optim.rl_weight_decay), or SGD with "
+                      "grpo.momentum (on the worked task SGD's climbs were the stable ones: "
+                      "docs/rl.md, fourth round)")
+    momentum: float = spec(0.9, min=0.0, max=0.999, help="SGD momentum (grpo.optimizer sgd)")
     warmup_steps: int = spec(0, min=0, help="optimizer steps of linear learning-rate warm-up "
                                             "(0 = none: the whole rate from the first step)")
     micro_batch: int = spec(0, min=0, help="rows per forward pass; the rest by gradient "
@@ -110,9 +115,21 @@ class GRPOStageConfig:
                                                 "0 = after the main climb, in this process")
     checkpoint_every: int = spec(0, min=0, help="optimizer steps between climb checkpoints "
                                                 "kept for self-distillation (0 = final only)")
+    distill_steps: int = spec(
+        0, min=0, help="self-distillation after the main climb (the report's, RECIPE.md "
+                       "section 6): the climbed model answers the first distill_problems "
+                       "training problems at distill_temperature, the verified answers are its "
+                       "traces, and the pre-RL model is fine-tuned on them for this many steps "
+                       "(distill.sft_batch, distill_lr, no dropout); 0 = none")
+    distill_problems: int = spec(1000, min=1, help="training problems the climbed model "
+                                                   "answers once each for the traces")
+    distill_temperature: float = spec(0.3, min=0.01, help="sampling temperature of the traces")
+    distill_lr: float = spec(1e-4, min=0.0, max=1.0, help="learning rate of the "
+                                                          "self-distillation (AdamW, constant)")
     min_gain: float = spec(0.2, min=-1.0, max=1.0, help="held-out accuracy gain over the "
                                                         "starting checkpoint the notebook "
-                                                        "asserts")
+                                                        "asserts (after the self-distillation "
+                                                        "when grpo.distill_steps > 0)")
     min_reward_gain: float = spec(0.0, min=-2.0, max=2.0,
                                   help="rise of the mean task reward of all rollouts drawn "
                                        "(last third of the steps minus the first third) the "

@@ -217,6 +217,44 @@ def sft(start: Transformer, traces: Sequence[Trace], d: DistillConfig, *, seed: 
     return with_config(model, plain).eval(), losses
 
 
+def after_climb(climbed: Transformer, start: Transformer, tok, problems: Sequence[tasks.Task],
+                c: GRPOStageConfig, d: DistillConfig, *, seed: int,
+                optim: OptimConfig | None = None, samples: int = 1,
+                student: str = "start", source: str = "verified",
+                progress: Callable[[int], None] | None = None
+                ) -> tuple[Transformer, dict[str, Any]]:
+    """The report's self-distillation after a climb (``grpo.distill_steps``): the climbed model
+    answers the first ``c.distill_problems`` of ``problems`` ``samples`` times each at
+    ``c.distill_temperature`` (the climb's top-p and final length cap), its verified answers
+    are the traces (``source`` "program": the program's worked solutions instead, a supervised
+    control with no sampling and no reward), and ``student`` ("start": the pre-RL model, as
+    the report; "climbed": the climbed one) is fine-tuned on them for ``c.distill_steps``
+    steps of ``d.sft_batch`` traces at ``c.distill_lr``, without dropout (0.15 took the worked
+    model from 45% to 8%: docs/rl.md, eighth round). Returns the student and a record (traces,
+    completions drawn, losses, seconds of collecting and of fine-tuning)."""
+    import time
+
+    if student not in ("start", "climbed") or source not in ("verified", "program"):
+        raise ValueError(f"student must be start or climbed, source verified or program; got "
+                         f"{student!r}, {source!r}")
+    t = time.time()
+    chosen = list(problems[:c.distill_problems])
+    if source == "program":
+        traces, drawn = program_traces(tok, chosen), 0
+    else:
+        traces, drawn = collect_traces(climbed.eval(), tok, chosen, samples, c.final_cap,
+                                       temperature=c.distill_temperature, top_p=c.top_p,
+                                       seed=seed, source="climbed")
+    collect_s = time.time() - t
+    dd = dataclasses.replace(d, sft_steps=c.distill_steps, sft_lr=c.distill_lr, dropout=0.0,
+                             balance_coef=c.balance_coef)
+    model, losses = sft(climbed if student == "climbed" else start, traces, dd, seed=seed,
+                        pad_id=tok.pad_id, optim=optim, progress=progress)
+    return model, {"student": student, "source": source, "problems": len(chosen),
+                   "traces": len(traces), "drawn": drawn, "losses": losses,
+                   "collect_s": collect_s, "sft_s": time.time() - t - collect_s}
+
+
 # -- evaluation --------------------------------------------------------------------------------
 
 def evaluate(model: torch.nn.Module, tok, held: Sequence[tasks.Task], c: GRPOStageConfig,

@@ -22,14 +22,17 @@ from mai_repro.rl.climb import (
     ClimbResult,
     PoolSelection,
     climb,
+    evaluate,
     number_mass,
     replica,
     select_pool,
     task_sets,
 )
+from mai_repro.rl.distill import after_climb
 from mai_repro.rl.evaluate import paired_accuracy
 from mai_repro.rl.rollout import (
     sample_groups,
+    stop_ids,
 )
 from mai_repro.schema import cpu_threads, resolve_device, result_dict
 from mai_repro.train.checkpoint import load_model_file, save_model_file
@@ -89,6 +92,7 @@ class Evaluation:
     solved_any: float  # pass@k for k = grpo.eval_samples
     length: float
     correct: list[int]  # per held-out problem: samples right
+    eval_s: float = 0.0  # seconds the evaluation took
 
 
 @dataclass
@@ -153,9 +157,34 @@ class GRPOMetrics:
     verdicts: dict[str, dict[str, Any]]  # ablation -> measure, with, without, verdict,
     # tests (each a mai_repro.stats.Decision as a dict), rule, accuracy_test, ...
     checkpoints: list[Checkpoint]  # the policy along the climb; the last is model.pt
+    distilled: Distilled | None = None  # None: grpo.distill_steps 0
 
 
 METRICS = GRPOMetrics
+
+
+@dataclass
+class Distilled:
+    """The report's self-distillation after the main climb (``grpo.distill_steps``,
+    :func:`mai_repro.rl.distill.after_climb`), evaluated on the same held-out problems."""
+
+    student: str  # the model fine-tuned: "start" (the pre-RL model, as the report) or "climbed"
+    steps: int
+    lr: float
+    temperature: float  # of the traces
+    problems: int  # training problems the climbed model answered
+    traces: int  # verified answers kept
+    loss_first: float | None
+    loss_last: float | None
+    accuracy: float  # held-out pass@1 of the distilled model
+    solved_any: float  # held-out pass@k
+    correct: list[int]  # per held-out problem: samples right
+    gain: Gain  # distilled - start, paired over the held-out problems
+    gain_over_climbed: Gain  # distilled - climbed (final), paired
+    climb_s: float  # the main climb's seconds, its held-out evaluations left out
+    collect_s: float  # sampling the traces
+    sft_s: float  # fine-tuning
+    total_s: float  # climb_s + collect_s + sft_s: the minutes of climbing issue 22 counts
 
 
 @dataclass
@@ -401,6 +430,12 @@ def build(run: Run) -> GRPOResult:
         samples = _samples(main.model, tok, held[:6], c, cfg.seed)
         mass = {"start": number_mass(start, tok, held), "final": number_mass(main.model, tok,
                                                                              held)}
+        distilled = None
+        if c.distill_steps > 0:  # the report's self-distillation, then the same evaluation
+            student, info = after_climb(main.model, start, tok, pool, c, cfg.distill,
+                                        seed=cfg.seed, optim=cfg.optim)
+            save_model_file(student.cfg, student.state_dict(), st.path("distilled.pt"))
+            distilled = _distilled(main, student, info, tok, held, c, cfg.seed)
         main.model = None
         others = {}
         for s_ in seeds:
@@ -419,7 +454,7 @@ def build(run: Run) -> GRPOResult:
             [g.accuracy_final - g.accuracy_start for g in gains],
             test="held-out accuracy final - start, Student-t interval over the seeds' climbs")
         verdicts = ablation_verdicts(main, ablations, c, seed=cfg.seed)
-        figures = _figures(main, ablations, verdicts, c, st, others)
+        figures = _figures(main, ablations, verdicts, c, st, others, distilled)
         if choice is not None:
             figures["pool"] = _pool_figure(choice, st)
         acc0, acc1 = main.evals[0]["accuracy"], main.evals[-1]["accuracy"]
@@ -445,7 +480,7 @@ def build(run: Run) -> GRPOResult:
             rollouts=main.rollouts,
             evals=[Evaluation(**e) for e in main.evals], verdicts=verdicts,
             # the policy along the climb (the last is model.pt): self-distillation's sources
-            checkpoints=[Checkpoint(**x) for x in saved],
+            checkpoints=[Checkpoint(**x) for x in saved], distilled=distilled,
         )
         st.metrics.update(result_dict(metrics))
         st.path("history.json").write_text(
@@ -486,9 +521,29 @@ def _samples(model: torch.nn.Module, tok, problems: list[tasks.Task], c: GRPOSta
              "completions": gr.texts, "correct": gr.correct} for gr in groups]
 
 
+def _distilled(main: ClimbResult, student: Transformer, info: dict[str, Any], tok,
+               held: list[tasks.Task], c: GRPOStageConfig, seed: int) -> Distilled:
+    """The distilled model evaluated as the climb's checkpoints were (same problems, same
+    random numbers), with its paired gains over the start and over the climbed model."""
+    final = evaluate(student, tok, held, c, c.final_cap, seed, stop_ids(tok))
+    climb_s = main.wall_s - sum(e.get("eval_s", 0.0) for e in main.evals)
+    losses = info["losses"]
+    return Distilled(
+        student=info["student"], steps=c.distill_steps, lr=c.distill_lr,
+        temperature=c.distill_temperature, problems=info["problems"], traces=info["traces"],
+        loss_first=losses[0] if losses else None, loss_last=losses[-1] if losses else None,
+        accuracy=final["accuracy"], solved_any=final["solved_any"],
+        correct=list(final["correct"]),
+        gain=climb_gain(main.evals[0], final, c.eval_samples, seed),
+        gain_over_climbed=climb_gain(main.evals[-1], final, c.eval_samples, seed),
+        climb_s=climb_s, collect_s=info["collect_s"], sft_s=info["sft_s"],
+        total_s=climb_s + info["collect_s"] + info["sft_s"])
+
+
 def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
              verdicts: dict[str, dict], c: GRPOStageConfig, st,
-             others: dict[int, ClimbResult] | None = None) -> dict[str, Any]:
+             others: dict[int, ClimbResult] | None = None,
+             distilled: Distilled | None = None) -> dict[str, Any]:
     h = main.history
     fig, ax = plots.new(width=6.4, height=3.6)
     ex = [e["step"] for e in main.evals]
@@ -501,11 +556,16 @@ def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
         ax.plot([e["step"] for e in res.evals], [e["accuracy"] for e in res.evals], ls="",
                 marker="^", ms=5, color=plots.PALETTE[2],
                 label="other seeds' climbs (pass@1 at start and end)" if i == 0 else None)
+    if distilled is not None:  # after the climb: drawn at its last step
+        ax.plot([ex[-1]] * 2, [distilled.accuracy, distilled.solved_any], ls="", marker="*",
+                ms=11, color=plots.OURS, label=f"after self-distillation ({distilled.steps} "
+                                               f"steps; pass@1 and pass@{c.eval_samples})")
     ax.axhline(main.evals[0]["accuracy"], color="0.4", ls="--", lw=1,
                label="starting checkpoint")
     ax.axhline(main.evals[0]["accuracy"] + c.min_gain, color=plots.REPORT, ls=":", lw=1,
                label=f"start + {c.min_gain:.0%}")
-    top = max(e["solved_any"] for e in main.evals)  # pass@k >= pass@1
+    top = max([e["solved_any"] for e in main.evals]  # pass@k >= pass@1
+              + ([distilled.solved_any] if distilled is not None else []))
     ax.set(title="the climb: held-out accuracy (pass@1) and pass@k", xlabel="optimizer step",
            ylabel="accuracy", ylim=(0, max(0.05, top * 1.15)))
     ax.legend(fontsize=8)

@@ -203,9 +203,11 @@ def procedural_windows(m: MidtrainConfig, tok: BPETokenizer, heldout: list[str],
 
 
 def bill_of_materials(weights: Mapping[str, float], records: list[dict],
-                      proc_info: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+                      proc_info: Mapping[str, Any] | None,
+                      bootstrap: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """One row per part of the mix: its group, source, whether procedural, its weight and the
-    tokens the main run trained on it (all stages)."""
+    tokens the main run trained on it (all stages); and one row for the reasoning bootstrap
+    (``reasoning_bootstrap``), procedural, when it ran."""
     group_of = {f: g for g, fams in GROUPS.items() for f in fams} | {PROCEDURAL: "stem_math"}
     rows = []
     for part, w in weights.items():
@@ -222,6 +224,15 @@ def bill_of_materials(weights: Mapping[str, float], records: list[dict],
         if part == PROCEDURAL and proc_info:
             row |= dict(proc_info)
         rows.append(row)
+    if bootstrap:
+        rows.append({"part": "bootstrap", "group": "stem_math", "procedural": True,
+                     "source": "program: mai_repro.rl.worked (worked solutions alone, after the "
+                               "last stage; decontaminated against the RL held-out problems)",
+                     "weight": 0.0, "tokens": bootstrap["tokens"],
+                     "windows": {str(bootstrap["context"]): bootstrap["windows"]},
+                     **{k: bootstrap[k] for k in ("texts", "text_tokens", "removed_heldout",
+                                                  "heldout_problems", "kinds",
+                                                  "difficulties")}})
     return rows
 
 
@@ -341,6 +352,51 @@ def train_run(model: Transformer, positions: str, m: MidtrainConfig,
     return model, records
 
 
+def reasoning_bootstrap(model: Transformer, m: MidtrainConfig, tok: BPETokenizer,
+                        heldout: list[str], seed: int, device: str,
+                        optim: OptimConfig | None = None, progress: bool = True
+                        ) -> tuple[Transformer, dict[str, Any]]:
+    """The report's reasoning bootstrap, last: ``m.bootstrap_steps`` steps of next-token loss
+    on worked solutions alone (``rl.worked``: ``m.procedural_kinds`` at
+    ``m.procedural_difficulties``; every text that poses or writes out a ``heldout`` question
+    removed), packed into windows of ``m.bootstrap_context`` tokens, ``m.tokens_per_step`` a
+    step, at ``m.bootstrap_lr`` (20 warm-up steps, cosine to a tenth). Returns the model and
+    the record of what it trained on (for the bill of materials and the metrics)."""
+    from tqdm.auto import tqdm
+
+    optim = optim or OptimConfig()
+    steps, context = m.bootstrap_steps, m.bootstrap_context
+    batch = max(1, m.tokens_per_step // context)
+    need = steps * batch
+    keys = worked.heldout_keys(heldout)
+    texts, removed = worked.generate_counted(min(3 * need, m.bootstrap_texts),
+                                             difficulties=m.procedural_difficulties,
+                                             kinds=m.procedural_kinds, seed=seed, exclude=keys)
+    docs = tok.encode_batch([w.text for w in texts])
+    windows = torch.from_numpy(worked.pack_windows(docs, context, tok.eot_id, need))
+    if not len(windows):
+        raise ValueError(f"the bootstrap's {len(texts)} worked solutions fill no window of "
+                         f"{context} tokens")
+    opt = make_optimizer(model, m.bootstrap_lr, optim)
+    schedule = Schedule(m.bootstrap_lr, min(20, steps // 2), steps, min_ratio=0.1)
+    losses: list[float] = []
+    t0 = time.time()
+    for step in tqdm(range(steps), desc="reasoning bootstrap", disable=not progress,
+                     leave=False):
+        idx = torch.arange(step * batch, (step + 1) * batch) % len(windows)
+        loss, _ = lm_step(model.train(), opt, windows[idx].to(device), lr=schedule(step),
+                          grad_clip=optim.grad_clip)
+        losses.append(loss)
+    record = {"steps": steps, "context": context, "batch_size": batch,
+              "tokens": steps * batch * context, "lr": m.bootstrap_lr,
+              "windows": len(windows), "epochs": need / len(windows), "texts": len(texts),
+              "text_tokens": sum(map(len, docs)), "removed_heldout": removed,
+              "heldout_problems": len(keys), "kinds": sorted({w.kind for w in texts}),
+              "difficulties": sorted({w.difficulty for w in texts}), "loss": losses,
+              "wall_s": time.time() - t0}
+    return model.eval(), record
+
+
 # --------------------------------------------------------------------------------------------
 # The stage.
 
@@ -423,6 +479,28 @@ class ProceduralPart:
 
 
 @dataclass
+class ReasoningBootstrap:
+    """The reasoning bootstrap after the last stage (``midtrain.bootstrap_steps``): worked
+    solutions alone, decontaminated against the RL held-out problems."""
+
+    steps: int
+    context: int
+    batch_size: int
+    tokens: int  # tokens trained on
+    lr: float
+    windows: int  # distinct windows (taken again in turn when the steps need more)
+    epochs: float  # steps x batch / windows
+    texts: int  # worked solutions generated
+    text_tokens: int
+    removed_heldout: int  # texts dropped because they touch an RL held-out problem
+    heldout_problems: int  # RL held-out problems (identities) decontaminated against
+    kinds: list[str]
+    difficulties: list[int]
+    loss: list[float]  # per step
+    wall_s: float
+
+
+@dataclass
 class MidtrainingMetrics:
     """What the stage's manifest records (``metrics``), read back by attribute. Position
     treatments, model labels and families are keys of the dict-valued metrics."""
@@ -452,6 +530,7 @@ class MidtrainingMetrics:
     attention_memory: AttentionMemory
     eval_s: dict[str, float]  # model -> evaluation seconds
     wall_s: float
+    bootstrap: ReasoningBootstrap | None = None  # None: midtrain.bootstrap_steps 0
 
     def by_model(self) -> dict[str, ModelSummary]:
         return {s.model: s for s in self.summary}
@@ -574,6 +653,12 @@ def build(run: Run) -> MidtrainResult:
         model, runs[m.positions] = train_run(pre_model, m.positions, m, windows, weights,
                                              pre_len, cfg.seed, device, probe, desc="",
                                              optim=cfg.optim)
+        boot: dict[str, Any] | None = None
+        if m.bootstrap_steps > 0:  # last: worked solutions alone, none an RL held-out problem
+            model, boot = reasoning_bootstrap(
+                model, m, load_tokenizer(tok.path("tokenizer.json")),
+                worked.heldout_questions(cfg.grpo, cfg.distill, [cfg.seed]), cfg.seed, device,
+                optim=cfg.optim)
         save_model_file(model.cfg, model.state_dict(), st.path("model.pt"))
         for k, rec in enumerate(runs[m.positions]):
             evals[f"stage {k + 1} ({rec['context']})"] = rec.pop("eval")
@@ -584,7 +669,7 @@ def build(run: Run) -> MidtrainResult:
         np.savez_compressed(st.path("loss_by_position.npz"),
                             **{k: np.asarray(v["loss_by_position"]) for k, v in evals.items()},
                             **{f"{k} (cut)": np.asarray(v["loss_cut"]) for k, v in evals.items()})
-        bom = bill_of_materials(weights, runs[m.positions], proc_info)
+        bom = bill_of_materials(weights, runs[m.positions], proc_info, boot)
         st.path("bom.jsonl").write_text("".join(json.dumps(r) + "\n" for r in bom))
         proc_tokens = sum(r["tokens_by_family"].get(PROCEDURAL, 0) for r in runs[m.positions])
         attn = attention_memory(pre_model.cfg, max(1, m.tokens_per_step // final), final,
@@ -621,6 +706,7 @@ def build(run: Run) -> MidtrainResult:
             attention_memory=AttentionMemory(**attn),
             eval_s={k: v["eval_s"] for k, v in evals.items()},
             wall_s=time.time() - t_start,
+            bootstrap=ReasoningBootstrap(**boot) if boot else None,
         )
         st.metrics.update(result_dict(metrics))
         figures = _figures(metrics, {k: (np.asarray(v["loss_by_position"]),
@@ -642,6 +728,11 @@ def _figures(metrics: MidtrainingMetrics, curves: Mapping[str, np.ndarray], st: 
                     else "--", label=f"{name}: stage {k + 1} "
                                      f"({metrics.contexts[k]} tokens)")
             step0 += len(stage_losses)
+        b = metrics.bootstrap
+        if b is not None and name == metrics.positions:  # the main run's last phase
+            ax.plot(np.arange(step0, step0 + len(b.loss)), b.loss, color=plots.PALETTE[i],
+                    lw=1.2, ls=":", label=f"{name}: reasoning bootstrap (worked solutions, "
+                                          f"{b.context} tokens)")
     ax.set(xlabel="mid-training step", ylabel="training loss (nats/token)",
            title="Mid-training loss per stage (context grows 4x per stage)")
     ax.legend(fontsize=8)

@@ -247,6 +247,19 @@ class MidtrainConfig:
         factory=lambda: ["arithmetic", "expression", "linear"],
         help="task kinds of the worked solutions (addsub: additions and subtractions only, "
              "the two-digit RL task of issue 22)")
+    bootstrap_steps: int = spec(
+        0, min=0,
+        help="steps of the reasoning bootstrap after the last stage: the mid-trained model "
+             "fine-tuned on worked solutions alone (procedural_kinds, procedural_difficulties; "
+             "none an RL held-out problem), tokens_per_step a step; 0 = none")
+    bootstrap_lr: float = spec(1e-3, min=0.0, max=1.0, help="peak learning rate of the "
+                                                          "bootstrap (20 warm-up steps, cosine "
+                                                          "to a tenth)")
+    bootstrap_context: int = spec(256, min=8, help="window length of the bootstrap's packed "
+                                                   "worked solutions")
+    bootstrap_texts: int = spec(16_000, min=1, help="worked solutions generated for the "
+                                                    "bootstrap at most (windows are taken "
+                                                    "again in turn when its steps need more)")
     positions: Literal["base", "pi", "none"] = spec(
         "base", help="RoPE of the local layers per stage: base raised NTK-style, position "
                      "interpolation, or unchanged (the recipe kept as model.pt)")
