@@ -230,9 +230,7 @@ def bill_of_materials(weights: Mapping[str, float], records: list[dict],
                                "last stage; decontaminated against the RL held-out problems)",
                      "weight": 0.0, "tokens": bootstrap["tokens"],
                      "windows": {str(bootstrap["context"]): bootstrap["windows"]},
-                     **{k: bootstrap[k] for k in ("texts", "text_tokens", "removed_heldout",
-                                                  "heldout_problems", "kinds",
-                                                  "difficulties")}})
+                     **{f.name: bootstrap[f.name] for f in dataclasses.fields(WorkedTexts)}})
     return rows
 
 
@@ -464,12 +462,9 @@ class AttentionMemory:
 
 
 @dataclass
-class ProceduralPart:
-    """The generated part of the STEM/math share (``rl.worked``), as trained by the main run."""
+class WorkedTexts:
+    """The program-written worked solutions a procedural part was made of (``rl.worked``)."""
 
-    share_of_stem_math: float  # midtrain.procedural
-    share: float  # of the whole mix (its weight)
-    tokens: int  # tokens of the main run trained on it (all stages)
     texts: int  # worked solutions generated
     text_tokens: int
     removed_heldout: int  # texts dropped because they touch an RL held-out problem
@@ -479,7 +474,16 @@ class ProceduralPart:
 
 
 @dataclass
-class ReasoningBootstrap:
+class ProceduralPart(WorkedTexts):
+    """The generated part of the STEM/math share, as trained by the main run."""
+
+    share_of_stem_math: float  # midtrain.procedural
+    share: float  # of the whole mix (its weight)
+    tokens: int  # tokens of the main run trained on it (all stages)
+
+
+@dataclass
+class ReasoningBootstrap(WorkedTexts):
     """The reasoning bootstrap after the last stage (``midtrain.bootstrap_steps``): worked
     solutions alone, decontaminated against the RL held-out problems."""
 
@@ -490,12 +494,6 @@ class ReasoningBootstrap:
     lr: float
     windows: int  # distinct windows (taken again in turn when the steps need more)
     epochs: float  # steps x batch / windows
-    texts: int  # worked solutions generated
-    text_tokens: int
-    removed_heldout: int  # texts dropped because they touch an RL held-out problem
-    heldout_problems: int  # RL held-out problems (identities) decontaminated against
-    kinds: list[str]
-    difficulties: list[int]
     loss: list[float]  # per step
     wall_s: float
 
