@@ -20,6 +20,7 @@ problems. Figures: docs/rl.md, "The worked format at laptop".
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -27,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import mai_repro.config as C
 from mai_repro.data.tokenizer import load as load_tokenizer
-from mai_repro.rl import tasks, worked
+from mai_repro.rl import tasks
 from mai_repro.rl.evaluate import sample_accuracy
 from mai_repro.rl.rollout import stop_ids
+from mai_repro.stages.midtraining import reasoning_bootstrap
 from mai_repro.train.checkpoint import load_model_file, save_model_file
-from mai_repro.train.config import OptimConfig
-from mai_repro.train.loop import Schedule, lm_step, make_optimizer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,24 +73,16 @@ def main(argv: list[str] | None = None) -> None:
     kinds = tuple(a.kinds.split(","))
     held = tasks.generate(a.n_eval, kinds=kinds, difficulty=a.eval_difficulty, seed=0,
                           split="eval", fmt="worked")
-    banned = worked.heldout_keys(
-        tasks.question(t) for t in tasks.generate(max(a.ban, a.n_eval), kinds=kinds,
-                                                  difficulty=a.eval_difficulty, seed=0,
-                                                  split="eval"))
-    need = a.steps * a.batch
+    banned_questions = [tasks.question(t) for t in tasks.generate(
+        max(a.ban, a.n_eval), kinds=kinds, difficulty=a.eval_difficulty, seed=0, split="eval")]
     difficulties = tuple(int(x) for x in a.train_difficulties.split(","))
-    if need:
-        # at most 16,000 texts (two-digit additions and subtractions hold about 20,000
-        # problems); the windows are then taken again in turn
-        texts, removed = worked.generate_counted(min(3 * need, 16_000),
-                                                 difficulties=difficulties,
-                                                 kinds=kinds, seed=0, exclude=banned)
-        windows = worked.pack_windows(tok.encode_batch([w.text for w in texts]), a.context,
-                                      tok.eot_id, need)
-        print(json.dumps({"texts": len(texts), "removed_heldout": removed,
-                          "windows": len(windows), "start": a.model or a.start}), flush=True)
-    opt = make_optimizer(model, a.lr, OptimConfig())
-    sched = Schedule(a.lr, 20, a.steps, min_ratio=0.1)
+    # the stage's bootstrap with this script's settings: at most 16,000 texts (two-digit
+    # additions and subtractions hold about 20,000 problems), windows taken again in turn
+    m = dataclasses.replace(C.load("laptop").midtrain, bootstrap_steps=a.steps,
+                            bootstrap_lr=a.lr, bootstrap_context=a.context,
+                            tokens_per_step=a.batch * a.context, bootstrap_texts=16_000,
+                            procedural_kinds=list(kinds),
+                            procedural_difficulties=list(difficulties))
     stops = stop_ids(tok)
 
     def evaluate(step: int) -> None:
@@ -113,13 +106,17 @@ def main(argv: list[str] | None = None) -> None:
     if a.steps == 0:  # evaluate a saved model only
         return
     t0 = time.time()
-    for step in range(a.steps):
-        idx = np.arange(step * a.batch, (step + 1) * a.batch) % len(windows)
-        loss, _ = lm_step(model.train(), opt, torch.from_numpy(windows[idx]), lr=sched(step))
-        if (step + 1) % a.eval_every == 0:
-            print(json.dumps({"step": step + 1, "loss": round(loss, 3),
+
+    def every(step: int, loss: float) -> None:
+        if step % a.eval_every == 0:
+            print(json.dumps({"step": step, "loss": round(loss, 3),
                               "s": round(time.time() - t0)}), flush=True)
-            evaluate(step + 1)
+            evaluate(step)
+
+    model, rec = reasoning_bootstrap(model, m, tok, banned_questions, 0, "cpu",
+                                     progress=False, on_step=every)
+    print(json.dumps({"texts": rec["texts"], "removed_heldout": rec["removed_heldout"],
+                      "windows": rec["windows"], "start": a.model or a.start}), flush=True)
     if a.save:
         save_model_file(model.cfg, model.state_dict(), Path(a.save))
 

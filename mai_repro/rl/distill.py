@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -232,8 +233,6 @@ def after_climb(climbed: Transformer, start: Transformer, tok, problems: Sequenc
     steps of ``d.sft_batch`` traces at ``c.distill_lr``, without dropout (0.15 took the worked
     model from 45% to 8%: docs/rl.md, eighth round). Returns the student and a record (traces,
     completions drawn, losses, seconds of collecting and of fine-tuning)."""
-    import time
-
     if student not in ("start", "climbed") or source not in ("verified", "program"):
         raise ValueError(f"student must be start or climbed, source verified or program; got "
                          f"{student!r}, {source!r}")

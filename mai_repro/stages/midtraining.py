@@ -39,7 +39,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -352,14 +352,16 @@ def train_run(model: Transformer, positions: str, m: MidtrainConfig,
 
 def reasoning_bootstrap(model: Transformer, m: MidtrainConfig, tok: BPETokenizer,
                         heldout: list[str], seed: int, device: str,
-                        optim: OptimConfig | None = None, progress: bool = True
+                        optim: OptimConfig | None = None, progress: bool = True,
+                        on_step: Callable[[int, float], None] | None = None
                         ) -> tuple[Transformer, dict[str, Any]]:
     """The report's reasoning bootstrap, last: ``m.bootstrap_steps`` steps of next-token loss
     on worked solutions alone (``rl.worked``: ``m.procedural_kinds`` at
     ``m.procedural_difficulties``; every text that poses or writes out a ``heldout`` question
     removed), packed into windows of ``m.bootstrap_context`` tokens, ``m.tokens_per_step`` a
-    step, at ``m.bootstrap_lr`` (20 warm-up steps, cosine to a tenth). Returns the model and
-    the record of what it trained on (for the bill of materials and the metrics)."""
+    step, at ``m.bootstrap_lr`` (20 warm-up steps, cosine to a tenth); ``on_step(steps done,
+    loss)`` after each step (benchmarks/worked_bootstrap.py evaluates there). Returns the
+    model and the record of what it trained on (for the bill of materials and the metrics)."""
     from tqdm.auto import tqdm
 
     optim = optim or OptimConfig()
@@ -385,6 +387,8 @@ def reasoning_bootstrap(model: Transformer, m: MidtrainConfig, tok: BPETokenizer
         loss, _ = lm_step(model.train(), opt, windows[idx].to(device), lr=schedule(step),
                           grad_clip=optim.grad_clip)
         losses.append(loss)
+        if on_step is not None:
+            on_step(step + 1, loss)
     record = {"steps": steps, "context": context, "batch_size": batch,
               "tokens": steps * batch * context, "lr": m.bootstrap_lr,
               "windows": len(windows), "epochs": need / len(windows), "texts": len(texts),
