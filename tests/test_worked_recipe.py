@@ -126,3 +126,30 @@ def test_after_climb_distils_the_chosen_student_on_the_chosen_traces(tok):
     assert info["drawn"] == 3 and 0 <= info["traces"] <= 3
     with pytest.raises(ValueError, match="student"):
         distill.after_climb(climbed, start, tok, problems, c, d, seed=0, student="both")
+
+
+def test_another_seed_is_climbed_then_distilled_like_the_main_climb(tok):
+    """grpo.seeds with grpo.distill_steps > 0: each other seed's climb is followed by its own
+    self-distillation, evaluated as the main climb's distilled model is (same held-out
+    problems, its seed's random numbers): what the interval over seeds of the recipe's gain
+    is made of."""
+    cfg = C.load("smoke", {"grpo": {"kinds": ["addsub"], "answer_format": "worked",
+                                    "max_new_tokens": 8, "curriculum_stages": 1,
+                                    "steps": 1, "ablation_from": 0, "ablation_steps": 1,
+                                    "n_eval": 3, "eval_samples": 2,
+                                    "distill_steps": 2, "distill_problems": 3}})
+    c = cfg.grpo
+    pool, held = climb.task_sets(c, 0)
+    start = tiny_model(tok, seed=0)
+    res = climb.replica(start, tok, pool, held, c, 1, None, cfg.distill)
+    assert res.model is None and res.evals[0]["step"] == 0
+    assert set(res.distilled) >= {"accuracy", "solved_any", "correct"}
+    assert len(res.distilled["correct"]) == len(held)
+    # the same seed's climb, distillation and evaluation done by hand give the same numbers
+    again = climb.climb(start, tok, pool, held, c, steps=c.steps, seed=1, eval_every=c.steps,
+                        keep_model=True)
+    student, _ = distill.after_climb(again.model, start, tok, pool, c, cfg.distill, seed=1)
+    by_hand = climb.evaluate(student, tok, held, c, c.final_cap, 1, climb.stop_ids(tok))
+    assert by_hand["correct"] == res.distilled["correct"]
+    # without the distillation config (or with distill_steps 0) the replica only climbs
+    assert climb.replica(start, tok, pool, held, c, 1, None).distilled is None

@@ -40,8 +40,9 @@ import torch
 
 from mai_repro.model.transformer import Transformer, with_config
 from mai_repro.rl import rewards, tasks
-from mai_repro.rl.config import GRPOStageConfig
+from mai_repro.rl.config import DistillConfig, GRPOStageConfig
 from mai_repro.rl.credit import token_advantages
+from mai_repro.rl.distill import after_climb
 from mai_repro.rl.evaluate import sample_accuracy
 from mai_repro.rl.grpo import (
     EntropyController,
@@ -399,6 +400,9 @@ class ClimbResult:
     model: torch.nn.Module | None = None
     # the step at which the climb stopped early: max_empty_draws batches in a row kept nothing
     collapsed_at: int | None = None
+    # another seed's climb followed by the report's self-distillation (replica): the distilled
+    # model's evaluation, as the climb's evals are
+    distilled: dict[str, Any] | None = None
 
 
 @dataclass
@@ -603,14 +607,24 @@ def _ablation(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.
 
 
 def replica(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task],
-            c: GRPOStageConfig, seed: int, optim: OptimConfig | None) -> ClimbResult:
+            c: GRPOStageConfig, seed: int, optim: OptimConfig | None,
+            distill: DistillConfig | None = None) -> ClimbResult:
     """The main climb again with another seed (``grpo.seeds``), evaluated at its start and end
     only: the spread of the gain between seeds (a module-level function: it runs in a child
-    process too)."""
+    process too). With ``grpo.distill_steps`` > 0 (and ``distill`` given) the self-distillation
+    that follows the main climb follows this one too, with this seed, and its student is
+    evaluated the same way (``distilled``): the recipe's gain over seeds."""
     if c.threads:
         torch.set_num_threads(c.threads)
-    return climb(start, tok, pool, held, c, steps=c.steps, seed=seed, eval_every=c.steps,
-                 name=f"seed {seed}", optim=optim)
+    then = c.distill_steps > 0 and distill is not None
+    res = climb(start, tok, pool, held, c, steps=c.steps, seed=seed, eval_every=c.steps,
+                name=f"seed {seed}", optim=optim, keep_model=then)
+    if then:
+        student, _ = after_climb(res.model, start, tok, pool, c, distill, seed=seed,
+                                 optim=optim)
+        res.distilled = evaluate(student, tok, held, c, c.final_cap, seed, stop_ids(tok))
+        res.model = None
+    return res
 
 
 class Ablations:

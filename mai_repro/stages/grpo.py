@@ -120,6 +120,9 @@ class SeedGain:
     accuracy_final: float
     solved_any_start: float
     solved_any_final: float
+    # after the self-distillation that follows the climb (grpo.distill_steps > 0), this seed's
+    accuracy_distilled: float | None = None
+    solved_any_distilled: float | None = None
 
 
 @dataclass
@@ -158,6 +161,8 @@ class GRPOMetrics:
     # tests (each a mai_repro.stats.Decision as a dict), rule, accuracy_test, ...
     checkpoints: list[Checkpoint]  # the policy along the climb; the last is model.pt
     distilled: Distilled | None = None  # None: grpo.distill_steps 0
+    # the distilled gain (distilled - start) over the seeds, as gain_over_seeds; None without
+    distilled_over_seeds: dict[str, Any] | None = None
 
 
 METRICS = GRPOMetrics
@@ -408,7 +413,8 @@ def build(run: Run) -> GRPOResult:
         seeds = [cfg.seed + i for i in range(1, c.seeds)]
 
         def other_seed(s_: int) -> None:
-            bg.submit(f"seed {s_}", replica, (start, tok, pool, held, c, s_, cfg.optim))
+            bg.submit(f"seed {s_}", replica,
+                      (start, tok, pool, held, c, s_, cfg.optim, cfg.distill))
 
         for s_ in seeds[:1] if bg.in_child else []:
             other_seed(s_)
@@ -445,14 +451,25 @@ def build(run: Run) -> GRPOResult:
             bar.update(c.steps)
         ablations = ablation_runs.results(progress=bar.update)
         bar.close()
+        after = {cfg.seed: None if distilled is None else
+                 {"accuracy": distilled.accuracy, "solved_any": distilled.solved_any},
+                 **{k: r.distilled for k, r in others.items()}}
         gains = [SeedGain(seed=k, steps=len(r.history), accuracy_start=r.evals[0]["accuracy"],
                           accuracy_final=r.evals[-1]["accuracy"],
                           solved_any_start=r.evals[0]["solved_any"],
-                          solved_any_final=r.evals[-1]["solved_any"])
+                          solved_any_final=r.evals[-1]["solved_any"],
+                          accuracy_distilled=None if after[k] is None
+                          else after[k]["accuracy"],
+                          solved_any_distilled=None if after[k] is None
+                          else after[k]["solved_any"])
                  for k, r in {cfg.seed: main, **others}.items()]
         over_seeds = stats.over_seeds(
             [g.accuracy_final - g.accuracy_start for g in gains],
             test="held-out accuracy final - start, Student-t interval over the seeds' climbs")
+        distilled_over = None if distilled is None else dataclasses.asdict(stats.over_seeds(
+            [g.accuracy_distilled - g.accuracy_start for g in gains],
+            test="held-out accuracy distilled - start, Student-t interval over the seeds' "
+                 "climbs and self-distillations"))
         verdicts = ablation_verdicts(main, ablations, c, seed=cfg.seed)
         figures = _figures(main, ablations, verdicts, c, st, others, distilled)
         if choice is not None:
@@ -481,6 +498,7 @@ def build(run: Run) -> GRPOResult:
             evals=[Evaluation(**e) for e in main.evals], verdicts=verdicts,
             # the policy along the climb (the last is model.pt): self-distillation's sources
             checkpoints=[Checkpoint(**x) for x in saved], distilled=distilled,
+            distilled_over_seeds=distilled_over,
         )
         st.metrics.update(result_dict(metrics))
         st.path("history.json").write_text(
@@ -556,10 +574,16 @@ def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
         ax.plot([e["step"] for e in res.evals], [e["accuracy"] for e in res.evals], ls="",
                 marker="^", ms=5, color=plots.PALETTE[2],
                 label="other seeds' climbs (pass@1 at start and end)" if i == 0 else None)
-    if distilled is not None:  # after the climb: drawn at its last step
-        ax.plot([ex[-1]] * 2, [distilled.accuracy, distilled.solved_any], ls="", marker="*",
-                ms=11, color=plots.OURS, label=f"after self-distillation ({distilled.steps} "
-                                               f"steps; pass@1 and pass@{c.eval_samples})")
+    if distilled is not None:  # after the climb: drawn at its last step, in each line's colour
+        for y, colour, what in ((distilled.accuracy, plots.OURS, "pass@1"),
+                                (distilled.solved_any, plots.PALETTE[1],
+                                 f"pass@{c.eval_samples}")):
+            ax.plot([ex[-1]], [y], ls="", marker="*", ms=11, color=colour,
+                    label=f"after self-distillation ({distilled.steps} steps): {what}")
+        later = [r.distilled["accuracy"] for r in (others or {}).values() if r.distilled]
+        if later:
+            ax.plot([ex[-1]] * len(later), later, ls="", marker="*", ms=7,
+                    color=plots.PALETTE[2], label="other seeds, self-distilled (pass@1)")
     ax.axhline(main.evals[0]["accuracy"], color="0.4", ls="--", lw=1,
                label="starting checkpoint")
     ax.axhline(main.evals[0]["accuracy"] + c.min_gain, color=plots.REPORT, ls=":", lw=1,
