@@ -101,6 +101,9 @@ class Config:
         if not PRESET_NAME.fullmatch(self.preset):  # it names runs/<preset>/: never a path
             return [("preset", f"got {self.preset!r}, a preset is a name (letters, digits, "
                                f"'_', '-', '.'), not a path")]
+        if self.grpo.compare_base and self.midtrain.bootstrap_steps == 0:
+            return [("grpo.compare_base", "climbs from the model before the reasoning "
+                                          "bootstrap: needs midtrain.bootstrap_steps > 0")]
         return []
 
 

@@ -153,3 +153,11 @@ def test_another_seed_is_climbed_then_distilled_like_the_main_climb(tok):
     assert by_hand["correct"] == res.distilled["correct"]
     # without the distillation config (or with distill_steps 0) the replica only climbs
     assert climb.replica(start, tok, pool, held, c, 1, None).distilled is None
+
+
+def test_compare_base_needs_the_bootstrap():
+    """grpo.compare_base climbs from notebook 08's model before the reasoning bootstrap: a
+    config without the bootstrap is refused, naming the key."""
+    with pytest.raises(C.ConfigError, match="compare_base"):
+        C.load("smoke", {"grpo": {"compare_base": True}, "midtrain": {"bootstrap_steps": 0}})
+    assert C.load("laptop-worked").grpo.compare_base

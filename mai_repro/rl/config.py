@@ -126,6 +126,14 @@ class GRPOStageConfig:
     distill_temperature: float = spec(0.3, min=0.01, help="sampling temperature of the traces")
     distill_lr: float = spec(1e-4, min=0.0, max=1.0, help="learning rate of the "
                                                           "self-distillation (AdamW, constant)")
+    compare_base: bool = spec(False, help="also climb (grpo.steps, this seed, evaluated at its "
+                                          "start and end) from the mid-trained model before "
+                                          "the reasoning bootstrap (midtraining/"
+                                          "model_before_bootstrap.pt: never shown a worked "
+                                          "solution), and compare the two climbs' gains paired "
+                                          "over the held-out problems (issue 22: the "
+                                          "procedural family's worth); needs "
+                                          "midtrain.bootstrap_steps > 0")
     min_gain: float = spec(0.2, min=-1.0, max=1.0, help="held-out accuracy gain over the "
                                                         "starting checkpoint the notebook "
                                                         "asserts (after the self-distillation "

@@ -126,6 +126,24 @@ class SeedGain:
 
 
 @dataclass
+class BaseComparison:
+    """Issue 22's with and without the procedural family (``grpo.compare_base``): the main
+    climb's settings and seed from the mid-trained model before the reasoning bootstrap (never
+    shown a worked solution), evaluated at its start and end on the same held-out problems
+    with the same random numbers. The bases differ by the bootstrap's steps as well as by the
+    family: the compute is not matched."""
+
+    steps: int  # optimizer steps taken (fewer when it stopped early)
+    collapsed_at: int | None  # grpo.max_empty_draws batches in a row kept no group
+    rollouts: int
+    evals: list[Evaluation]  # at its start and end
+    gain: Gain  # its own final - start, paired over the held-out problems
+    # the main climb's gain minus this one's, per held-out problem, paired bootstrap: a
+    # mai_repro.stats.Decision as a dict
+    difference: dict[str, Any]
+
+
+@dataclass
 class Checkpoint:
     step: int
     file: str  # relative to the stage folder
@@ -163,6 +181,7 @@ class GRPOMetrics:
     distilled: Distilled | None = None  # None: grpo.distill_steps 0
     # the distilled gain (distilled - start) over the seeds, as gain_over_seeds; None without
     distilled_over_seeds: dict[str, Any] | None = None
+    without_procedural: BaseComparison | None = None  # None: grpo.compare_base false
 
 
 METRICS = GRPOMetrics
@@ -397,7 +416,7 @@ def build(run: Run) -> GRPOResult:
             sel = select_pool(start, tok, pool, c, cfg.seed)
             choice = _pool_choice(sel)
             pool = sel.kept
-        total = c.steps * c.seeds + c.ablation_steps * len(c.ablations)
+        total = c.steps * (c.seeds + c.compare_base) + c.ablation_steps * len(c.ablations)
         bar = tqdm(total=total, desc="GRPO steps", leave=False)
         saved: list[dict[str, Any]] = []
 
@@ -443,6 +462,10 @@ def build(run: Run) -> GRPOResult:
             save_model_file(student.cfg, student.state_dict(), st.path("distilled.pt"))
             distilled = _distilled(main, student, info, tok, held, c, cfg.seed)
         main.model = None
+        without = None
+        if c.compare_base:  # the same climb from the model never shown a worked solution
+            without = _without_procedural(run, up, st, main, tok, pool, held, c, cfg, device,
+                                          bar.update)
         others = {}
         for s_ in seeds:
             if f"seed {s_}" not in bg.calls:
@@ -471,7 +494,7 @@ def build(run: Run) -> GRPOResult:
             test="held-out accuracy distilled - start, Student-t interval over the seeds' "
                  "climbs and self-distillations"))
         verdicts = ablation_verdicts(main, ablations, c, seed=cfg.seed)
-        figures = _figures(main, ablations, verdicts, c, st, others, distilled)
+        figures = _figures(main, ablations, verdicts, c, st, others, distilled, without)
         if choice is not None:
             figures["pool"] = _pool_figure(choice, st)
         acc0, acc1 = main.evals[0]["accuracy"], main.evals[-1]["accuracy"]
@@ -498,7 +521,7 @@ def build(run: Run) -> GRPOResult:
             evals=[Evaluation(**e) for e in main.evals], verdicts=verdicts,
             # the policy along the climb (the last is model.pt): self-distillation's sources
             checkpoints=[Checkpoint(**x) for x in saved], distilled=distilled,
-            distilled_over_seeds=distilled_over,
+            distilled_over_seeds=distilled_over, without_procedural=without,
         )
         st.metrics.update(result_dict(metrics))
         st.path("history.json").write_text(
@@ -539,6 +562,33 @@ def _samples(model: torch.nn.Module, tok, problems: list[tasks.Task], c: GRPOSta
              "completions": gr.texts, "correct": gr.correct} for gr in groups]
 
 
+def _without_procedural(run: Run, up, st, main: ClimbResult, tok, pool: list[tasks.Task],
+                        held: list[tasks.Task], c: GRPOStageConfig, cfg, device: str,
+                        progress) -> BaseComparison:
+    """``grpo.compare_base``: the main climb's settings and seed from notebook 08's model
+    before the reasoning bootstrap, and its gain against the main climb's."""
+    path = up.path("model_before_bootstrap.pt")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"grpo.compare_base climbs from {path.name}, which notebook 08 saves when "
+            f"midtrain.bootstrap_steps > 0; this run's midtraining stage has none (built before "
+            f"it was saved?): rerun notebook 08 for {run.dir}")
+    st.add_input("model_before_bootstrap", path)
+    res = climb(load_model_file(path, device), tok, pool, held, c, steps=c.steps,
+                seed=cfg.seed, eval_every=c.steps, name="without procedural",
+                progress=progress, optim=cfg.optim)
+    n = c.eval_samples
+    per = lambda r: (np.asarray(r.evals[-1]["correct"], dtype=float)  # noqa: E731
+                     - np.asarray(r.evals[0]["correct"], dtype=float)) / n
+    diff = stats.decide(per(main), per(res), items="held-out problems", scale="share",
+                        seed=cfg.seed, test="held-out gain of the main climb minus the gain of "
+                                            "the climb from the model before the bootstrap")
+    return BaseComparison(steps=len(res.history), collapsed_at=res.collapsed_at,
+                          rollouts=res.rollouts, evals=[Evaluation(**e) for e in res.evals],
+                          gain=climb_gain(res.evals[0], res.evals[-1], n, cfg.seed),
+                          difference=dataclasses.asdict(diff))
+
+
 def _distilled(main: ClimbResult, student: Transformer, info: dict[str, Any], tok,
                held: list[tasks.Task], c: GRPOStageConfig, seed: int) -> Distilled:
     """The distilled model evaluated as the climb's checkpoints were (same problems, same
@@ -561,7 +611,8 @@ def _distilled(main: ClimbResult, student: Transformer, info: dict[str, Any], to
 def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
              verdicts: dict[str, dict], c: GRPOStageConfig, st,
              others: dict[int, ClimbResult] | None = None,
-             distilled: Distilled | None = None) -> dict[str, Any]:
+             distilled: Distilled | None = None,
+             without: BaseComparison | None = None) -> dict[str, Any]:
     h = main.history
     fig, ax = plots.new(width=6.4, height=3.6)
     ex = [e["step"] for e in main.evals]
@@ -584,6 +635,10 @@ def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
         if later:
             ax.plot([ex[-1]] * len(later), later, ls="", marker="*", ms=7,
                     color=plots.PALETTE[2], label="other seeds, self-distilled (pass@1)")
+    if without is not None:  # grpo.compare_base: from the model before the bootstrap
+        ax.plot([e.step for e in without.evals], [e.accuracy for e in without.evals],
+                marker="x", ms=5, lw=1, color="0.5",
+                label="from the model before the bootstrap (pass@1)")
     ax.axhline(main.evals[0]["accuracy"], color="0.4", ls="--", lw=1,
                label="starting checkpoint")
     ax.axhline(main.evals[0]["accuracy"] + c.min_gain, color=plots.REPORT, ls=":", lw=1,

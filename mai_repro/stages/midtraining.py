@@ -657,6 +657,8 @@ def build(run: Run) -> MidtrainResult:
                                              optim=cfg.optim)
         boot: dict[str, Any] | None = None
         if m.bootstrap_steps > 0:  # last: worked solutions alone, none an RL held-out problem
+            # the model never shown a worked solution: notebook 09's base without the family
+            save_model_file(model.cfg, model.state_dict(), st.path("model_before_bootstrap.pt"))
             model, boot = reasoning_bootstrap(
                 model, m, load_tokenizer(tok.path("tokenizer.json")),
                 worked.heldout_questions(cfg.grpo, cfg.distill, [cfg.seed]), cfg.seed, device,
