@@ -614,7 +614,7 @@ def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
              distilled: Distilled | None = None,
              without: BaseComparison | None = None) -> dict[str, Any]:
     h = main.history
-    fig, ax = plots.new(width=6.4, height=3.6)
+    fig, ax = plots.new(width=9.6, height=3.6)
     ex = [e["step"] for e in main.evals]
     ax.plot(ex, [e["accuracy"] for e in main.evals], marker="o", ms=3, color=plots.OURS,
             label=f"held-out accuracy ({c.eval_samples} samples per problem, T="
@@ -647,7 +647,7 @@ def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
               + ([distilled.solved_any] if distilled is not None else []))
     ax.set(title="the climb: held-out accuracy (pass@1) and pass@k", xlabel="optimizer step",
            ylabel="accuracy", ylim=(0, max(0.05, top * 1.15)))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the lines
     climb_fig = plots.save(fig, st.path("figures", "climb"))
 
     panels = [("reward", ["reward", "r_task"], "reward (total, task)"),
