@@ -226,7 +226,9 @@ def test_grpo_and_self_distillation(tmp_path):
     seeds = {**GRPO_RUN, "gain_over_seeds": decision(0.05, -0.02, 0.12, n=3, items="seeds"),
              "seed_gains": [{"seed": k, "steps": 40, "accuracy_start": 0.1,
                              "accuracy_final": 0.1 + g, "solved_any_start": 0.2,
-                             "solved_any_final": 0.3} for k, g in enumerate((0.5, 0.0, -0.35))]}
+                             "solved_any_final": 0.3, "accuracy_distilled": None,
+                             "solved_any_distilled": None}
+                            for k, g in enumerate((0.5, 0.0, -0.35))]}
     write(tmp_path, "grpo", seeds)
     by3 = {r.finding.id: r for r in card(tmp_path).results}
     assert by3["grpo.climb"].verdict == INCONCLUSIVE

@@ -616,10 +616,10 @@ def replica(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Ta
     evaluated the same way (``distilled``): the recipe's gain over seeds."""
     if c.threads:
         torch.set_num_threads(c.threads)
-    then = c.distill_steps > 0 and distill is not None
+    distils = c.distill_steps > 0 and distill is not None
     res = climb(start, tok, pool, held, c, steps=c.steps, seed=seed, eval_every=c.steps,
-                name=f"seed {seed}", optim=optim, keep_model=then)
-    if then:
+                name=f"seed {seed}", optim=optim, keep_model=distils)
+    if distils:
         student, _ = after_climb(res.model, start, tok, pool, c, distill, seed=seed,
                                  optim=optim)
         res.distilled = evaluate(student, tok, held, c, c.final_cap, seed, stop_ids(tok))

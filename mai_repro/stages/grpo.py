@@ -120,7 +120,8 @@ class SeedGain:
     accuracy_final: float
     solved_any_start: float
     solved_any_final: float
-    # after the self-distillation that follows the climb (grpo.distill_steps > 0), this seed's
+    # this seed's pass@1 and pass@k after the self-distillation that follows its climb
+    # (grpo.distill_steps > 0; None without)
     accuracy_distilled: float | None = None
     solved_any_distilled: float | None = None
 
@@ -578,8 +579,11 @@ def _without_procedural(run: Run, up, st, main: ClimbResult, tok, pool: list[tas
                 seed=cfg.seed, eval_every=c.steps, name="without procedural",
                 progress=progress, optim=cfg.optim)
     n = c.eval_samples
-    per = lambda r: (np.asarray(r.evals[-1]["correct"], dtype=float)  # noqa: E731
-                     - np.asarray(r.evals[0]["correct"], dtype=float)) / n
+
+    def per(r: ClimbResult) -> np.ndarray:  # each held-out problem's gain, end - start
+        return (np.asarray(r.evals[-1]["correct"], dtype=float)
+                - np.asarray(r.evals[0]["correct"], dtype=float)) / n
+
     diff = stats.decide(per(main), per(res), items="held-out problems", scale="share",
                         seed=cfg.seed, test="held-out gain of the main climb minus the gain of "
                                             "the climb from the model before the bootstrap")
