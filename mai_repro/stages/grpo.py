@@ -580,13 +580,12 @@ def _without_procedural(run: Run, up, st, main: ClimbResult, tok, pool: list[tas
                 progress=progress, optim=cfg.optim)
     n = c.eval_samples
 
-    def per(r: ClimbResult) -> np.ndarray:  # each held-out problem's gain, end - start
-        return (np.asarray(r.evals[-1]["correct"], dtype=float)
-                - np.asarray(r.evals[0]["correct"], dtype=float)) / n
+    def per(r: ClimbResult) -> np.ndarray:  # each held-out problem's samples gained, end - start
+        return np.asarray(r.evals[-1]["correct"]) - np.asarray(r.evals[0]["correct"])
 
-    diff = stats.decide(per(main), per(res), items="held-out problems", scale="share",
-                        seed=cfg.seed, test="held-out gain of the main climb minus the gain of "
-                                            "the climb from the model before the bootstrap")
+    diff = paired_accuracy(per(main), per(res), n, seed=cfg.seed,
+                           test="held-out gain of the main climb minus the gain of the climb "
+                                "from the model before the bootstrap")
     return BaseComparison(steps=len(res.history), collapsed_at=res.collapsed_at,
                           rollouts=res.rollouts, evals=[Evaluation(**e) for e in res.evals],
                           gain=climb_gain(res.evals[0], res.evals[-1], n, cfg.seed),
