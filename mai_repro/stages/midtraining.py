@@ -634,10 +634,14 @@ def build(run: Run) -> MidtrainResult:
         usable = [f for f in train if all(len(windows[c][f]) for c in m.contexts)]
         tokens = {f: len(train[f].seqs) * train[f].seq_len for f in usable}
         proc_info: dict[str, Any] = {}
-        if m.procedural > 0:  # the bootstrap: worked solutions, none an RL held-out problem
-            rl_heldout = worked.heldout_questions(cfg.grpo, cfg.distill, [cfg.seed])
-            proc, proc_info = procedural_windows(
-                m, load_tokenizer(tok.path("tokenizer.json")), rl_heldout, cfg.seed)
+        # the worked solutions (procedural part, bootstrap) and the RL held-out questions they
+        # must not touch: read once for both
+        uses_worked = m.procedural > 0 or m.bootstrap_steps > 0
+        text_tok = load_tokenizer(tok.path("tokenizer.json")) if uses_worked else None
+        rl_heldout = (worked.heldout_questions(cfg.grpo, cfg.distill, [cfg.seed])
+                      if uses_worked else [])
+        if m.procedural > 0:  # the procedural part: worked solutions, none an RL held-out one
+            proc, proc_info = procedural_windows(m, text_tok, rl_heldout, cfg.seed)
             for c in m.contexts:
                 windows[c][PROCEDURAL] = proc[c]
             tokens[PROCEDURAL] = proc_info["text_tokens"]
@@ -659,10 +663,8 @@ def build(run: Run) -> MidtrainResult:
         if m.bootstrap_steps > 0:  # last: worked solutions alone, none an RL held-out problem
             # the model never shown a worked solution: notebook 09's base without the family
             save_model_file(model.cfg, model.state_dict(), st.path("model_before_bootstrap.pt"))
-            model, boot = reasoning_bootstrap(
-                model, m, load_tokenizer(tok.path("tokenizer.json")),
-                worked.heldout_questions(cfg.grpo, cfg.distill, [cfg.seed]), cfg.seed, device,
-                optim=cfg.optim)
+            model, boot = reasoning_bootstrap(model, m, text_tok, rl_heldout, cfg.seed, device,
+                                              optim=cfg.optim)
         save_model_file(model.cfg, model.state_dict(), st.path("model.pt"))
         for k, rec in enumerate(runs[m.positions]):
             evals[f"stage {k + 1} ({rec['context']})"] = rec.pop("eval")
