@@ -104,6 +104,9 @@ class Config:
         if self.grpo.compare_base and self.midtrain.bootstrap_steps == 0:
             return [("grpo.compare_base", "climbs from the model before the reasoning "
                                           "bootstrap: needs midtrain.bootstrap_steps > 0")]
+        if "add" in self.distill.specialists and self.grpo.kinds != ["addsub"]:
+            return [("distill.specialists", f"add and sub split grpo's addsub problems: "
+                                            f"needs grpo.kinds [addsub], got {self.grpo.kinds}")]
         return []
 
 

@@ -182,3 +182,27 @@ def test_specialists_in_a_child_process_give_the_same_numbers(tok):
                            seed=0, progress=ticks.append)
     assert there == here
     assert sum(ticks) >= 2 * 2  # the child's climbs are counted when they come back
+
+
+def test_add_and_sub_specialists_split_the_climbs_own_problems():
+    """distill.specialists [add, sub] (the worked task): the specialists' pools and held-out
+    sets are the additions and the subtractions of grpo's addsub sets, so the bootstrap's
+    decontamination against grpo's held-out problems covers them too."""
+    from mai_repro.rl import tasks
+    from mai_repro.rl.climb import task_sets
+    from mai_repro.stages import self_distillation as sd
+
+    cfg = C.load("laptop-worked")
+    assert cfg.distill.specialists == ["add", "sub"]
+    pool, held = task_sets(cfg.grpo, cfg.seed)
+    cf, sets = sd._specialist_sets(cfg.grpo, cfg.distill, cfg.seed)
+    for whole, part in ((pool, 0), (held, 1)):
+        add, sub = sets["add"][part], sets["sub"][part]
+        assert sorted(map(tasks.question, add + sub)) == sorted(map(tasks.question, whole))
+        assert add and sub and all(" + " in tasks.question(t) for t in add)
+        assert all(" - " in tasks.question(t) and " + " not in tasks.question(t) for t in sub)
+    assert all(c.kinds == ["addsub"] for c in cf.values())
+    with pytest.raises(C.ConfigError, match="specialists"):
+        C.load("laptop-worked", {"distill": {"specialists": ["add", "linear"]}})
+    with pytest.raises(C.ConfigError, match="addsub"):
+        C.load("smoke", {"distill": {"specialists": ["add", "sub"]}})

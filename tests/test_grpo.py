@@ -247,3 +247,42 @@ def test_padding_left_out_gives_the_same_gradient_bit_for_bit():
     assert out.entropy == pytest.approx(ref_entropy, rel=1e-5)
     assert out.nucleus_mass == pytest.approx(ref_mass, rel=1e-5)
     assert out.n_tokens == int(lens.sum())
+
+
+@pytest.mark.parametrize("entropy_penalty", [0.0, 0.1])
+def test_nucleus_only_loss_matches_the_vocabulary_wide_one(entropy_penalty):
+    """grpo.nucleus_only: the loss computed on the nucleus's columns alone has the
+    vocabulary-wide loss's value, gradient (zero outside the nucleus) and statistics, up to
+    the order of the sums; the per-token advantages of the worked format's credit too."""
+    torch.manual_seed(1)
+    B, T, V = 5, 8, 300
+    lens = torch.tensor([8, 2, 6, 1, 8])
+    mask = torch.arange(T)[None] < lens[:, None]
+    logits = (torch.randn(B, T, V) * 3).requires_grad_()
+    actions = torch.randint(0, V, (B, T))
+    nucleus = torch.rand(B, T, V) < 0.05
+    nucleus.scatter_(-1, actions[..., None], True)
+    old = torch.log_softmax(logits.detach().masked_fill(~nucleus, float("-inf")), -1) \
+        .gather(-1, actions[..., None]).squeeze(-1) + 0.3 * torch.randn(B, T)
+    for adv in (torch.randn(B), torch.randn(B, T)):
+        outs, grads = [], []
+        for only in (False, True):
+            cfg = GRPOConfig(eps=0.2, r_min=0.5, r_max=2.0, entropy_penalty=entropy_penalty,
+                             nucleus_only=only)
+            out = grpo_loss(logits, actions, old, adv, mask, cfg, k=0.3, nucleus=nucleus)
+            outs.append(out)
+            grads.append(torch.autograd.grad(out.loss, logits)[0])
+        dense, compact = outs
+        torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+        assert grads[1][~nucleus].abs().max() == 0
+        assert compact.loss.item() == pytest.approx(dense.loss.item(), rel=1e-5)
+        torch.testing.assert_close(compact.logp, dense.logp)
+        for name in ("entropy", "nucleus_mass", "ratio_mean", "clip_low_frac",
+                     "clip_high_frac", "outer_clip_frac", "outer_bind_frac"):
+            assert getattr(compact, name) == pytest.approx(getattr(dense, name), rel=1e-5), name
+    # without top-p masking (its ablation) the whole vocabulary is the distribution: the
+    # vocabulary-wide path, bit for bit
+    adv = torch.randn(B)
+    off = [grpo_loss(logits, actions, old, adv, mask, GRPOConfig(nucleus_only=only),
+                     nucleus=nucleus, top_p_mask=False) for only in (False, True)]
+    assert torch.equal(off[0].loss, off[1].loss) and off[0].entropy == off[1].entropy

@@ -6,7 +6,12 @@ import torch
 from mai_repro.model.accounting import count_params
 from mai_repro.model.attention import attention_mask
 from mai_repro.model.config import ModelConfig
-from mai_repro.model.generation import generate, nucleus_mask
+from mai_repro.model.generation import (
+    draw_within_nucleus,
+    generate,
+    nucleus_mask,
+    sampling_logprobs,
+)
 from mai_repro.model.moe import LatentMoE
 from mai_repro.model.transformer import Transformer
 
@@ -224,6 +229,44 @@ def test_nucleus_mask_looks_at_the_top_first_and_agrees_with_a_full_sort(scale):
         # the mass kept reaches top_p, and without its smallest token it would not
         kept = (probs * nucleus_mask(logits, top_p)).sum(-1)
         assert (kept >= top_p - 1e-5).all()
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0])  # flat (the whole vocabulary) and peaked
+def test_drawing_within_the_nucleus_samples_the_masked_distribution(scale):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 300, generator=g) * scale
+    logp, mask = sampling_logprobs(logits, 0.7, 0.9)
+    counts = torch.zeros_like(logp)
+    for _ in range(400):
+        nxt, lp, m = draw_within_nucleus(logits, 0.7, 0.9, g, with_mask=True)
+        assert torch.equal(m, mask)
+        assert mask.gather(-1, nxt[:, None]).all()  # never outside the nucleus
+        torch.testing.assert_close(lp, logp.gather(-1, nxt[:, None]).squeeze(-1))
+        counts.scatter_add_(-1, nxt[:, None], torch.ones(3, 1))
+    # 400 draws x 50 repeats against the masked probabilities: total variation small
+    for _ in range(49):
+        nxt, _, _ = draw_within_nucleus(logits.repeat(400, 1), 0.7, 0.9, g)
+        counts.scatter_add_(-1, nxt.view(400, 3).T, torch.ones(3, 400))
+    tv = 0.5 * (counts / counts.sum(-1, keepdim=True) - logp.exp()).abs().sum(-1)
+    assert (tv < 0.08).all(), tv
+
+
+def test_generate_within_the_nucleus_is_deterministic_and_reports_its_nucleus():
+    torch.manual_seed(0)
+    model = Transformer(cfg())
+    prompt = torch.randint(0, 97, (2, 4))
+    runs = [generate(model, prompt, 6, temperature=1.0, top_p=0.8, return_nucleus=True,
+                     generator=torch.Generator().manual_seed(1), sampler="nucleus")
+            for _ in range(2)]
+    assert torch.equal(runs[0].tokens, runs[1].tokens)
+    g = runs[0]
+    logits = model(g.tokens[:, :-1]).logits[:, 3:]
+    assert torch.equal(g.nucleus, nucleus_mask(logits, 0.8))
+    masked = logits.masked_fill(~g.nucleus, float("-inf")).log_softmax(-1)
+    expected = masked.gather(-1, g.completion.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(g.logprobs, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="sampler"):
+        generate(model, prompt, 2, sampler="gumbel")
 
 
 def test_invalid_config_is_refused():

@@ -97,6 +97,7 @@ class LayerCache:
     pos: torch.Tensor  # (S,) absolute position held by each slot, -1 = empty
     ring: bool  # local layer: fixed S = window slots, overwritten in turn
     last_k: torch.Tensor | None = None  # smeared keys: the last position's unmixed key
+    used: int = 0  # global layer: slots filled (k, v and pos have room for more: see _store)
 
     def repeat_rows(self, n: int) -> None:
         """Each batch row repeated ``n`` times in place (row i -> rows i*n .. i*n + n-1): the
@@ -125,9 +126,21 @@ class KVCache:
 
 def _store(cache: LayerCache, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
     if not cache.ring:
-        cache.k = torch.cat([cache.k, k], dim=2)
-        cache.v = torch.cat([cache.v, v], dim=2)
-        cache.pos = torch.cat([cache.pos, pos])
+        # A global layer's cache grows by one token a step: write into spare room (doubled
+        # when full) rather than concatenating, which copied the whole cache every step
+        # (about a sixth of a worked-format rollout's time).
+        T, n = k.shape[2], cache.used
+        if n + T > cache.k.shape[2]:
+            room = max(n + T, 2 * cache.k.shape[2], 16)
+            grown = [t.new_zeros(*t.shape[:2], room, t.shape[3]) for t in (cache.k, cache.v)]
+            for new, old in zip(grown, (cache.k, cache.v), strict=True):
+                new[:, :, :n] = old[:, :, :n]
+            cache.pos = torch.cat([cache.pos[:n], cache.pos.new_full((room - n,), -1)])
+            cache.k, cache.v = grown
+        cache.k[:, :, n:n + T] = k
+        cache.v[:, :, n:n + T] = v
+        cache.pos[n:n + T] = pos
+        cache.used = n + T
         return
     W = cache.pos.numel()
     k, v, pos = k[:, :, -W:], v[:, :, -W:], pos[-W:]  # only the last W can ever be seen again
@@ -182,7 +195,11 @@ class Attention(nn.Module):
         window = self.cfg.window if self.local else None
         if cache is None:
             keys, values, k_pos = k, v, pos
-        else:  # earlier tokens from the cache, then this call's tokens
+        elif not cache.ring:  # earlier tokens from the cache, then this call's tokens
+            _store(cache, k, v, pos)
+            n = cache.used
+            keys, values, k_pos = cache.k[:, :, :n], cache.v[:, :, :n], cache.pos[:n]
+        else:  # the ring is overwritten in turn: read it before storing this call's tokens
             keys = torch.cat([cache.k, k], dim=2)
             values = torch.cat([cache.v, v], dim=2)
             k_pos = torch.cat([cache.pos, pos])

@@ -89,9 +89,11 @@ class Transformer(nn.Module):
         return [b.ffn for b in self.blocks if b.is_moe]
 
     def forward(self, idx: torch.Tensor, routing: list[torch.Tensor] | None = None,
-                cache: KVCache | None = None) -> ModelOutput:
+                cache: KVCache | None = None, at: torch.Tensor | None = None) -> ModelOutput:
         """Logits for token ids (B, T). ``routing`` replays expert choices per MoE layer;
-        with a ``cache``, idx continues the cached sequence."""
+        with a ``cache``, idx continues the cached sequence. ``at`` (B, n): logits at these
+        positions of each row only (the RL learner's completion positions): the final norm
+        and the vocabulary-sized head skip the rest."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         pos = torch.arange(start, start + T, device=idx.device)
@@ -109,6 +111,8 @@ class Transformer(nn.Module):
                 chosen.append(e)
         if cache is not None:
             cache.length += T
+        if at is not None:
+            x = x.gather(1, at[..., None].expand(-1, -1, x.shape[-1]))
         x = self.norm(x)
         logits = x @ self.embed.weight.T if self.head is None else self.head(x)
         return ModelOutput(logits, aux, chosen)

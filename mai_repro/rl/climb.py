@@ -132,7 +132,7 @@ def select_pool(model: torch.nn.Module, tok, pool: list[tasks.Task], c: GRPOStag
     for i in range(0, len(pool), c.draw):  # a draw's worth of prompts per call
         groups += sample_groups(model, tok, pool[i:i + c.draw], c.pool_samples, c.final_cap,
                                 temperature=c.temperature, top_p=c.top_p, generator=g,
-                                stops=stops, keep_extras=False)
+                                stops=stops, keep_extras=False, sampler=c.sampler)
     rates = [gr.pass_rate for gr in groups]
     kept = [t for t, r in zip(pool, rates, strict=True) if c.pool_lo <= r <= c.pool_hi]
     if not kept:
@@ -195,7 +195,8 @@ def loss_config(c: GRPOStageConfig, s: Stabilisers) -> GRPOConfig:
     penalty's ``c.entropy_penalty`` (0: off)."""
     r_min, r_max = (c.r_min, c.r_max) if s.outer_clip else (0.0, math.inf)
     return GRPOConfig(eps=c.eps, r_min=r_min, r_max=r_max, kl_coef=c.kl_coef,
-                      entropy_penalty=c.entropy_penalty)
+                      entropy_penalty=c.entropy_penalty,
+                      nucleus_only=c.vocab_work == "needed")
 
 
 def reference_model(policy: torch.nn.Module) -> torch.nn.Module:
@@ -252,7 +253,8 @@ def optimizer_step(policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
     def loss_fn(mb: LearnerBatch) -> LossOut:
         nonlocal lo, hi
-        logits, aux = completion_logits(policy, _to(mb, device), replay=s.routing_replay)
+        logits, aux = completion_logits(policy, _to(mb, device), replay=s.routing_replay,
+                                        head_at_completions=lcfg.nucleus_only)
         nucleus = None if mb.nucleus is None else mb.nucleus.to(device)
         ref_logp = None
         if ref is not None:
@@ -316,7 +318,7 @@ def draw_batch(engine: torch.nn.Module, tok, stream: ProblemStream, c: GRPOStage
         problems = stream.take(c.draw)
         groups = sample_groups(engine, tok, problems, c.group_early, cap,
                                temperature=c.temperature, top_p=c.top_p, generator=generator,
-                               stops=stops, version=version)
+                               stops=stops, version=version, sampler=c.sampler)
         drawn += len(problems)
         n_rollouts += c.group_early * len(problems)
         n_correct += sum(sum(g.correct) for g in groups)
@@ -325,7 +327,7 @@ def draw_batch(engine: torch.nn.Module, tok, stream: ProblemStream, c: GRPOStage
         if go_on and c.group > c.group_early:
             sample_groups(engine, tok, [], c.group - c.group_early, cap,
                           temperature=c.temperature, top_p=c.top_p, generator=generator,
-                          stops=stops, groups=go_on, version=version)
+                          stops=stops, groups=go_on, version=version, sampler=c.sampler)
             n_rollouts += (c.group - c.group_early) * len(go_on)
             n_correct += sum(sum(g.correct[c.group_early:]) for g in go_on)
         kept += [g for g in go_on if rewards.pass_rate_keep(g.correct, c.keep_lo, c.keep_hi)]
@@ -356,7 +358,8 @@ def evaluate(model: torch.nn.Module, tok, held: list[tasks.Task], c: GRPOStageCo
     (:func:`mai_repro.eval.metrics.sample_accuracy`). ``correct``: samples right per problem,
     in ``held``'s order, for paired intervals between two evaluations."""
     r = sample_accuracy(model, tok, held, samples=c.eval_samples, max_new_tokens=cap,
-                        temperature=c.temperature, top_p=c.top_p, seed=seed, stops=stops)
+                        temperature=c.temperature, top_p=c.top_p, seed=seed, stops=stops,
+                        sampler=c.sampler)
     return {"accuracy": r.accuracy, "solved_any": r.solved_any, "length": r.length,
             "correct": list(r.correct)}  # per problem: samples right (paired comparisons)
 

@@ -61,6 +61,14 @@ class GRPOStageConfig:
     curriculum_stages: int = spec(2, min=1, help="length-curriculum stages (steps split evenly)")
     temperature: float = spec(1.0, min=0.01, help="sampling temperature (rollouts and eval)")
     top_p: float = spec(0.97, min=0.0, max=1.0, help="nucleus sampling threshold")
+    vocab_work: Literal["all", "needed"] = spec(
+        "all", help="the vocabulary-sized work of rollouts and learner. all: as the recorded "
+        "runs did it. needed: only what the result needs: a token drawn among its nucleus's "
+        "tokens (rollouts, evaluations, traces), the learner's logits at the completion "
+        "positions only, and its top-p-masked distribution on the nucleus's columns. The "
+        "same distributions and gradients, but other random numbers and sums in another "
+        "order, so a run's figures differ from `all`'s; several times faster on CPU "
+        "(docs/performance.md)")
     lr: float = spec(1e-4, min=0.0, max=1.0, help="learning rate (constant after the "
                                                    "warm-up)")
     optimizer: Literal["adamw", "sgd"] = spec(
@@ -144,6 +152,11 @@ class GRPOStageConfig:
                                        "notebook asserts")
 
     @property
+    def sampler(self) -> str:
+        """``generate``'s sampler for this run (``vocab_work``)."""
+        return "nucleus" if self.vocab_work == "needed" else "vocabulary"
+
+    @property
     def final_cap(self) -> int:
         """The length cap of the last curriculum stage (held-out evaluation samples with it)."""
         return self.max_new_tokens * 2 ** (self.curriculum_stages - 1)
@@ -190,8 +203,10 @@ class DistillConfig:
     rl_steps: int = spec(40, min=0, help="GRPO steps of the short climb from each student")
     rl_lr: float = spec(0.0, min=0.0, max=1.0, help="learning rate of the students' climbs, "
                                                     "the specialists and joint RL (0 = grpo.lr)")
-    specialists: list[Literal["arithmetic", "expression", "linear"]] = spec(
-        factory=lambda: ["arithmetic", "linear"], help="one RL specialist per task kind")
+    specialists: list[Literal["arithmetic", "expression", "linear", "add", "sub"]] = spec(
+        factory=lambda: ["arithmetic", "linear"], help="one RL specialist per task kind; or "
+        "[add, sub]: the additions and the subtractions of grpo's own addsub problems "
+        "(the worked task, whose bootstrap was decontaminated against those)")
     specialist_steps: int = spec(60, min=1, help="GRPO steps of each specialist; joint RL gets "
                                                  "their sum")
     sample_weights: list[float] = spec(factory=list, help="share of the consolidation traces "
@@ -210,6 +225,10 @@ class DistillConfig:
         if n < 2 or len(set(self.specialists)) != n:
             return [("specialists", f"needs two or more distinct task kinds, got "
                                     f"{self.specialists}")]
+        ops = [k in ("add", "sub") for k in self.specialists]
+        if any(ops) and not all(ops):
+            return [("specialists", f"add and sub split grpo's addsub problems: they go "
+                                    f"together, without other kinds; got {self.specialists}")]
         for key in ("sample_weights", "token_weights"):
             w = getattr(self, key)
             if w and (len(w) != n or any(x < 0 for x in w) or sum(w) <= 0):

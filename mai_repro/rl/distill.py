@@ -63,13 +63,13 @@ class Trace:
 @torch.no_grad()
 def collect_traces(model: torch.nn.Module, tok, problems: Sequence[tasks.Task], samples: int,
                    max_new_tokens: int, *, temperature: float, top_p: float, seed: int,
-                   source: str) -> tuple[list[Trace], int]:
+                   source: str, sampler: str = "vocabulary") -> tuple[list[Trace], int]:
     """The verified traces among ``samples`` completions of each problem, and how many
     completions were drawn."""
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     groups = sample_groups(model, tok, list(problems), samples, max_new_tokens,
                            temperature=temperature, top_p=top_p, generator=g,
-                           stops=stop_ids(tok), keep_extras=False)
+                           stops=stop_ids(tok), keep_extras=False, sampler=sampler)
     out = [Trace(gr.task, tuple(gr.prompt), tuple(comp), source)
            for gr in groups for comp, ok in zip(gr.completions, gr.correct, strict=True)
            if ok and comp]
@@ -243,7 +243,7 @@ def after_climb(climbed: Transformer, start: Transformer, tok, problems: Sequenc
     else:
         traces, drawn = collect_traces(climbed.eval(), tok, chosen, samples, c.final_cap,
                                        temperature=c.distill_temperature, top_p=c.top_p,
-                                       seed=seed, source="climbed")
+                                       seed=seed, source="climbed", sampler=c.sampler)
     collect_s = time.time() - t
     dd = dataclasses.replace(d, sft_steps=c.distill_steps, sft_lr=c.distill_lr, dropout=0.0,
                              balance_coef=c.balance_coef)
@@ -266,7 +266,7 @@ def evaluate(model: torch.nn.Module, tok, held: Sequence[tasks.Task], c: GRPOSta
     cap = c.final_cap
     r = ev.sample_accuracy(model, tok, list(held), samples=c.eval_samples, max_new_tokens=cap,
                            temperature=c.temperature, top_p=c.top_p, seed=seed,
-                           stops=stop_ids(tok))
+                           stops=stop_ids(tok), sampler=c.sampler)
     return {**r.summary(), "correct": list(r.correct),
             "entropy": ev.answer_entropy(model, tok, list(held), temperature=c.temperature)}
 

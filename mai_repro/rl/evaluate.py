@@ -83,7 +83,7 @@ def model_device(model: torch.nn.Module) -> torch.device:
 def sample_accuracy(model: torch.nn.Module, tok, problems: Sequence[tasks.Task], *,
                     samples: int = 4, max_new_tokens: int, temperature: float = 1.0,
                     top_p: float = 0.97, seed: int = 0, stops: set[int] | None = None,
-                    ks: Sequence[int] = (1, 2, 4)) -> TaskEval:
+                    ks: Sequence[int] = (1, 2, 4), sampler: str = "vocabulary") -> TaskEval:
     """Accuracy of ``samples`` completions per problem of :func:`mai_repro.rl.tasks.rl_prompt`,
     each graded by :func:`mai_repro.rl.tasks.grade` (the report's protocol: temperature 1,
     top-p 0.97, the accuracy averaged over the samples).
@@ -94,7 +94,8 @@ def sample_accuracy(model: torch.nn.Module, tok, problems: Sequence[tasks.Task],
     problems and seed give the same completions, hence the same numbers. ``stops`` are the
     tokens that end a completion (default :func:`mai_repro.rl.rollout.stop_ids`; pass them when
     calling often, computing them reads the whole vocabulary). pass@k is reported for each k
-    of ``ks`` that is at most ``samples``.
+    of ``ks`` that is at most ``samples``. ``sampler``: see
+    :func:`mai_repro.model.generation.generate`.
     """
     if not problems:
         raise ValueError("sample_accuracy: no problems given")
@@ -103,7 +104,7 @@ def sample_accuracy(model: torch.nn.Module, tok, problems: Sequence[tasks.Task],
     g = torch.Generator(device=model_device(model)).manual_seed(seed + 99)
     groups = sample_groups(model, tok, list(problems), samples, max_new_tokens,
                            temperature=temperature, top_p=top_p, generator=g, stops=stops,
-                           keep_extras=False)
+                           keep_extras=False, sampler=sampler)
     outcomes = [ok for gr in groups for ok in gr.correct]
     lengths = [len(x) for gr in groups for x in gr.completions]
     correct = [int(sum(gr.correct)) for gr in groups]

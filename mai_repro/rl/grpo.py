@@ -94,6 +94,9 @@ class GRPOConfig:
     r_max: float = 4.0
     kl_coef: float = 0.0  # weight of the KL to the reference policy (needs ref_logp)
     entropy_penalty: float = 0.0  # weight of the token-mean entropy added to the loss
+    # with top-p masking, the masked distribution computed over the nucleus's tokens only
+    # (nucleus_logits): the same values and gradient up to the order of the sums
+    nucleus_only: bool = False
 
 
 @dataclass
@@ -116,6 +119,33 @@ class GRPOOutput:
     # cut), or A > 0 and r < r_min; elsewhere outside [r_min, r_max] the inner clip has
     # already removed the gradient
     outer_bind_frac: float = 0.0
+
+
+def nucleus_logits(logits: torch.Tensor, nucleus: torch.Tensor, sel: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values (N, K), tokens (N, K)): the logits (B, T, V) of each selected position's
+    nucleus tokens (``nucleus`` (B, T, V) bool, ``sel`` (B, T) bool; N = sel.sum(), K the
+    largest nucleus), -inf where a row's nucleus is smaller than K.
+
+    Top-p masking leaves the learner's distribution on the nucleus alone, usually a few
+    tokens of a 4,096-token vocabulary: its log-softmax, entropy and their gradients need
+    only these K columns, and the gradient reaches the (B, T, V) logits through one gather.
+    The vocabulary-wide path sent every position through about a dozen (N, V) passes
+    (masking, log-softmax, entropy and their backward), over half of a worked-format GRPO
+    step on CPU (docs/performance.md)."""
+    nuc = nucleus & sel.unsqueeze(-1)
+    where = nuc.nonzero()  # (M, 3) rows in order: b, t, token
+    flat = where[:, 0] * sel.shape[1] + where[:, 1]
+    counts = torch.bincount(flat, minlength=sel.numel())
+    K = max(int(counts.max()) if counts.numel() else 1, 1)
+    starts = counts.cumsum(0) - counts
+    col = torch.arange(flat.numel(), device=flat.device) - starts[flat]
+    tokens = torch.zeros(*sel.shape, K, dtype=torch.long, device=logits.device)
+    tokens[where[:, 0], where[:, 1], col] = where[:, 2]
+    valid = torch.zeros(*sel.shape, K, dtype=torch.bool, device=logits.device)
+    valid[where[:, 0], where[:, 1], col] = True
+    values = logits.gather(-1, tokens)[sel].float().masked_fill(~valid[sel], float("-inf"))
+    return values, tokens[sel]
 
 
 def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tensor,
@@ -141,10 +171,17 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
     # in another order.
     sel = mask.bool()
     B, T = sel.shape
-    raw = logits[sel].float()  # (N, V)
-    nuc = None if nucleus is None else nucleus[sel]
     act = actions[sel].unsqueeze(-1)  # (N, 1)
-    masked = apply_nucleus(raw, nuc if top_p_mask else None)
+    compact = cfg.nucleus_only and top_p_mask and nucleus is not None
+    if compact:  # the nucleus's columns only; act becomes the sampled token's column
+        masked, columns = nucleus_logits(logits, nucleus, sel)
+        token = act
+        act = (columns == token).to(torch.uint8).argmax(-1, keepdim=True)
+        raw = nuc = None
+    else:
+        raw = logits[sel].float()  # (N, V)
+        nuc = None if nucleus is None else nucleus[sel]
+        masked = apply_nucleus(raw, nuc if top_p_mask else None)
     # not train.loop.token_nll: the whole (nucleus-masked) distribution is needed for the
     # entropy; the gathered log-probs equal -token_nll of the same logits bit for bit
     logp_all = F.log_softmax(masked, dim=-1)
@@ -173,13 +210,15 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
         frac = lambda b: float(b.float().sum() / n)  # noqa: E731
         r = ratio.detach()
         mass = 1.0
-        if nuc is not None:
+        if nucleus is not None:
             # the nucleus's share of the unmasked distribution: exp(lse(nucleus) - lse(all))
             if top_p_mask:  # lse(nucleus) read off the sampled token (always in the nucleus)
                 lse_nuc = masked.gather(-1, act).squeeze(-1) - logp
             else:
                 lse_nuc = torch.logsumexp(raw.masked_fill(~nuc, float("-inf")), -1)
-            mass = float((lse_nuc - torch.logsumexp(raw, -1)).exp().sum() / n)
+            lse_all = torch.logsumexp(logits.detach().float(), -1)[sel] if compact else \
+                torch.logsumexp(raw, -1)
+            mass = float((lse_nuc - lse_all).exp().sum() / n)
         logp_bt = torch.zeros(B, T, dtype=logp.dtype, device=logp.device)
         logp_bt[sel] = logp.detach()
     return GRPOOutput(loss, float(entropy.detach()), frac((ratio < lo) & (A < 0)),

@@ -111,11 +111,12 @@ def sample_groups(model: torch.nn.Module, tok, problems: list[tasks.Task], n: in
                   max_new_tokens: int, *, temperature: float = 1.0, top_p: float = 0.97,
                   generator: torch.Generator | None = None, stops: set[int] | None = None,
                   groups: list[Group] | None = None, keep_extras: bool = True,
-                  version: int = 0) -> list[Group]:
+                  version: int = 0, sampler: str = "vocabulary") -> list[Group]:
     """``n`` more completions for each problem (appended to ``groups`` when given).
 
     With ``keep_extras`` the nucleus masks and routing are kept for the learner; evaluation
-    passes False and keeps only what grading needs.
+    passes False and keeps only what grading needs. ``sampler``: see
+    :func:`mai_repro.model.generation.generate`.
     """
     device = next(model.parameters()).device
     stops = stops if stops is not None else stop_ids(tok)
@@ -133,7 +134,8 @@ def sample_groups(model: torch.nn.Module, tok, problems: list[tasks.Task], n: in
         gen = generate(model, prompt, max_new_tokens, temperature=temperature, top_p=top_p,
                        generator=generator, return_nucleus=keep_extras,
                        return_routing=keep_extras, num_samples=n,
-                       done=worked_rows_done(tok, stops, length) if worked else None)
+                       done=worked_rows_done(tok, stops, length) if worked else None,
+                       sampler=sampler)
         comp = gen.completion.cpu()
         for row in range(comp.shape[0]):
             g = groups[idx[row // n]]
@@ -231,12 +233,18 @@ def learner_batch(groups: list[Group], advantages: torch.Tensor, vocab_size: int
                                                           default=0))
 
 
-def completion_logits(model: torch.nn.Module, batch: LearnerBatch, replay: bool = True
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The learner's logits (B, n, V) at the completion positions, and the MoE aux loss."""
-    out = model(batch.inputs, routing=batch.routing if replay else None)
+def completion_logits(model: torch.nn.Module, batch: LearnerBatch, replay: bool = True,
+                      head_at_completions: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The learner's logits (B, n, V) at the completion positions, and the MoE aux loss.
+    ``head_at_completions``: the model's head runs at those positions only (the same logits
+    bit for bit, but the gradient's sums in another order: ``grpo.vocab_work`` needed)."""
     n = batch.actions.shape[1]
     pos = (batch.start[:, None] + torch.arange(n)[None, :]).clamp_max(batch.inputs.shape[1] - 1)
+    routing = batch.routing if replay else None
+    if head_at_completions:
+        out = model(batch.inputs, routing=routing, at=pos.to(batch.inputs.device))
+        return out.logits, out.aux_loss
+    out = model(batch.inputs, routing=routing)
     V = out.logits.shape[-1]
     logits = out.logits.gather(1, pos.to(out.logits.device)[..., None].expand(-1, -1, V))
     return logits, out.aux_loss

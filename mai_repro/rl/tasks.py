@@ -92,6 +92,20 @@ def _linear(rng: random.Random, d: int) -> tuple[str, int]:
     return f"Solve for x: {lhs} = {c}.", x
 
 
+# The two halves of an ``addsub`` task set, by operation: the specialists of notebook 10 on
+# the worked task (distill.specialists [add, sub]) split grpo's own training pool and
+# held-out set, which mid-training's bootstrap was decontaminated against, rather than draw
+# problems of their own that the bootstrap's worked solutions may hold.
+OPERATIONS = {"add": "+", "sub": "-"}
+_OPERATION_RE = re.compile(r"^Compute -?\d+ ([-+*]) -?\d+\.")
+
+
+def of_operation(items: list[Task], name: str) -> list[Task]:
+    """The tasks of ``items`` whose one operation is :data:`OPERATIONS` ``[name]``."""
+    op = OPERATIONS[name]
+    return [t for t in items if (m := _OPERATION_RE.match(question(t))) and m.group(1) == op]
+
+
 GENERATORS = {"arithmetic": _arithmetic, "expression": _expression, "linear": _linear,
               "addsub": _addsub}
 ALL_KINDS: tuple[Kind, ...] = tuple(GENERATORS)  # every kind a config may name

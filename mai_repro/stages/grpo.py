@@ -558,7 +558,7 @@ def _samples(model: torch.nn.Module, tok, problems: list[tasks.Task], c: GRPOSta
     g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed + 7)
     cap = c.final_cap
     groups = sample_groups(model, tok, problems, 2, cap, temperature=c.temperature,
-                           top_p=c.top_p, generator=g, keep_extras=False)
+                           top_p=c.top_p, generator=g, keep_extras=False, sampler=c.sampler)
     return [{"prompt": tasks.rl_prompt(gr.task), "answer": gr.task.answer,
              "completions": gr.texts, "correct": gr.correct} for gr in groups]
 

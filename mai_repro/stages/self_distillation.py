@@ -16,6 +16,7 @@ from mai_repro import plots, stats
 from mai_repro.artifacts import Run, require
 from mai_repro.config import DistillConfig, GRPOStageConfig, resolve_device
 from mai_repro.model.transformer import Transformer
+from mai_repro.rl import tasks
 from mai_repro.rl.climb import climb, task_sets
 from mai_repro.rl.distill import (
     Trace,
@@ -168,7 +169,7 @@ def build(run: Run) -> DistillResult:
             model = load_model_file(up.path(ck["file"]), device)
             per_ckpt[ck["step"]], n = collect_traces(
                 model, tok, pool, d.trace_samples, cap, temperature=c.temperature,
-                top_p=c.top_p, seed=seed + 11, source=f"step {ck['step']}")
+                top_p=c.top_p, seed=seed + 11, source=f"step {ck['step']}", sampler=c.sampler)
             drawn += n
         final_step = chosen[-1]["step"]
         budget = min(d.traces, len(per_ckpt[final_step]),
@@ -234,7 +235,13 @@ def build(run: Run) -> DistillResult:
 
 def _specialist_sets(c: GRPOStageConfig, d: DistillConfig, seed: int
                      ) -> tuple[dict[str, GRPOStageConfig], dict[str, tuple[list, list]]]:
-    """Per specialist kind: its climb settings and its (training pool, held-out set)."""
+    """Per specialist kind: its climb settings and its (training pool, held-out set). The
+    operations ``add`` and ``sub`` split grpo's own ``addsub`` sets (tasks.OPERATIONS)."""
+    if all(k in tasks.OPERATIONS for k in d.specialists):
+        pool, held = task_sets(rl_config(c, d), seed)
+        return ({k: rl_config(c, d) for k in d.specialists},
+                {k: (tasks.of_operation(pool, k), tasks.of_operation(held, k))
+                 for k in d.specialists})
     cf = {k: dataclasses.replace(rl_config(c, d), kinds=[k]) for k in d.specialists}
     return cf, {k: task_sets(cf[k], seed) for k in d.specialists}
 
@@ -256,7 +263,7 @@ def specialist_climbs(start: Transformer, tok, c: GRPOStageConfig, d: DistillCon
         models[f"specialist {k}"] = res.model.eval()
         got, _ = collect_traces(models[f"specialist {k}"], tok, sets[k][0], d.trace_samples,
                                 c.final_cap, temperature=c.temperature, top_p=c.top_p,
-                                seed=seed + 13, source=k)
+                                seed=seed + 13, source=k, sampler=c.sampler)
         traces.append(got)
     return models, traces
 
@@ -299,7 +306,8 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
     climbs = climbs or SpecialistsRun(start, tok, c, d, seed=seed, optim=optim)
     joint_pool = [t for k in kinds for t in sets[k][0]]
     random.Random(seed).shuffle(joint_pool)
-    cj = dataclasses.replace(rl_config(c, d), kinds=kinds)
+    cj = rl_config(c, d) if kinds[0] in tasks.OPERATIONS else \
+        dataclasses.replace(rl_config(c, d), kinds=kinds)
     if climbs.run.in_child:  # joint RL while the child climbs
         joint = climb(start, tok, joint_pool, [], cj, steps=d.specialist_steps * len(kinds),
                       seed=seed, name="joint RL", progress=progress, keep_model=True,
