@@ -136,7 +136,7 @@ def _heldout(preset: str) -> list[str]:
     return worked.heldout_questions(cfg.grpo, cfg.distill, [cfg.seed])
 
 
-@pytest.mark.parametrize("preset", ["smoke", "laptop"])
+@pytest.mark.parametrize("preset", ["smoke", "laptop", "laptop-worked"])
 def test_no_rl_heldout_problem_in_the_procedural_texts(preset):
     held = _heldout(preset)
     keys = worked.heldout_keys(held)
@@ -331,3 +331,14 @@ def test_brackets_around_negative_numbers_only_after_an_operator():
     assert v == 4 and lines == ["Brackets first: 2 - 4 = -2. Now we have 5 - (-2 + 3).",
                                 "Brackets first: -2 + 3 = 1. Now we have 5 - 1.",
                                 "Subtract: 5 - 1 = 4."]
+
+
+def test_heldout_questions_cover_the_operation_specialists():
+    """laptop-worked's specialists [add, sub] split the climb's held-out set: the questions
+    mid-training is decontaminated against hold every one of theirs."""
+    from mai_repro.stages import self_distillation as sd
+    cfg = config.load("laptop-worked")
+    held = set(worked.heldout_questions(cfg.grpo, cfg.distill, [cfg.seed]))
+    _, sets = sd._specialist_sets(cfg.grpo, cfg.distill, cfg.seed)
+    for kind in cfg.distill.specialists:
+        assert sets[kind][1] and {tasks.question(t) for t in sets[kind][1]} <= held

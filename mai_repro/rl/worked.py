@@ -384,10 +384,12 @@ def heldout_keys(questions: Iterable[str]) -> set[Key]:
 def heldout_questions(grpo: GRPOStageConfig, distill: DistillConfig | None,
                       seeds: Iterable[int]) -> list[str]:
     """Every problem the RL stages hold out, per seed: the climb's held-out set (notebook 09)
-    and each specialist's (notebook 10). (The evaluation split at the other difficulties is
-    never drawn; banning it too would remove nearly every one-digit fact at the gpu preset.)"""
-    configs = [grpo] + [replace(grpo, kinds=[k]) for k in (distill.specialists if distill
-                                                           else [])]
+    and each specialist's (notebook 10; specialists by operation, ``add`` and ``sub``, hold
+    out parts of the climb's set, nothing more). (The evaluation split at the other
+    difficulties is never drawn; banning it too would remove nearly every one-digit fact at
+    the gpu preset.)"""
+    kinds = [k for k in (distill.specialists if distill else []) if k not in tasks.OPERATIONS]
+    configs = [grpo] + [replace(grpo, kinds=[k]) for k in kinds]
     return [tasks.question(t) for seed in seeds for c in configs for t in heldout_set(c, seed)]
 
 
