@@ -376,3 +376,28 @@ def test_a_climb_resumed_from_its_branch_goes_on_exactly(tok):
 def test_ablations_must_end_within_the_main_climb():
     with pytest.raises(Exception, match="ablation_from"):
         C.load("smoke", {"grpo": {"steps": 10, "ablation_steps": 5, "ablation_from": 6}})
+
+
+def test_a_climb_with_only_the_needed_vocabulary_work(tok):
+    """grpo.vocab_work needed: the same climb, on the nucleus's tokens and the completion
+    positions only. On-policy its first ratio is 1 and the learner's log-probs are the
+    rollouts' (no mismatch); it is deterministic; and it draws other random numbers than
+    `all` (so its figures are its own)."""
+    over = {"n_train": 12, "n_eval": 3, "problems": 2, "draw": 3, "group": 4,
+            "group_early": 2, "early_lo": 0.0, "keep_lo": 0.0, "early_hi": 1.0,
+            "keep_hi": 1.0, "max_new_tokens": 6, "eval_samples": 2, "rollout_dtype": "float32",
+            "top_p": 0.9}
+    runs = {}
+    for work in ("all", "needed", "needed"):
+        cfg = C.load("smoke", {"grpo": {**over, "vocab_work": work}})
+        pool, held = climb.task_sets(cfg.grpo, 0)
+        res = climb.climb(tiny_model(tok), tok, pool, held, cfg.grpo, steps=2, seed=0,
+                          eval_every=2)
+        runs.setdefault(work, []).append(res)
+    first, again = runs["needed"]
+    assert _comparable(first.history) == _comparable(again.history)
+    assert _comparable(first.evals) == _comparable(again.evals)
+    assert first.history[0]["mismatch"] < 1e-5
+    assert first.history[0]["ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert 0 < first.history[0]["nucleus_mass"] <= 1.0 + 1e-6
+    assert _comparable(first.history) != _comparable(runs["all"][0].history)
