@@ -175,15 +175,15 @@ def grpo_loss(logits: torch.Tensor, actions: torch.Tensor, old_logp: torch.Tenso
     compact = cfg.nucleus_only and top_p_mask and nucleus is not None
     if compact:  # the nucleus's columns only; act becomes the sampled token's column
         masked, columns = nucleus_logits(logits, nucleus, sel)
-        token = act
-        act = (columns == token).to(torch.uint8).argmax(-1, keepdim=True)
+        act = (columns == act).to(torch.uint8).argmax(-1, keepdim=True)
         raw = nuc = None
     else:
         raw = logits[sel].float()  # (N, V)
         nuc = None if nucleus is None else nucleus[sel]
         masked = apply_nucleus(raw, nuc if top_p_mask else None)
     # not train.loop.token_nll: the whole (nucleus-masked) distribution is needed for the
-    # entropy; the gathered log-probs equal -token_nll of the same logits bit for bit
+    # entropy; on the vocabulary-wide path the gathered log-probs equal -token_nll of the same
+    # logits bit for bit
     logp_all = F.log_softmax(masked, dim=-1)
     logp = logp_all.gather(-1, act).squeeze(-1)  # (N,)
     n = mask.float().sum().clamp_min(1.0)
