@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     start = load_model_file(Path(a.model))
     times: dict[str, dict[str, list[float]]] = {}
     pass_rates: dict[str, float] = {}
+    pool, held = task_sets(cfg.grpo, cfg.seed)  # vocab_work does not change the problems
     for _ in range(a.repeats):
         for work in ("all", "needed"):
             c = dataclasses.replace(cfg.grpo, vocab_work=work, steps=a.steps, ablations=[])
-            pool, held = task_sets(c, cfg.seed)
             t = time.perf_counter()
             res = climb(start, tok, pool, [], c, steps=a.steps, seed=cfg.seed)
             climb_s = time.perf_counter() - t

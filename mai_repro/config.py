@@ -38,6 +38,7 @@ import yaml
 from mai_repro.data.config import CurationConfig, MixtureConfig, TokenizerConfig, WikiConfig
 from mai_repro.model.config import ModelConfig, OverviewConfig, ProbeConfig
 from mai_repro.rl.config import AgenticConfig, DistillConfig, GRPOStageConfig
+from mai_repro.rl.tasks import OPERATIONS
 from mai_repro.schema import (  # noqa: F401 (resolve_device re-exported)
     ConfigError,
     build,
@@ -104,7 +105,8 @@ class Config:
         if self.grpo.compare_base and self.midtrain.bootstrap_steps == 0:
             return [("grpo.compare_base", "climbs from the model before the reasoning "
                                           "bootstrap: needs midtrain.bootstrap_steps > 0")]
-        if "add" in self.distill.specialists and self.grpo.kinds != ["addsub"]:
+        if any(k in OPERATIONS for k in self.distill.specialists) \
+                and self.grpo.kinds != ["addsub"]:
             return [("distill.specialists", f"add and sub split grpo's addsub problems: "
                                             f"needs grpo.kinds [addsub], got {self.grpo.kinds}")]
         return []

@@ -76,9 +76,9 @@ def draw_within_nucleus(logits: torch.Tensor, temperature: float, top_p: float,
     numbers: hence a sampler of its own (``generate(sampler="nucleus")``), so that runs
     recorded with the vocabulary-wide draw keep their numbers."""
     scaled = logits.float() / max(temperature, 1e-8)
-    order, keep = _nucleus_sorted(scaled.softmax(-1), top_p) if top_p < 1.0 else \
-        (None, None)
-    if order is None:  # no nucleus: every token is a candidate
+    if top_p < 1.0:
+        order, keep = _nucleus_sorted(scaled.softmax(-1), top_p)
+    else:  # no nucleus: every token is a candidate
         order = scaled.argsort(-1, descending=True)
         keep = torch.ones_like(order, dtype=torch.bool)
     logq = scaled.gather(-1, order).masked_fill(~keep, float("-inf")).log_softmax(-1)

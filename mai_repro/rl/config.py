@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mai_repro.rl.tasks import Kind
+from mai_repro.rl.tasks import OPERATIONS, Kind
 from mai_repro.schema import spec
 
 
@@ -225,7 +225,7 @@ class DistillConfig:
         if n < 2 or len(set(self.specialists)) != n:
             return [("specialists", f"needs two or more distinct task kinds, got "
                                     f"{self.specialists}")]
-        ops = [k in ("add", "sub") for k in self.specialists]
+        ops = [k in OPERATIONS for k in self.specialists]
         if any(ops) and not all(ops):
             return [("specialists", f"add and sub split grpo's addsub problems: they go "
                                     f"together, without other kinds; got {self.specialists}")]

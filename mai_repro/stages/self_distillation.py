@@ -306,8 +306,9 @@ def specialists(start: Transformer, tok, c: GRPOStageConfig, d: DistillConfig, *
     climbs = climbs or SpecialistsRun(start, tok, c, d, seed=seed, optim=optim)
     joint_pool = [t for k in kinds for t in sets[k][0]]
     random.Random(seed).shuffle(joint_pool)
-    cj = rl_config(c, d) if kinds[0] in tasks.OPERATIONS else \
-        dataclasses.replace(rl_config(c, d), kinds=kinds)
+    # joint RL on every kind the specialists climb (addsub once for the operations)
+    cj = dataclasses.replace(rl_config(c, d),
+                             kinds=list(dict.fromkeys(k for x in cf.values() for k in x.kinds)))
     if climbs.run.in_child:  # joint RL while the child climbs
         joint = climb(start, tok, joint_pool, [], cj, steps=d.specialist_steps * len(kinds),
                       seed=seed, name="joint RL", progress=progress, keep_model=True,
