@@ -226,7 +226,7 @@ def test_checkpoints_lists_complete_stages_in_chain_order(tmp_path):
         M.checkpoints(tmp_path, extra={"grpo": tmp_path / "x.pt"})
 
 
-def test_evaluate_checkpoints_one_row(tok, tmp_path):
+def test_evaluate_checkpoints_one_row(tok, tmp_path, monkeypatch):
     model = tiny_model(tok)
     path = tmp_path / "model.pt"
     save_model_file(model.cfg, model.state_dict(), path)
@@ -252,6 +252,23 @@ def test_evaluate_checkpoints_one_row(tok, tmp_path):
                                   long_windows=long, cut=16)
     assert rows[0]["context_gain"] == pytest.approx(
         M.context_gain(model, long, 16)["gain"], rel=1e-5)
+    # the sampler reaches the task evaluation: the nucleus sampler's row is sample_accuracy's
+    # with that sampler (the same distribution, other random numbers than the vocabulary's)
+    rows = M.evaluate_checkpoints({"base": path}, tok, heldout=heldout, problems=PROBLEMS[:3],
+                                  samples=2, max_new_tokens=3, progress=False,
+                                  sampler="nucleus")
+    ev = M.sample_accuracy(model, tok, PROBLEMS[:3], samples=2, max_new_tokens=3, seed=0,
+                           stops=M.stop_ids(tok), ks=(1, 2), sampler="nucleus")
+    assert (rows[0]["accuracy"], rows[0]["length"], rows[0]["distinct"]) == \
+        (ev.accuracy, ev.length, ev.distinct)
+    assert rows[0]["nll"] == row["nll"]  # the likelihoods do not sample
+    seen = []
+    monkeypatch.setattr(M, "sample_accuracy",
+                        lambda *a, **k: seen.append(k["sampler"]) or ev)
+    for sampler in ("vocabulary", "nucleus"):
+        M.evaluate_checkpoints({"base": path}, tok, heldout=heldout, problems=PROBLEMS[:3],
+                               samples=2, max_new_tokens=3, progress=False, sampler=sampler)
+    assert seen == ["vocabulary", "nucleus"]
 
 
 class CountsPositions(nn.Module):

@@ -266,8 +266,57 @@ def test_grpo_and_self_distillation(tmp_path):
     assert status["self_distillation"] == status["grpo"] == "stale"
 
 
-def test_card_shows_an_interval_beside_each_verdict_of_09_10_12(tmp_path):
+def recipe_run() -> dict:
+    """GRPO_RUN with laptop-worked's recipe: each seed's climb followed by self-distillation,
+    and the same from the model before the reasoning bootstrap (grpo.compare_base)."""
+    from mai_repro.stages.grpo import BaseComparison, Distilled
+
+    gain = {"mean": 0.35, "lo": 0.3, "hi": 0.4, "n": 120, "verdict": "held"}
+    none = {**gain, "mean": 0.0, "lo": 0.0, "hi": 0.0, "verdict": "inconclusive"}
+    distilled = {**skeleton(Distilled), "accuracy": 0.45, "steps": 150, "total_s": 300.0,
+                 "gain": gain}
+    seeds = [{"seed": k, "steps": 40, "accuracy_start": 0.1, "accuracy_final": 0.2,
+              "solved_any_start": 0.2, "solved_any_final": 0.3, "accuracy_distilled": 0.1 + g,
+              "solved_any_distilled": 0.5} for k, g in enumerate((0.35, 0.4, 0.3))]
+    without = {**skeleton(BaseComparison), "gain": none,
+               "difference": decision(0.02, -0.01, 0.05, n=120), "gain_distilled": none,
+               "difference_distilled": decision(0.35, 0.3, 0.4, n=120)}
+    return {**GRPO_RUN, "distilled": distilled, "seed_gains": seeds,
+            "distilled_over_seeds": decision(0.35, 0.2, 0.5, n=3, items="seeds"),
+            "without_procedural": without}
+
+
+def test_climb_with_self_distillation_and_the_base_without_the_bootstrap(tmp_path):
+    """grpo.distill_steps and grpo.compare_base each give the card a row: the recipe's gain
+    (climb, then self-distillation) decided over the seeds, and the gain from the bootstrapped
+    base minus the gain from the base before the bootstrap, after the self-distillation where
+    the preset distils. A preset without them shows "not run", never a number."""
     write(tmp_path, "grpo", GRPO_RUN)
+    v = verdicts(card(tmp_path))
+    assert v["grpo.self_distillation"] == v["grpo.bootstrap"] == NOT_RUN
+    run, without = recipe_run(), recipe_run()["without_procedural"]
+    write(tmp_path, "grpo", run)
+    by = {r.finding.id: r for r in card(tmp_path).results}
+    sd, boot = by["grpo.self_distillation"], by["grpo.bootstrap"]
+    assert sd.verdict == HELD and "(n=3 seeds) (per seed: +35.0%, +40.0%, +30.0%)" in sd.interval
+    assert "10.0% -> 60.0% after 40 steps -> 45.0% after 150 SFT steps" in sd.measured
+    # the recipe against the recipe decides; the climb alone is shown beside it
+    assert boot.verdict == HELD and boot.interval.startswith("+35.0% [+30.0%, +40.0%]")
+    assert "climb + self-distillation: gain +35.0%" in boot.measured
+    assert "the climb alone: difference +2.0% [-1.0%, +5.0%]" in boot.measured
+    # without a self-distillation after the climbs the climb's own difference decides
+    write(tmp_path, "grpo", {**run, "without_procedural": {**without,
+                                                          "difference_distilled": None}})
+    boot = {r.finding.id: r for r in card(tmp_path).results}["grpo.bootstrap"]
+    assert boot.verdict == INCONCLUSIVE and boot.measured.startswith("climb: gain +50.0%")
+    # one seed: the paired interval over the problems decides the recipe's gain
+    write(tmp_path, "grpo", {**run, "distilled_over_seeds": None})
+    sd = {r.finding.id: r for r in card(tmp_path).results}["grpo.self_distillation"]
+    assert sd.verdict == HELD and sd.interval.endswith("(n=120 held-out problems, one seed)")
+
+
+def test_card_shows_an_interval_beside_each_verdict_of_09_10_12(tmp_path):
+    write(tmp_path, "grpo", recipe_run())
     write(tmp_path, "self_distillation", SD_RUN)
     write(tmp_path, "agentic", AGENTIC)
     write(tmp_path, "collapse", COLLAPSE)
@@ -352,5 +401,6 @@ def test_grpo_claims_are_written_once_next_to_their_stage():
 
     assert report.GRPO_CLAIMS is grpo.CLAIMS
     claims = {f.id.removeprefix("grpo."): f.claim for f in report.FINDINGS
-              if f.stage == "grpo" and f.id != "grpo.climb"}
+              if f.stage == "grpo"
+              and f.id not in ("grpo.climb", "grpo.self_distillation", "grpo.bootstrap")}
     assert claims == grpo.CLAIMS

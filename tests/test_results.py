@@ -124,9 +124,11 @@ def stage_samples() -> dict[str, dict[str, Any]]:
     from mai_repro import reference
     from mai_repro.stages import metrics_class
     from mai_repro.stages.collapse import REGIMES
+    from mai_repro.stages.grpo import BaseComparison, Distilled
     from mai_repro.stages.report import GRPO_CLAIMS
     from mai_repro.train.config import ABLATIONS
 
+    gain = {"mean": 0.1, "lo": 0.05, "hi": 0.15, "n": 10, "verdict": "held"}
     fill: dict[str, dict[str, Any]] = {
         "overview": {},
         "wikipedia": {"retention": {"markup: value present": 0.8, "text: parsed": 0.1}},
@@ -139,7 +141,13 @@ def stage_samples() -> dict[str, dict[str, Any]]:
         "midtraining": {"contexts": [64, 256], "pre_len": 32,
                         "summary": [_summary("pre-trained", 0.0),
                                     _summary("stage 2 (256)", 0.1)]},
-        "grpo": {"verdicts": {name: _verdict(True) for name in GRPO_CLAIMS}},
+        # laptop-worked's: each climb followed by self-distillation, and the same from the
+        # model before the reasoning bootstrap
+        "grpo": {"verdicts": {name: _verdict(True) for name in GRPO_CLAIMS},
+                 "distilled": {**skeleton(Distilled), "gain": gain},
+                 "without_procedural": {**skeleton(BaseComparison), "gain_distilled": gain,
+                                        "difference": _decision(),
+                                        "difference_distilled": _decision()}},
         "self_distillation": {"accuracy": {"multi_checkpoint": 0.5, "final_only": 0.4},
                               "multi_vs_final": _decision()},
         "report": {},

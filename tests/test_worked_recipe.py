@@ -148,11 +148,16 @@ def test_another_seed_is_climbed_then_distilled_like_the_main_climb(tok):
     # the same seed's climb, distillation and evaluation done by hand give the same numbers
     again = climb.climb(start, tok, pool, held, c, steps=c.steps, seed=1, eval_every=c.steps,
                         keep_model=True)
-    student, _ = distill.after_climb(again.model, start, tok, pool, c, cfg.distill, seed=1)
+    student, info = distill.after_climb(again.model, start, tok, pool, c, cfg.distill, seed=1)
     by_hand = climb.evaluate(student, tok, held, c, c.final_cap, 1, climb.stop_ids(tok))
     assert by_hand["correct"] == res.distilled["correct"]
-    # without the distillation config (or with distill_steps 0) the replica only climbs
-    assert climb.replica(start, tok, pool, held, c, 1, None).distilled is None
+    assert res.distilled_traces == info["traces"] and res.name == "seed 1"
+    # without the distillation config (or with distill_steps 0) the replica only climbs; the
+    # climb from the model before the bootstrap is a replica under its own name
+    only = climb.replica(start, tok, pool, held, c, 1, None, name="without procedural")
+    assert only.distilled is None and only.distilled_traces is None
+    assert only.name == "without procedural"
+    assert [e["correct"] for e in only.evals] == [e["correct"] for e in again.evals]
 
 
 def test_compare_base_needs_the_bootstrap():

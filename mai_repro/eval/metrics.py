@@ -149,7 +149,8 @@ def evaluate_checkpoints(paths: Mapping[str, Path | str], tok, *,
                          samples: int = 4, max_new_tokens: int, seed: int = 0,
                          max_windows: int = 8, device: str = "cpu",
                          long_windows: np.ndarray | None = None, cut: int = 0,
-                         progress: bool = True) -> list[dict[str, Any]]:
+                         progress: bool = True, sampler: str = "vocabulary"
+                         ) -> list[dict[str, Any]]:
     """One row per model file (label -> path, e.g. from :func:`checkpoints`):
 
     - ``label``, ``path``;
@@ -157,7 +158,8 @@ def evaluate_checkpoints(paths: Mapping[str, Path | str], tok, *,
       unweighted mean over families;
     - ``accuracy``, ``solved_any``, ``length``, ``distinct``, ``pass@k`` for k = 1, 2, 4, 8,
       16 and ``samples``, those at most ``samples`` (:func:`sample_accuracy` at temperature
-      1, top-p 0.97, ``samples`` per problem);
+      1, top-p 0.97, ``samples`` per problem; ``sampler`` as :func:`sample_accuracy`'s:
+      "nucleus" draws among the nucleus's tokens, the same distribution with less work);
     - ``entropy``: :func:`answer_entropy` at temperature 1;
     - with ``long_windows`` (N, length + 1) and ``cut``: ``context_gain``, the nats per token
       the context beyond ``cut`` tokens is worth (:func:`context_gain`).
@@ -181,7 +183,7 @@ def evaluate_checkpoints(paths: Mapping[str, Path | str], tok, *,
         row["bpb"] = float(np.mean([m["bpb"] for m in fam.values()]))
         ev = sample_accuracy(model, tok, problems, samples=samples,
                              max_new_tokens=max_new_tokens, seed=seed, stops=stops,
-                             ks=(1, 2, 4, 8, 16, samples))
+                             ks=(1, 2, 4, 8, 16, samples), sampler=sampler)
         row.update(accuracy=ev.accuracy, solved_any=ev.solved_any, length=ev.length,
                    distinct=ev.distinct)
         row.update({f"pass@{k}": v for k, v in ev.pass_at.items()})

@@ -404,8 +404,9 @@ class ClimbResult:
     # the step at which the climb stopped early: max_empty_draws batches in a row kept nothing
     collapsed_at: int | None = None
     # another seed's climb followed by the report's self-distillation (replica): the distilled
-    # model's evaluation, as the climb's evals are
+    # model's evaluation, as the climb's evals are, and how many traces it was fine-tuned on
     distilled: dict[str, Any] | None = None
+    distilled_traces: int | None = None
 
 
 @dataclass
@@ -611,21 +612,26 @@ def _ablation(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.
 
 def replica(start: Transformer, tok, pool: list[tasks.Task], held: list[tasks.Task],
             c: GRPOStageConfig, seed: int, optim: OptimConfig | None,
-            distill: DistillConfig | None = None) -> ClimbResult:
-    """The main climb again with another seed (``grpo.seeds``), evaluated at its start and end
-    only: the spread of the gain between seeds (a module-level function: it runs in a child
-    process too). With ``grpo.distill_steps`` > 0 (and ``distill`` given) the self-distillation
-    that follows the main climb follows this one too, with this seed, and its student is
-    evaluated the same way (``distilled``): the recipe's gain over seeds."""
+            distill: DistillConfig | None = None, name: str | None = None,
+            progress: Callable[[int], None] | None = None) -> ClimbResult:
+    """The main climb again with another seed (``grpo.seeds``) or from another start
+    (``grpo.compare_base``), evaluated at its start and end only: the spread of the gain
+    between seeds (a module-level function: it runs in a child process too). With
+    ``grpo.distill_steps`` > 0 (and ``distill`` given) the self-distillation that follows the
+    main climb follows this one too, with this seed, and its student is evaluated the same way
+    (``distilled``; ``distilled_traces``: the verified answers it was fine-tuned on): the
+    recipe's gain over seeds."""
     if c.threads:
         torch.set_num_threads(c.threads)
     distils = c.distill_steps > 0 and distill is not None
     res = climb(start, tok, pool, held, c, steps=c.steps, seed=seed, eval_every=c.steps,
-                name=f"seed {seed}", optim=optim, keep_model=distils)
+                name=name or f"seed {seed}", optim=optim, keep_model=distils,
+                progress=progress)
     if distils:
-        student, _ = after_climb(res.model, start, tok, pool, c, distill, seed=seed,
-                                 optim=optim)
+        student, info = after_climb(res.model, start, tok, pool, c, distill, seed=seed,
+                                    optim=optim)
         res.distilled = evaluate(student, tok, held, c, c.final_cap, seed, stop_ids(tok))
+        res.distilled_traces = info["traces"]
         res.model = None
     return res
 

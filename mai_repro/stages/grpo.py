@@ -142,6 +142,15 @@ class BaseComparison:
     # the main climb's gain minus this one's, per held-out problem, paired bootstrap: a
     # mai_repro.stats.Decision as a dict
     difference: dict[str, Any]
+    # with grpo.distill_steps > 0, the recipe as the main climb ran it: the same
+    # self-distillation after this climb (its verified answers, the same steps), the student
+    # evaluated the same way; None without
+    traces_distilled: int | None = None
+    accuracy_distilled: float | None = None
+    solved_any_distilled: float | None = None
+    gain_distilled: Gain | None = None  # distilled - start, paired over the problems
+    # the main climb's distilled gain minus this one's, paired bootstrap (a Decision as a dict)
+    difference_distilled: dict[str, Any] | None = None
 
 
 @dataclass
@@ -465,8 +474,8 @@ def build(run: Run) -> GRPOResult:
         main.model = None
         without = None
         if c.compare_base:  # the same climb from the model never shown a worked solution
-            without = _without_procedural(run, up, st, main, tok, pool, held, c, cfg, device,
-                                          bar.update)
+            without = _without_procedural(run, up, st, main, distilled, tok, pool, held, c,
+                                          cfg, device, bar.update)
         others = {}
         for s_ in seeds:
             if f"seed {s_}" not in bg.calls:
@@ -563,11 +572,13 @@ def _samples(model: torch.nn.Module, tok, problems: list[tasks.Task], c: GRPOSta
              "completions": gr.texts, "correct": gr.correct} for gr in groups]
 
 
-def _without_procedural(run: Run, up, st, main: ClimbResult, tok, pool: list[tasks.Task],
-                        held: list[tasks.Task], c: GRPOStageConfig, cfg, device: str,
-                        progress) -> BaseComparison:
+def _without_procedural(run: Run, up, st, main: ClimbResult, distilled: Distilled | None, tok,
+                        pool: list[tasks.Task], held: list[tasks.Task], c: GRPOStageConfig,
+                        cfg, device: str, progress) -> BaseComparison:
     """``grpo.compare_base``: the main climb's settings and seed from notebook 08's model
-    before the reasoning bootstrap, and its gain against the main climb's."""
+    before the reasoning bootstrap, and its gain against the main climb's; with the main
+    climb's self-distillation (``distilled``) the same follows this climb, and the gains
+    after it compare too (the recipe's result against the recipe's result)."""
     path = up.path("model_before_bootstrap.pt")
     if not path.is_file():
         raise FileNotFoundError(
@@ -575,21 +586,36 @@ def _without_procedural(run: Run, up, st, main: ClimbResult, tok, pool: list[tas
             f"midtrain.bootstrap_steps > 0; this run's midtraining stage has none (built before "
             f"it was saved?): rerun notebook 08 for {run.dir}")
     st.add_input("model_before_bootstrap", path)
-    res = climb(load_model_file(path, device), tok, pool, held, c, steps=c.steps,
-                seed=cfg.seed, eval_every=c.steps, name="without procedural",
-                progress=progress, optim=cfg.optim)
+    # the main climb's settings and seed, and its self-distillation after it when it had one
+    res = replica(load_model_file(path, device), tok, pool, held, c, cfg.seed, cfg.optim,
+                  cfg.distill if distilled is not None else None, name="without procedural",
+                  progress=progress)
     n = c.eval_samples
 
-    def per(r: ClimbResult) -> np.ndarray:  # each held-out problem's samples gained, end - start
-        return np.asarray(r.evals[-1]["correct"]) - np.asarray(r.evals[0]["correct"])
+    def per(start: dict[str, Any], end: dict[str, Any]) -> np.ndarray:  # samples gained
+        return np.asarray(end["correct"]) - np.asarray(start["correct"])
 
-    diff = paired_accuracy(per(main), per(res), n, seed=cfg.seed,
+    diff = paired_accuracy(per(main.evals[0], main.evals[-1]), per(res.evals[0], res.evals[-1]),
+                           n, seed=cfg.seed,
                            test="held-out gain of the main climb minus the gain of the climb "
                                 "from the model before the bootstrap")
-    return BaseComparison(steps=len(res.history), collapsed_at=res.collapsed_at,
-                          rollouts=res.rollouts, evals=[Evaluation(**e) for e in res.evals],
-                          gain=climb_gain(res.evals[0], res.evals[-1], n, cfg.seed),
-                          difference=dataclasses.asdict(diff))
+    out = BaseComparison(steps=len(res.history), collapsed_at=res.collapsed_at,
+                         rollouts=res.rollouts, evals=[Evaluation(**e) for e in res.evals],
+                         gain=climb_gain(res.evals[0], res.evals[-1], n, cfg.seed),
+                         difference=dataclasses.asdict(diff))
+    if distilled is not None and res.distilled is not None:
+        after = {"correct": distilled.correct}
+        d2 = paired_accuracy(per(main.evals[0], after), per(res.evals[0], res.distilled), n,
+                             seed=cfg.seed,
+                             test="held-out gain of the main climb and its self-distillation "
+                                  "minus the same from the model before the bootstrap")
+        out = dataclasses.replace(
+            out, traces_distilled=res.distilled_traces,
+            accuracy_distilled=res.distilled["accuracy"],
+            solved_any_distilled=res.distilled["solved_any"],
+            gain_distilled=climb_gain(res.evals[0], res.distilled, n, cfg.seed),
+            difference_distilled=dataclasses.asdict(d2))
+    return out
 
 
 def _distilled(main: ClimbResult, student: Transformer, info: dict[str, Any], tok,
@@ -642,6 +668,9 @@ def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
         ax.plot([e.step for e in without.evals], [e.accuracy for e in without.evals],
                 marker="x", ms=5, lw=1, color="0.5",
                 label="from the model before the bootstrap (pass@1)")
+        if without.accuracy_distilled is not None:
+            ax.plot([without.evals[-1].step], [without.accuracy_distilled], ls="", marker="*",
+                    ms=9, color="0.5", label="before the bootstrap, self-distilled (pass@1)")
     ax.axhline(main.evals[0]["accuracy"], color="0.4", ls="--", lw=1,
                label="starting checkpoint")
     ax.axhline(main.evals[0]["accuracy"] + c.min_gain, color=plots.REPORT, ls=":", lw=1,

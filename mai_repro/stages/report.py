@@ -345,22 +345,65 @@ def _ablation_show(v: Mapping[str, Any]) -> str:
     return out
 
 
-def _grpo_climb(m: Any) -> dict[str, Any]:
-    """The climb's gain and the interval that decides it: over the seeds (grpo.seeds >= 2),
-    else over the held-out problems of the one seed (manifests before grpo.seeds: the
-    latter)."""
-    v = {"start": m.accuracy_start, "final": m.accuracy_final, "n": m.task.n_eval,
-         "steps": m.steps}
-    seeds = getattr(m, "gain_over_seeds", None)
+def _seeds_or_problems(seeds: Mapping[str, Any] | None, per_seed: list[float],
+                       gain: Any) -> dict[str, Any]:
+    """The interval that decides a gain: over the seeds (``seeds``, a Decision as a dict, when
+    grpo.seeds >= 2; ``per_seed``: each seed's gain), else over the held-out problems of the
+    one seed (``gain``, a paired bootstrap)."""
     if seeds and seeds["n"] >= 2:
         d = decision(seeds)
-        finals = ", ".join(f"{g.accuracy_final - g.accuracy_start:+.1%}"
-                           for g in m.seed_gains)
-        return {**v, "interval_verdict": d.verdict,
-                "interval": f"{d} (per seed: {finals})"}
-    return {**v, "interval_verdict": m.gain.verdict,
-            "interval": f"{m.gain.mean:+.1%} [{m.gain.lo:+.1%}, {m.gain.hi:+.1%}] "
-                        f"(n={m.gain.n} held-out problems, one seed)"}
+        each = ", ".join(f"{x:+.1%}" for x in per_seed)
+        return {"interval_verdict": d.verdict, "interval": f"{d} (per seed: {each})"}
+    return {"interval_verdict": gain.verdict,
+            "interval": f"{gain.mean:+.1%} [{gain.lo:+.1%}, {gain.hi:+.1%}] "
+                        f"(n={gain.n} held-out problems, one seed)"}
+
+
+def _grpo_climb(m: Any) -> dict[str, Any]:
+    """The climb's gain and the interval that decides it (:func:`_seeds_or_problems`;
+    manifests before grpo.seeds: over the problems)."""
+    return {"start": m.accuracy_start, "final": m.accuracy_final, "n": m.task.n_eval,
+            "steps": m.steps,
+            **_seeds_or_problems(getattr(m, "gain_over_seeds", None),
+                                 [g.accuracy_final - g.accuracy_start for g in m.seed_gains],
+                                 m.gain)}
+
+
+def _grpo_distilled(m: Any) -> dict[str, Any]:
+    """The climb then the report's self-distillation (grpo.distill_steps > 0): the gain of
+    the distilled model over the start, decided as the climb's."""
+    d = m.distilled
+    if d is None:
+        raise Missing("distilled")
+    return {"start": m.accuracy_start, "climbed": m.accuracy_final, "distilled": d.accuracy,
+            "n": m.task.n_eval, "steps": m.steps, "sft_steps": d.steps, "total_s": d.total_s,
+            **_seeds_or_problems(m.distilled_over_seeds,
+                                 [g.accuracy_distilled - g.accuracy_start
+                                  for g in m.seed_gains if g.accuracy_distilled is not None],
+                                 d.gain)}
+
+
+def _grpo_bootstrap(m: Any) -> dict[str, Any]:
+    """The main run's gain minus the same run's from the model before the reasoning bootstrap
+    (grpo.compare_base): after the climb and its self-distillation where the preset distils,
+    else after the climb."""
+    w = m.without_procedural
+    if w is None:
+        raise Missing("without_procedural")
+    after = w.difference_distilled is not None
+    return {"after_distillation": after, "climb": decision(w.difference),
+            "test": decision(w.difference_distilled if after else w.difference),
+            "with": m.distilled.gain.mean if after else m.gain.mean,
+            "without": w.gain_distilled.mean if after else w.gain.mean}
+
+
+def _bootstrap_show(v: Mapping[str, Any]) -> str:
+    what = "climb + self-distillation" if v["after_distillation"] else "climb"
+    out = (f"{what}: gain {v['with']:+.1%} from the bootstrapped base, {v['without']:+.1%} "
+           f"from the base before the bootstrap")
+    if v["after_distillation"]:
+        out += f"; the climb alone: difference {v['climb'].span()}"
+    return out
 
 
 def _grpo_ablation_finding(name: str) -> Finding:
@@ -628,6 +671,35 @@ FINDINGS: list[Finding] = [
         show=lambda v: f"{v['start']:.1%} -> {v['final']:.1%} on {v['n']} held-out problems "
                        f"after {v['steps']} steps",
         interval=lambda v: v["interval"],
+    ),
+    Finding(
+        id="grpo.self_distillation", stage="grpo", section="6",
+        claim="the climb followed by self-distillation (SFT of the pre-RL model on the climbed "
+              "model's own verified traces) raises held-out accuracy",
+        read=_grpo_distilled,
+        rule=lambda v: word_rule(v["interval_verdict"]),
+        rule_text="held: the 95% interval of distilled - start held-out accuracy lies above 0; "
+                  "not held: at or below 0; inconclusive: it includes 0. Over the seeds "
+                  "(Student-t, each seed's climb and its own self-distillation) with "
+                  "grpo.seeds >= 2; with one seed, a paired bootstrap over the held-out problems",
+        show=lambda v: f"{v['start']:.1%} -> {v['climbed']:.1%} after {v['steps']} steps -> "
+                       f"{v['distilled']:.1%} after {v['sft_steps']} SFT steps on "
+                       f"{v['n']} held-out problems ({v['total_s'] / 60:.1f} min)",
+        interval=lambda v: v["interval"],
+    ),
+    Finding(
+        id="grpo.bootstrap", stage="grpo", section="4, 6",
+        claim="a base never shown a reasoning trace needs mid-training's STEM/math bootstrap "
+              "before RL can climb (why the mid-training mix leans on STEM and math)",
+        read=_grpo_bootstrap,
+        rule=lambda v: word_rule(v["test"].verdict),
+        rule_text="held: the 95% paired bootstrap interval over the held-out problems of the "
+                  "main run's gain minus the same run's gain from the model before the "
+                  "reasoning bootstrap (after the climb and its self-distillation where the "
+                  "preset distils) lies above 0; not held: at or below 0; inconclusive: it "
+                  "includes 0 (one seed; the bases also differ by the bootstrap's steps)",
+        show=_bootstrap_show,
+        interval=lambda v: str(v["test"]),
     ),
     *[_grpo_ablation_finding(name) for name in GRPO_CLAIMS],
     Finding(
