@@ -278,7 +278,7 @@ def recipe_run() -> dict:
     seeds = [{"seed": k, "steps": 40, "accuracy_start": 0.1, "accuracy_final": 0.2,
               "solved_any_start": 0.2, "solved_any_final": 0.3, "accuracy_distilled": 0.1 + g,
               "solved_any_distilled": 0.5} for k, g in enumerate((0.35, 0.4, 0.3))]
-    without = {**skeleton(BaseComparison), "gain": none,
+    without = {**skeleton(BaseComparison), "gain": none, "base": "control",
                "difference": decision(0.02, -0.01, 0.05, n=120), "gain_distilled": none,
                "difference_distilled": decision(0.35, 0.3, 0.4, n=120)}
     return {**GRPO_RUN, "distilled": distilled, "seed_gains": seeds,
@@ -303,6 +303,13 @@ def test_climb_with_self_distillation_and_the_base_without_the_bootstrap(tmp_pat
     # the recipe against the recipe decides; the climb alone is shown beside it
     assert boot.verdict == HELD and boot.interval.startswith("+35.0% [+30.0%, +40.0%]")
     assert "climb + self-distillation: gain +35.0%" in boot.measured
+    # the base without the family is named: notebook 08's compute-matched control here, the
+    # model before the bootstrap where the preset trains no control
+    assert "+0.0% from the compute-matched control (the bootstrap's steps" in boot.measured
+    write(tmp_path, "grpo", {**run, "without_procedural": {**without,
+                                                          "base": "before_bootstrap"}})
+    boot = {r.finding.id: r for r in card(tmp_path).results}["grpo.bootstrap"]
+    assert "from the model before the bootstrap (compute not matched)" in boot.measured
     assert "the climb alone: difference +2.0% [-1.0%, +5.0%]" in boot.measured
     # without a self-distillation after the climbs the climb's own difference decides
     write(tmp_path, "grpo", {**run, "without_procedural": {**without,

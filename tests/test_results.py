@@ -146,7 +146,7 @@ def stage_samples() -> dict[str, dict[str, Any]]:
         "grpo": {"verdicts": {name: _verdict(True) for name in GRPO_CLAIMS},
                  "distilled": {**skeleton(Distilled), "gain": gain},
                  "without_procedural": {**skeleton(BaseComparison), "gain_distilled": gain,
-                                        "difference": _decision(),
+                                        "base": "control", "difference": _decision(),
                                         "difference_distilled": _decision()}},
         "self_distillation": {"accuracy": {"multi_checkpoint": 0.5, "final_only": 0.4},
                               "multi_vs_final": _decision()},

@@ -2,6 +2,7 @@
 reasoning bootstrap that ends mid-training, the learner's optimizer, and the self-distillation
 after the climb (``grpo.distill_steps``)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -93,6 +94,51 @@ def test_reasoning_bootstrap_trains_on_worked_text_without_held_out_problems(tok
     assert row["part"] == "bootstrap" and row["procedural"] and row["tokens"] == rec["tokens"]
 
 
+def test_bootstrap_control_trains_the_same_compute_on_human_stem_math_text(tok, monkeypatch):
+    """The control matches the bootstrap's steps, batch, window length and tokens, and trains
+    on the STEM and math families' text alone (no worked solution, no other family), in an
+    order fixed by the seed; the model moves. Without STEM or math text it says so."""
+    from mai_repro.data.shards import FamilyShard, pack
+
+    m = C.load("smoke", {"midtrain": {"bootstrap_steps": 3, "bootstrap_context": 64,
+                                      "tokens_per_step": 128, "bootstrap_control": True}}
+               ).midtrain
+    # each family's tokens from its own range, so a batch shows where it came from
+    ranges = {"code": (30, 40), "stem": (10, 20), "math": (20, 30), "general": (40, 50)}
+    rng = np.random.default_rng(0)
+    shards = {f: FamilyShard(pack(rng.integers(a, b, 1000).astype(np.uint16), 16),
+                             np.arange(0, 1000, 250), ["d"] * 4) for f, (a, b) in ranges.items()}
+    batches = []
+    real_step = midtraining.lm_step
+
+    def step(model, opt, batch, **kw):
+        batches.append(batch.clone())
+        return real_step(model, opt, batch, **kw)
+
+    monkeypatch.setattr(midtraining, "lm_step", step)
+    model = tiny_model(tok)
+    before = [p.detach().clone() for p in model.parameters()]
+    model, rec = midtraining.bootstrap_control(model, m, shards, 0, "cpu", progress=False)
+    assert [tuple(b.shape) for b in batches] == [(2, 65)] * 3  # the bootstrap's shapes
+    assert rec["tokens"] == 3 * 2 * 64 and len(rec["loss"]) == 3 and not model.training
+    seen = torch.cat(batches)
+    assert int(seen.min()) >= 10 and int(seen.max()) < 30  # STEM and math only
+    assert set(rec["families"]) == {"stem", "math"}
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    first = batches[0]
+    batches.clear()
+    midtraining.bootstrap_control(tiny_model(tok), m, shards, 0, "cpu", progress=False)
+    assert torch.equal(batches[0], first)  # same seed, same windows
+    batches.clear()
+    midtraining.bootstrap_control(tiny_model(tok), m, shards, 1, "cpu", progress=False)
+    assert not torch.equal(batches[0], first)
+    with pytest.raises(ValueError, match="STEM or math text"):
+        midtraining.bootstrap_control(tiny_model(tok), m, {"code": shards["code"]}, 0, "cpu",
+                                      progress=False)
+    with pytest.raises(C.ConfigError, match="bootstrap_control"):
+        C.load("smoke", {"midtrain": {"bootstrap_steps": 0, "bootstrap_control": True}})
+
+
 def test_learner_optimizer_is_the_configured_one(tok):
     model = tiny_model(tok)
     g = C.load("smoke").grpo
@@ -164,5 +210,6 @@ def test_compare_base_needs_the_bootstrap():
     """grpo.compare_base climbs from notebook 08's model before the reasoning bootstrap: a
     config without the bootstrap is refused, naming the key."""
     with pytest.raises(C.ConfigError, match="compare_base"):
-        C.load("smoke", {"grpo": {"compare_base": True}, "midtrain": {"bootstrap_steps": 0}})
+        C.load("smoke", {"grpo": {"compare_base": True},
+                         "midtrain": {"bootstrap_steps": 0, "bootstrap_control": False}})
     assert C.load("laptop-worked").grpo.compare_base

@@ -129,10 +129,12 @@ class SeedGain:
 @dataclass
 class BaseComparison:
     """Issue 22's with and without the procedural family (``grpo.compare_base``): the main
-    climb's settings and seed from the mid-trained model before the reasoning bootstrap (never
-    shown a worked solution), evaluated at its start and end on the same held-out problems
-    with the same random numbers. The bases differ by the bootstrap's steps as well as by the
-    family: the compute is not matched."""
+    climb's settings and seed from a mid-trained model never shown a worked solution,
+    evaluated at its start and end on the same held-out problems with the same random numbers.
+    That base is notebook 08's compute-matched control where it trained one
+    (``midtrain.bootstrap_control``: the bootstrap's steps on human STEM/math text), else the
+    model before the reasoning bootstrap (the bases then differ by the bootstrap's steps as
+    well as by the family: the compute is not matched)."""
 
     steps: int  # optimizer steps taken (fewer when it stopped early)
     collapsed_at: int | None  # grpo.max_empty_draws batches in a row kept no group
@@ -151,6 +153,20 @@ class BaseComparison:
     gain_distilled: Gain | None = None  # distilled - start, paired over the problems
     # the main climb's distilled gain minus this one's, paired bootstrap (a Decision as a dict)
     difference_distilled: dict[str, Any] | None = None
+    # the base it climbed from: a key of BASES
+    base: str = "before_bootstrap"
+
+    @property
+    def base_label(self) -> str:
+        return BASES[self.base][1]
+
+
+# grpo.compare_base's base without the procedural family: notebook 08's file and its name
+BASES = {"before_bootstrap": ("model_before_bootstrap.pt",
+                              "the model before the bootstrap (compute not matched)"),
+         "control": ("model_control.pt",
+                     "the compute-matched control (the bootstrap's steps on human STEM/math "
+                     "text)")}
 
 
 @dataclass
@@ -576,16 +592,21 @@ def _without_procedural(run: Run, up, st, main: ClimbResult, distilled: Distille
                         pool: list[tasks.Task], held: list[tasks.Task], c: GRPOStageConfig,
                         cfg, device: str, progress) -> BaseComparison:
     """``grpo.compare_base``: the main climb's settings and seed from notebook 08's model
-    before the reasoning bootstrap, and its gain against the main climb's; with the main
-    climb's self-distillation (``distilled``) the same follows this climb, and the gains
-    after it compare too (the recipe's result against the recipe's result)."""
-    path = up.path("model_before_bootstrap.pt")
+    without the procedural family (its compute-matched control with
+    ``midtrain.bootstrap_control``, else the model before the reasoning bootstrap), and its
+    gain against the main climb's; with the main climb's self-distillation (``distilled``)
+    the same follows this climb, and the gains after it compare too (the recipe's result
+    against the recipe's result)."""
+    base = "control" if cfg.midtrain.bootstrap_control else "before_bootstrap"
+    path = up.path(BASES[base][0])
     if not path.is_file():
         raise FileNotFoundError(
             f"grpo.compare_base climbs from {path.name}, which notebook 08 saves when "
-            f"midtrain.bootstrap_steps > 0; this run's midtraining stage has none (built before "
-            f"it was saved?): rerun notebook 08 for {run.dir}")
-    st.add_input("model_before_bootstrap", path)
+            f"midtrain.bootstrap_steps > 0" + (" and midtrain.bootstrap_control is on"
+                                               if base == "control" else "")
+            + f"; this run's midtraining stage has none (built before it was saved?): rerun "
+              f"notebook 08 for {run.dir}")
+    st.add_input(path.stem, path)
     # the main climb's settings and seed, and its self-distillation after it when it had one
     res = replica(load_model_file(path, device), tok, pool, held, c, cfg.seed, cfg.optim,
                   cfg.distill if distilled is not None else None, name="without procedural",
@@ -597,18 +618,18 @@ def _without_procedural(run: Run, up, st, main: ClimbResult, distilled: Distille
 
     diff = paired_accuracy(per(main.evals[0], main.evals[-1]), per(res.evals[0], res.evals[-1]),
                            n, seed=cfg.seed,
-                           test="held-out gain of the main climb minus the gain of the climb "
-                                "from the model before the bootstrap")
+                           test=f"held-out gain of the main climb minus the gain of the "
+                                f"climb from {BASES[base][1]}")
     out = BaseComparison(steps=len(res.history), collapsed_at=res.collapsed_at,
                          rollouts=res.rollouts, evals=[Evaluation(**e) for e in res.evals],
                          gain=climb_gain(res.evals[0], res.evals[-1], n, cfg.seed),
-                         difference=dataclasses.asdict(diff))
+                         difference=dataclasses.asdict(diff), base=base)
     if distilled is not None and res.distilled is not None:
         after = {"correct": distilled.correct}
         d2 = paired_accuracy(per(main.evals[0], after), per(res.evals[0], res.distilled), n,
                              seed=cfg.seed,
-                             test="held-out gain of the main climb and its self-distillation "
-                                  "minus the same from the model before the bootstrap")
+                             test=f"held-out gain of the main climb and its "
+                                  f"self-distillation minus the same from {BASES[base][1]}")
         out = dataclasses.replace(
             out, traces_distilled=res.distilled_traces,
             accuracy_distilled=res.distilled["accuracy"],
@@ -664,13 +685,14 @@ def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
         if later:
             ax.plot([ex[-1]] * len(later), later, ls="", marker="*", ms=7,
                     color=plots.PALETTE[2], label="other seeds, self-distilled (pass@1)")
-    if without is not None:  # grpo.compare_base: from the model before the bootstrap
+    if without is not None:  # grpo.compare_base: from the base without the family
+        short = ("the control (no worked solutions)" if without.base == "control"
+                 else "the model before the bootstrap")
         ax.plot([e.step for e in without.evals], [e.accuracy for e in without.evals],
-                marker="x", ms=5, lw=1, color="0.5",
-                label="from the model before the bootstrap (pass@1)")
+                marker="x", ms=5, lw=1, color="0.5", label=f"from {short} (pass@1)")
         if without.accuracy_distilled is not None:
             ax.plot([without.evals[-1].step], [without.accuracy_distilled], ls="", marker="*",
-                    ms=9, color="0.5", label="before the bootstrap, self-distilled (pass@1)")
+                    ms=9, color="0.5", label=f"{short}, self-distilled (pass@1)")
     ax.axhline(main.evals[0]["accuracy"], color="0.4", ls="--", lw=1,
                label="starting checkpoint")
     ax.axhline(main.evals[0]["accuracy"] + c.min_gain, color=plots.REPORT, ls=":", lw=1,

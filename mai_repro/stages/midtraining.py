@@ -362,8 +362,6 @@ def reasoning_bootstrap(model: Transformer, m: MidtrainConfig, tok: BPETokenizer
     step, at ``m.bootstrap_lr`` (20 warm-up steps, cosine to a tenth); ``on_step(steps done,
     loss)`` after each step (benchmarks/worked_bootstrap.py evaluates there). Returns the
     model and the record of what it trained on (for the bill of materials and the metrics)."""
-    from tqdm.auto import tqdm
-
     optim = optim or OptimConfig()
     steps, context = m.bootstrap_steps, m.bootstrap_context
     batch = max(1, m.tokens_per_step // context)
@@ -377,25 +375,73 @@ def reasoning_bootstrap(model: Transformer, m: MidtrainConfig, tok: BPETokenizer
     if not len(windows):
         raise ValueError(f"the bootstrap's {len(texts)} worked solutions fill no window of "
                          f"{context} tokens")
-    opt = make_optimizer(model, m.bootstrap_lr, optim)
-    schedule = Schedule(m.bootstrap_lr, min(20, steps // 2), steps, min_ratio=0.1)
-    losses: list[float] = []
-    t0 = time.time()
-    for step in tqdm(range(steps), desc="reasoning bootstrap", disable=not progress,
-                     leave=False):
-        idx = torch.arange(step * batch, (step + 1) * batch) % len(windows)
-        loss, _ = lm_step(model.train(), opt, windows[idx].to(device), lr=schedule(step),
-                          grad_clip=optim.grad_clip)
-        losses.append(loss)
-        if on_step is not None:
-            on_step(step + 1, loss)
+    losses, wall = _bootstrap_steps(model, windows, m, batch, optim, "reasoning bootstrap",
+                                    progress, on_step, device)
     record = {"steps": steps, "context": context, "batch_size": batch,
               "tokens": steps * batch * context, "lr": m.bootstrap_lr,
               "windows": len(windows), "epochs": need / len(windows), "texts": len(texts),
               "text_tokens": sum(map(len, docs)), "removed_heldout": removed,
               "heldout_problems": len(keys), "kinds": sorted({w.kind for w in texts}),
               "difficulties": sorted({w.difficulty for w in texts}), "loss": losses,
-              "wall_s": time.time() - t0}
+              "wall_s": wall}
+    return model.eval(), record
+
+
+def _bootstrap_steps(model: Transformer, windows: torch.Tensor, m: MidtrainConfig, batch: int,
+                     optim: OptimConfig, desc: str, progress: bool,
+                     on_step: Callable[[int, float], None] | None, device: str
+                     ) -> tuple[list[float], float]:
+    """``m.bootstrap_steps`` steps of next-token loss on ``windows`` in order (taken again in
+    turn when the steps need more), ``batch`` a step, at ``m.bootstrap_lr`` (20 warm-up steps,
+    cosine to a tenth): the bootstrap's schedule, shared by its compute-matched control.
+    Returns the loss per step and the seconds taken."""
+    from tqdm.auto import tqdm
+
+    steps = m.bootstrap_steps
+    opt = make_optimizer(model, m.bootstrap_lr, optim)
+    schedule = Schedule(m.bootstrap_lr, min(20, steps // 2), steps, min_ratio=0.1)
+    losses: list[float] = []
+    t0 = time.time()
+    for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        idx = torch.arange(step * batch, (step + 1) * batch) % len(windows)
+        loss, _ = lm_step(model.train(), opt, windows[idx].to(device), lr=schedule(step),
+                          grad_clip=optim.grad_clip)
+        losses.append(loss)
+        if on_step is not None:
+            on_step(step + 1, loss)
+    return losses, time.time() - t0
+
+
+def bootstrap_control(model: Transformer, m: MidtrainConfig,
+                      train: Mapping[str, FamilyShard], seed: int, device: str,
+                      optim: OptimConfig | None = None, progress: bool = True
+                      ) -> tuple[Transformer, dict[str, Any]]:
+    """The reasoning bootstrap's compute-matched control (``midtrain.bootstrap_control``): the
+    same steps, windows of ``m.bootstrap_context`` tokens, batch and learning-rate schedule,
+    on the corpus's own STEM and math text (human-written, the pre-training shards' training
+    split) in place of the worked solutions: the mid-trained model at the bootstrap's compute
+    without the procedural family. Windows are consecutive in each family's stream, mixed in
+    an order fixed by ``seed``. Returns the model and what it trained on."""
+    optim = optim or OptimConfig()
+    context = m.bootstrap_context
+    batch = max(1, m.tokens_per_step // context)
+    fams = [f for f in GROUPS["stem_math"] if f in train]
+    parts = {f: longctx.stride_windows(train[f], context) for f in fams}
+    parts = {f: w for f, w in parts.items() if len(w)}
+    if not parts:
+        raise ValueError(f"the bootstrap's control needs STEM or math text of at least "
+                         f"{context + 1} tokens in the training shards; families here: "
+                         f"{sorted(train)}")
+    pool = np.concatenate(list(parts.values()))
+    order = np.random.default_rng(seed).permutation(len(pool))
+    windows = torch.from_numpy(pool[order].astype(np.int64))
+    losses, wall = _bootstrap_steps(model, windows, m, batch, optim,
+                                    "control: human STEM/math text", progress, None, device)
+    need = m.bootstrap_steps * batch
+    record = {"steps": m.bootstrap_steps, "context": context, "batch_size": batch,
+              "tokens": need * context, "lr": m.bootstrap_lr, "windows": len(windows),
+              "epochs": need / len(windows), "families": {f: len(w) for f, w in parts.items()},
+              "loss": losses, "wall_s": wall}
     return model.eval(), record
 
 
@@ -503,6 +549,24 @@ class ReasoningBootstrap(WorkedTexts):
 
 
 @dataclass
+class BootstrapControl:
+    """The reasoning bootstrap's compute-matched control (``midtrain.bootstrap_control``):
+    the model before the bootstrap trained for the bootstrap's steps, context, batch and rate
+    on the corpus's STEM and math text (human-written) instead of worked solutions."""
+
+    steps: int
+    context: int
+    batch_size: int
+    tokens: int  # tokens trained on: the bootstrap's
+    lr: float
+    windows: int  # distinct windows (taken again in turn when the steps need more)
+    epochs: float
+    families: dict[str, int]  # windows per family
+    loss: list[float]  # per step
+    wall_s: float
+
+
+@dataclass
 class MidtrainingMetrics:
     """What the stage's manifest records (``metrics``), read back by attribute. Position
     treatments, model labels and families are keys of the dict-valued metrics."""
@@ -533,6 +597,7 @@ class MidtrainingMetrics:
     eval_s: dict[str, float]  # model -> evaluation seconds
     wall_s: float
     bootstrap: ReasoningBootstrap | None = None  # None: midtrain.bootstrap_steps 0
+    control: BootstrapControl | None = None  # None: midtrain.bootstrap_control off
 
     def by_model(self) -> dict[str, ModelSummary]:
         return {s.model: s for s in self.summary}
@@ -666,6 +731,15 @@ def build(run: Run) -> MidtrainResult:
             model, boot = reasoning_bootstrap(model, m, text_tok, rl_heldout, cfg.seed, device,
                                               optim=cfg.optim)
         save_model_file(model.cfg, model.state_dict(), st.path("model.pt"))
+        control: dict[str, Any] | None = None
+        if m.bootstrap_control:  # the same compute on human STEM/math text: 09's other base
+            before = load_model_file(st.path("model_before_bootstrap.pt"), device)
+            with torch.random.fork_rng(devices=[]):  # the runs after it draw as without it
+                torch.manual_seed(cfg.seed)
+                before, control = bootstrap_control(before, m, train, cfg.seed, device,
+                                                    optim=cfg.optim)
+            save_model_file(before.cfg, before.state_dict(), st.path("model_control.pt"))
+            del before
         for k, rec in enumerate(runs[m.positions]):
             evals[f"stage {k + 1} ({rec['context']})"] = rec.pop("eval")
         for alt in m.compare:
@@ -713,6 +787,7 @@ def build(run: Run) -> MidtrainResult:
             eval_s={k: v["eval_s"] for k, v in evals.items()},
             wall_s=time.time() - t_start,
             bootstrap=ReasoningBootstrap(**boot) if boot else None,
+            control=BootstrapControl(**control) if control else None,
         )
         st.metrics.update(result_dict(metrics))
         figures = _figures(metrics, {k: (np.asarray(v["loss_by_position"]),
@@ -739,6 +814,11 @@ def _figures(metrics: MidtrainingMetrics, curves: Mapping[str, np.ndarray], st: 
             ax.plot(np.arange(step0, step0 + len(b.loss)), b.loss, color=plots.PALETTE[i],
                     lw=1.2, ls=":", label=f"{name}: reasoning bootstrap (worked solutions, "
                                           f"{b.context} tokens)")
+        ctl = metrics.control
+        if ctl is not None and b is not None and name == metrics.positions:
+            ax.plot(np.arange(step0, step0 + len(ctl.loss)), ctl.loss, color=plots.PALETTE[7],
+                    lw=1.0, ls=":", label=f"control: the same steps on human STEM/math text "
+                                          f"({ctl.context} tokens)")
     ax.set(xlabel="mid-training step", ylabel="training loss (nats/token)",
            title="Mid-training loss per stage (context grows 4x per stage)")
     ax.legend(fontsize=8)

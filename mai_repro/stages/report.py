@@ -384,8 +384,9 @@ def _grpo_distilled(m: Any) -> dict[str, Any]:
 
 
 def _grpo_bootstrap(m: Any) -> dict[str, Any]:
-    """The main run's gain minus the same run's from the model before the reasoning bootstrap
-    (grpo.compare_base): after the climb and its self-distillation where the preset distils,
+    """The main run's gain minus the same run's from the base without the procedural family
+    (grpo.compare_base: notebook 08's compute-matched control, or the model before the
+    reasoning bootstrap): after the climb and its self-distillation where the preset distils,
     else after the climb."""
     w = m.without_procedural
     if w is None:
@@ -394,13 +395,14 @@ def _grpo_bootstrap(m: Any) -> dict[str, Any]:
     return {"after_distillation": after, "climb": decision(w.difference),
             "test": decision(w.difference_distilled if after else w.difference),
             "with": m.distilled.gain.mean if after else m.gain.mean,
-            "without": w.gain_distilled.mean if after else w.gain.mean}
+            "without": w.gain_distilled.mean if after else w.gain.mean,
+            "base": w.base_label}
 
 
 def _bootstrap_show(v: Mapping[str, Any]) -> str:
     what = "climb + self-distillation" if v["after_distillation"] else "climb"
     out = (f"{what}: gain {v['with']:+.1%} from the bootstrapped base, {v['without']:+.1%} "
-           f"from the base before the bootstrap")
+           f"from {v['base']}")
     if v["after_distillation"]:
         out += f"; the climb alone: difference {v['climb'].span()}"
     return out
@@ -694,10 +696,11 @@ FINDINGS: list[Finding] = [
         read=_grpo_bootstrap,
         rule=lambda v: word_rule(v["test"].verdict),
         rule_text="held: the 95% paired bootstrap interval over the held-out problems of the "
-                  "main run's gain minus the same run's gain from the model before the "
-                  "reasoning bootstrap (after the climb and its self-distillation where the "
-                  "preset distils) lies above 0; not held: at or below 0; inconclusive: it "
-                  "includes 0 (one seed; the bases also differ by the bootstrap's steps)",
+                  "main run's gain minus the same run's gain from the base without the "
+                  "procedural family (notebook 08's compute-matched control where it trained "
+                  "one, else the model before the reasoning bootstrap; after the climb and its "
+                  "self-distillation where the preset distils) lies above 0; not held: at or "
+                  "below 0; inconclusive: it includes 0 (one seed)",
         show=_bootstrap_show,
         interval=lambda v: str(v["test"]),
     ),

@@ -260,6 +260,12 @@ class MidtrainConfig:
     bootstrap_texts: int = spec(16_000, min=1, help="worked solutions generated for the "
                                                     "bootstrap at most (windows are taken "
                                                     "again in turn when its steps need more)")
+    bootstrap_control: bool = spec(
+        False,
+        help="also train the model before the bootstrap for the bootstrap's steps, context, "
+             "tokens and rate on the corpus's STEM and math text (human-written) instead of "
+             "worked solutions: notebook 09's base without the procedural family at the same "
+             "compute (model_control.pt)")
     positions: Literal["base", "pi", "none"] = spec(
         "base", help="RoPE of the local layers per stage: base raised NTK-style, position "
                      "interpolation, or unchanged (the recipe kept as model.pt)")
@@ -307,6 +313,9 @@ class MidtrainConfig:
             return [("procedural_kinds", "needs at least one task kind")]
         if self.code + self.stem_math + self.background <= 0:
             return [("code", "the mix shares must not all be zero")]
+        if self.bootstrap_control and self.bootstrap_steps == 0:
+            return [("bootstrap_control", "the control matches the reasoning bootstrap's "
+                                          "compute: needs bootstrap_steps > 0")]
         return []
 
 
