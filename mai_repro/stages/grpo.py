@@ -161,12 +161,14 @@ class BaseComparison:
         return BASES[self.base][1]
 
 
-# grpo.compare_base's base without the procedural family: notebook 08's file and its name
+# grpo.compare_base's base without the procedural family: notebook 08's file, its name in
+# tests and on the card, and its short name in the climb figure's legend
 BASES = {"before_bootstrap": ("model_before_bootstrap.pt",
-                              "the model before the bootstrap (compute not matched)"),
+                              "the model before the bootstrap (compute not matched)",
+                              "the model before the bootstrap"),
          "control": ("model_control.pt",
                      "the compute-matched control (the bootstrap's steps on human STEM/math "
-                     "text)")}
+                     "text)", "the control (no worked solutions)")}
 
 
 @dataclass
@@ -686,8 +688,7 @@ def _figures(main: ClimbResult, ablations: dict[str, ClimbResult],
             ax.plot([ex[-1]] * len(later), later, ls="", marker="*", ms=7,
                     color=plots.PALETTE[2], label="other seeds, self-distilled (pass@1)")
     if without is not None:  # grpo.compare_base: from the base without the family
-        short = ("the control (no worked solutions)" if without.base == "control"
-                 else "the model before the bootstrap")
+        short = BASES[without.base][2]
         ax.plot([e.step for e in without.evals], [e.accuracy for e in without.evals],
                 marker="x", ms=5, lw=1, color="0.5", label=f"from {short} (pass@1)")
         if without.accuracy_distilled is not None:

@@ -425,9 +425,8 @@ def bootstrap_control(model: Transformer, m: MidtrainConfig,
     optim = optim or OptimConfig()
     context = m.bootstrap_context
     batch = max(1, m.tokens_per_step // context)
-    fams = [f for f in GROUPS["stem_math"] if f in train]
-    parts = {f: longctx.stride_windows(train[f], context) for f in fams}
-    parts = {f: w for f, w in parts.items() if len(w)}
+    parts = {f: w for f in GROUPS["stem_math"] if f in train
+             if len(w := longctx.stride_windows(train[f], context))}
     if not parts:
         raise ValueError(f"the bootstrap's control needs STEM or math text of at least "
                          f"{context + 1} tokens in the training shards; families here: "
